@@ -1,0 +1,1 @@
+"""PySide6 desktop annotator (built in a later issue on top of :mod:`model`)."""

@@ -1,0 +1,1 @@
+"""Label Studio ML backend (built in a later issue on top of :mod:`model`)."""
