@@ -1,0 +1,152 @@
+"""The pydantic data model shared by the CLI, the Label Studio backend and the desktop app.
+
+Every box is in pixels of the *upright* image (EXIF orientation applied), as floats with x0 < x1 and y0 < y1.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Task(str, Enum):
+    """MiniGPT-v2 task identifiers, plus untagged free chat."""
+
+    detection = "detection"
+    refer = "refer"
+    grounding = "grounding"
+    identify = "identify"
+    vqa = "vqa"
+    caption = "caption"
+    chat = "chat"
+
+    @property
+    def identifier(self) -> str:
+        """The literal tag the model was trained with, e.g. ``[refer]``; empty for chat."""
+        return "" if self is Task.chat else f"[{self.value}]"
+
+    @property
+    def answers_with_boxes(self) -> bool:
+        return self in (Task.detection, Task.refer, Task.grounding)
+
+
+class Box(BaseModel):
+    """An axis-aligned box in pixels: (x0, y0) top-left, (x1, y1) bottom-right."""
+
+    model_config = ConfigDict(frozen=True)
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Box:
+        if not (self.x0 < self.x1 and self.y0 < self.y1):
+            raise ValueError(
+                f"box must have x0 < x1 and y0 < y1, got ({self.x0}, {self.y0}, {self.x1}, {self.y1})"
+            )
+        return self
+
+    @classmethod
+    def from_xyxy(cls, xyxy: tuple[float, float, float, float] | list[float]) -> Box:
+        x0, y0, x1, y1 = (float(v) for v in xyxy)
+        return cls(x0=x0, y0=y0, x1=x1, y1=y1)
+
+    @classmethod
+    def from_xywh(cls, xywh: tuple[float, float, float, float] | list[float]) -> Box:
+        x, y, w, h = (float(v) for v in xywh)
+        return cls(x0=x, y0=y, x1=x + w, y1=y + h)
+
+    @property
+    def xyxy(self) -> tuple[float, float, float, float]:
+        return (self.x0, self.y0, self.x1, self.y1)
+
+    @property
+    def xywh(self) -> tuple[float, float, float, float]:
+        return (self.x0, self.y0, self.width, self.height)
+
+    @property
+    def width(self) -> float:
+        return self.x1 - self.x0
+
+    @property
+    def height(self) -> float:
+        return self.y1 - self.y0
+
+    @property
+    def area(self) -> float:
+        return self.width * self.height
+
+    def iou(self, other: Box) -> float:
+        ix = max(0.0, min(self.x1, other.x1) - max(self.x0, other.x0))
+        iy = max(0.0, min(self.y1, other.y1) - max(self.y0, other.y0))
+        inter = ix * iy
+        union = self.area + other.area - inter
+        return inter / union if union > 0 else 0.0
+
+
+class Proposal(BaseModel):
+    """One box the model proposed, before a person has accepted it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    box: Box
+    label: str = Field(description="the category the box is for: the query, the phrase, or the chosen label")
+    phrase: str | None = Field(default=None, description="the <p>phrase</p> the model attached, if any")
+    score: float = Field(ge=0.0, le=1.0, description="geometric mean of the box tokens' probabilities")
+    task: Task
+    prompt: str = Field(description="the instruction sent to the model, task identifier included")
+    model_version: str = ""
+
+
+class Origin(str, Enum):
+    manual = "manual"  # drawn by a person
+    accepted = "accepted"  # a proposal accepted unchanged
+    edited = "edited"  # a proposal accepted, then moved or relabelled
+
+
+class Annotation(BaseModel):
+    """A box a person owns. Model output never overwrites one."""
+
+    box: Box
+    label: str
+    origin: Origin = Origin.manual
+    score: float | None = None
+
+    @field_validator("label")
+    @classmethod
+    def _label_not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("label must not be blank")
+        return v
+
+
+class ImageRecord(BaseModel):
+    path: Path
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    annotations: list[Annotation] = Field(default_factory=list)
+    reviewed: bool = False
+
+
+class Category(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: int = Field(ge=1)
+    name: str
+
+
+class Dataset(BaseModel):
+    categories: list[Category] = Field(default_factory=list)
+    images: list[ImageRecord] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_categories(self) -> Dataset:
+        ids = [c.id for c in self.categories]
+        names = [c.name for c in self.categories]
+        if len(set(ids)) != len(ids) or len(set(names)) != len(names):
+            raise ValueError("category ids and names must be unique")
+        return self
