@@ -179,7 +179,10 @@ def split_minigptv2_state(
 
 
 def merge_lora(
-    llama: LlamaForCausalLM, lora: Mapping[tuple[int, str], Mapping[str, torch.Tensor]], alpha: float, source: str
+    llama: LlamaForCausalLM,
+    lora: Mapping[tuple[int, str], Mapping[str, torch.Tensor]],
+    alpha: float,
+    source: str,
 ) -> None:
     """W ← W + (alpha / r) · B @ A for every adapted q_proj/v_proj, computed in fp32."""
     layers = llama.model.layers

@@ -28,9 +28,9 @@ import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers.utils import cached_file
 
 from . import network as _network  # noqa: F401  (registers model_type "minigptv2" with AutoConfig)
-from transformers.utils import cached_file
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -133,7 +133,7 @@ class MiniGPTv2Processor:
         ids = bos + self.encode_text("[INST] <Img>") + image
         ids += self.encode_text(f"</Img> {questions[0]} [/INST]")
         for turn, question in zip(history, questions[1:], strict=True):
-            ids += self.encode_text(turn.answer) + [tok.eos_token_id, tok.bos_token_id]
+            ids += [*self.encode_text(turn.answer), tok.eos_token_id, tok.bos_token_id]
             ids += self.encode_text(f"[INST] {question} [/INST]")
         return ids
 

@@ -16,12 +16,66 @@ from .network import EvaVisionConfig, MiniGPTv2Config, MiniGPTv2ForConditionalGe
 from .processing import ImageProcessorConfig, MiniGPTv2Processor, ProcessorConfig
 
 # Whole-word tokens for the prompt vocabulary, so prompts tokenise into few ids, like LLaMA's.
-_WORDS = (
-    "INST Img delim refer detection grounding identify vqa caption give me the location of where is from this "
-    "image tell could you for can locate what object in it describe present at please detail red green blue "
-    "yellow orange purple white black square circle triangle small large big left right top bottom middle "
-    "person dog cat car balloon"
-).split()
+_WORDS = [
+    "INST",
+    "Img",
+    "delim",
+    "refer",
+    "detection",
+    "grounding",
+    "identify",
+    "vqa",
+    "caption",
+    "give",
+    "me",
+    "the",
+    "location",
+    "of",
+    "where",
+    "is",
+    "from",
+    "this",
+    "image",
+    "tell",
+    "could",
+    "you",
+    "for",
+    "can",
+    "locate",
+    "what",
+    "object",
+    "in",
+    "it",
+    "describe",
+    "present",
+    "at",
+    "please",
+    "detail",
+    "red",
+    "green",
+    "blue",
+    "yellow",
+    "orange",
+    "purple",
+    "white",
+    "black",
+    "square",
+    "circle",
+    "triangle",
+    "small",
+    "large",
+    "big",
+    "left",
+    "right",
+    "top",
+    "bottom",
+    "middle",
+    "person",
+    "dog",
+    "cat",
+    "car",
+    "balloon",
+]
 
 
 def build_tiny_tokenizer(words: tuple[str, ...] | list[str] = _WORDS) -> LlamaTokenizer:
@@ -52,7 +106,9 @@ def build_tiny_tokenizer(words: tuple[str, ...] | list[str] = _WORDS) -> LlamaTo
     return LlamaTokenizer(vocab=vocab, merges=merges)
 
 
-def tiny_config(vocab_size: int, *, image_size: int = 64, vision_layers: int = 2, text_layers: int = 2) -> MiniGPTv2Config:
+def tiny_config(
+    vocab_size: int, *, image_size: int = 64, vision_layers: int = 2, text_layers: int = 2
+) -> MiniGPTv2Config:
     """Toy sizes with the official structure: 16x16 patches at `image_size` 64 → 64 image tokens."""
     vision = EvaVisionConfig(
         image_size=image_size,
@@ -76,7 +132,9 @@ def tiny_config(vocab_size: int, *, image_size: int = 64, vision_layers: int = 2
     return MiniGPTv2Config(vision_config=vision, text_config=text)
 
 
-def make_tiny(out: str | os.PathLike | None = None, *, seed: int = 0) -> tuple[MiniGPTv2ForConditionalGeneration, MiniGPTv2Processor]:
+def make_tiny(
+    out: str | os.PathLike | None = None, *, seed: int = 0
+) -> tuple[MiniGPTv2ForConditionalGeneration, MiniGPTv2Processor]:
     """Build a random tiny model and its processor; save both to `out` when given."""
     tokenizer = build_tiny_tokenizer()
     config = tiny_config(len(tokenizer))

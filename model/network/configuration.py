@@ -84,6 +84,4 @@ class MiniGPTv2Config(PreTrainedConfig):
 
     def validate_architecture(self) -> None:
         if self.vision_config.num_patches % self.tokens_per_group:
-            raise ValueError(
-                f"{self.vision_config.num_patches} patches cannot be grouped by {self.tokens_per_group}"
-            )
+            raise ValueError(f"{self.vision_config.num_patches} patches cannot be grouped by {self.tokens_per_group}")

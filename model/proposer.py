@@ -1,0 +1,366 @@
+"""`Proposer`: image + task + query → typed box proposals in original-image pixels.
+
+The batched form encodes each distinct image once, sorts prompts by length to limit padding, left-pads, and runs
+one `generate` per batch on embeddings (the official inference path: the prompt goes in as embeddings, so logits
+processors such as the repetition penalty only see generated tokens). Each box gets a score: the geometric mean of
+the model's probabilities for the tokens that spell it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
+
+from .annotations import Box, Proposal, Task
+from .errors import CheckpointError
+from .grammar import ParseResult, Skipped, parse_boxes, pixels_to_grid
+from .images import LoadedImage, load_image
+from .network import MiniGPTv2ForConditionalGeneration
+from .processing import MiniGPTv2Processor, Turn
+from .prompts import build_instruction
+
+ImageSource = str | os.PathLike | bytes | Image.Image | LoadedImage
+
+# Long enough for the usual answer of each task; the official benchmark eval uses 20, the demo 500.
+DEFAULT_MAX_NEW_TOKENS: dict[Task, int] = {
+    Task.refer: 40,
+    Task.identify: 40,
+    Task.vqa: 64,
+    Task.caption: 96,
+    Task.detection: 300,
+    Task.grounding: 500,
+    Task.chat: 500,
+}
+
+
+class GenerationOptions(BaseModel):
+    """Greedy by default, like the official benchmark eval. The official demo samples with
+    temperature 0.6, top_p 0.9 and repetition_penalty 1.05 (`GenerationOptions.demo()`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    max_new_tokens: int | None = Field(default=None, ge=1, description="None: a per-task default")
+    do_sample: bool = False
+    temperature: float = Field(default=1.0, gt=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    repetition_penalty: float = Field(default=1.0, gt=0)
+    seed: int | None = None
+
+    @classmethod
+    def demo(cls, **overrides: object) -> GenerationOptions:
+        return cls(**({"do_sample": True, "temperature": 0.6, "top_p": 0.9, "repetition_penalty": 1.05} | overrides))
+
+
+@dataclass(frozen=True)
+class ProposeRequest:
+    image: ImageSource
+    task: Task | str
+    query: str | None = None
+    box: Box | None = None  # pixels of the upright image; [identify] only
+    history: tuple[Turn, ...] = ()
+
+
+class ProposalResult(BaseModel):
+    """Everything one request produced. `text` is the model's answer; `proposals` its boxes in pixels."""
+
+    image: str
+    width: int
+    height: int
+    task: Task
+    query: str | None
+    prompt: str
+    text: str
+    proposals: list[Proposal]
+    skipped: list[Skipped] = Field(default_factory=list)
+
+    def to_json_dict(self) -> dict:
+        """The CLI/API contract of DESIGN.md."""
+        return {
+            "image": self.image,
+            "width": self.width,
+            "height": self.height,
+            "task": self.task.value,
+            "query": self.query,
+            "text": self.text,
+            "proposals": [proposal_json(p) for p in self.proposals],
+        }
+
+
+def proposal_json(proposal: Proposal) -> dict:
+    return {"label": proposal.label, "bbox": list(proposal.box.xyxy), "score": proposal.score}
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def check_model_source(path_or_hub_id: str | os.PathLike) -> None:
+    """Fail early and clearly on a missing or incomplete local folder instead of trying the hub."""
+    path = Path(path_or_hub_id)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise CheckpointError(
+                f"{path} is not a model folder (no config.json); create one with `minigpt-annotate convert` "
+                "or `minigpt-annotate make-tiny`"
+            )
+    elif path.exists() or not _HUB_ID.match(str(path_or_hub_id)):
+        raise CheckpointError(f"model folder {path} not found; pass a converted model folder or a hub id (org/name)")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    names = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+    }
+    if dtype not in names:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(sorted(names))} or auto")
+    return names[dtype]
+
+
+class Proposer:
+    """The shared inference entry point for the CLI, the Label Studio backend and the desktop app."""
+
+    def __init__(
+        self,
+        model: MiniGPTv2ForConditionalGeneration,
+        processor: MiniGPTv2Processor,
+        *,
+        model_version: str = "",
+        box_offset: float = 0.0,
+    ):
+        self.model = model.eval()
+        self.processor = processor
+        self.model_version = model_version
+        self.box_offset = box_offset  # 0: the official mapping c/100·W; 0.5: centre of the quantisation cell
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_hub_id: str | os.PathLike,
+        device: str | torch.device | None = "auto",
+        dtype: str | torch.dtype | None = "auto",
+        *,
+        official_double_bos: bool = False,
+        attn_implementation: str = "sdpa",
+        **kwargs: object,
+    ) -> Proposer:
+        from .checkpoints import cast_model  # local import: checkpoints pulls in the official-layout loader
+
+        check_model_source(path_or_hub_id)
+        device = resolve_device(device)
+        dtype = resolve_dtype(dtype, device)
+        try:
+            model = MiniGPTv2ForConditionalGeneration.from_pretrained(
+                path_or_hub_id, dtype=dtype, attn_implementation=attn_implementation
+            )
+        except OSError as err:
+            raise CheckpointError(f"cannot load model {path_or_hub_id}: {err}") from err
+        model = cast_model(model, dtype).to(device)
+        processor = MiniGPTv2Processor.from_pretrained(path_or_hub_id, official_double_bos=official_double_bos)
+        version = kwargs.pop("model_version", None) or Path(str(path_or_hub_id)).name
+        return cls(model, processor, model_version=str(version), **kwargs)  # type: ignore[arg-type]
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    # --- public API ------------------------------------------------------------------------------------------------
+    def propose(
+        self,
+        image: ImageSource,
+        task: Task | str,
+        query: str | None = None,
+        box: Box | None = None,
+        *,
+        history: Sequence[Turn] = (),
+        options: GenerationOptions | None = None,
+    ) -> ProposalResult:
+        request = ProposeRequest(image=image, task=task, query=query, box=box, history=tuple(history))
+        return self.propose_batch([request], options=options)[0]
+
+    @torch.inference_mode()
+    def propose_batch(
+        self,
+        requests: Sequence[ProposeRequest],
+        *,
+        options: GenerationOptions | None = None,
+        batch_size: int = 8,
+        image_batch_size: int = 8,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> list[ProposalResult]:
+        """Results in request order. Each distinct image is decoded and encoded once for all its requests."""
+        options = options or GenerationOptions()
+        images, image_of = self._load_images(requests)
+        prepared = [self._prepare(request, images[image_of[i]]) for i, request in enumerate(requests)]
+        features = self._encode_images([images[k].image for k in range(len(images))], image_batch_size)
+
+        results: list[ProposalResult | None] = [None] * len(requests)
+        order = sorted(range(len(requests)), key=lambda i: len(prepared[i].ids))  # less padding per batch
+        done = 0
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            max_new = max(self._max_new_tokens(prepared[i].task, options) for i in rows)
+            generated = self._generate(
+                [prepared[i].ids for i in rows], features[[image_of[i] for i in rows]], max_new, options
+            )
+            for row, (tokens, logprobs) in zip(rows, generated, strict=True):
+                results[row] = self._result(prepared[row], images[image_of[row]], tokens, logprobs)
+            done += len(rows)
+            if on_progress is not None:
+                on_progress(done, len(requests))
+        return [r for r in results if r is not None]
+
+    # --- steps -----------------------------------------------------------------------------------------------------
+    def _load_images(self, requests: Sequence[ProposeRequest]) -> tuple[list[LoadedImage], list[int]]:
+        images: list[LoadedImage] = []
+        index: dict[object, int] = {}
+        image_of = []
+        for request in requests:
+            source = request.image
+            key: object = os.fspath(source) if isinstance(source, (str, os.PathLike)) else id(source)
+            if key not in index:
+                index[key] = len(images)
+                images.append(source if isinstance(source, LoadedImage) else load_image(source))
+            image_of.append(index[key])
+        return images, image_of
+
+    def _prepare(self, request: ProposeRequest, image: LoadedImage) -> _Prepared:
+        task = Task(request.task)
+        grid = pixels_to_grid(request.box, image.width, image.height) if request.box is not None else None
+        instruction = build_instruction(task, request.query, grid)
+        ids = self.processor.prompt_ids(instruction, request.history)
+        return _Prepared(task=task, query=request.query, instruction=instruction, ids=ids)
+
+    def _encode_images(self, images: Sequence[Image.Image], chunk: int) -> torch.Tensor:
+        parts = []
+        for start in range(0, len(images), chunk):
+            pixels = self.processor.preprocess(images[start : start + chunk]).to(self.device)
+            parts.append(self.model.get_image_features(pixels))
+        return torch.cat(parts)
+
+    def _max_new_tokens(self, task: Task, options: GenerationOptions) -> int:
+        return options.max_new_tokens or DEFAULT_MAX_NEW_TOKENS[task]
+
+    def _generate(
+        self,
+        sequences: Sequence[list[int]],
+        features: torch.Tensor,
+        max_new_tokens: int,
+        options: GenerationOptions,
+    ) -> list[tuple[list[int], list[float]]]:
+        input_ids, attention_mask = self.processor.pad_left(sequences)
+        input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
+        embeds = self.model.embed_inputs(input_ids, features)
+        if options.seed is not None:
+            torch.manual_seed(options.seed)
+        eos = self.processor.tokenizer.eos_token_id
+        sampling = {"temperature": options.temperature, "top_p": options.top_p} if options.do_sample else {}
+        out = self.model.generate(
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=options.do_sample,
+            repetition_penalty=options.repetition_penalty,
+            eos_token_id=eos,
+            pad_token_id=self.processor.pad_token_id,
+            return_dict_in_generate=True,
+            output_logits=True,
+            **sampling,
+        )
+        tokens = out.sequences  # only new tokens: the prompt went in as embeddings
+        logits = torch.stack(out.logits, dim=1).float()  # raw model logits, before any sampling warper
+        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, : logits.shape[1], None])[..., 0]
+        results = []
+        for row in range(tokens.shape[0]):
+            ids = tokens[row].tolist()
+            length = ids.index(eos) if eos in ids else len(ids)
+            results.append((ids[:length], logprobs[row, :length].tolist()))
+        return results
+
+    def _result(
+        self, prepared: _Prepared, image: LoadedImage, tokens: list[int], logprobs: list[float]
+    ) -> ProposalResult:
+        text, ends = self._decode_with_offsets(tokens)
+        parsed = parse_boxes(text, image.width, image.height, offset=self.box_offset)
+        proposals = [
+            Proposal(
+                box=parsed_box.box,
+                label=self._label(prepared, parsed_box.phrase),
+                phrase=parsed_box.phrase,
+                score=_span_score(parsed_box.span, ends, logprobs),
+                task=prepared.task,
+                prompt=prepared.instruction,
+                model_version=self.model_version,
+            )
+            for parsed_box in parsed.boxes
+        ]
+        return ProposalResult(
+            image=image.source,
+            width=image.width,
+            height=image.height,
+            task=prepared.task,
+            query=prepared.query,
+            prompt=prepared.instruction,
+            text=text.strip(),
+            proposals=proposals,
+            skipped=list(parsed.skipped),
+        )
+
+    def _decode_with_offsets(self, tokens: list[int]) -> tuple[str, list[int]]:
+        """The answer text, and for each token the end offset of its characters in that text."""
+        decode = self.processor.decode
+        ends = [len(decode(tokens[: i + 1])) for i in range(len(tokens))]
+        for i in range(1, len(ends)):  # a partial UTF-8 byte sequence can shrink a prefix; keep ends monotonic
+            ends[i] = max(ends[i], ends[i - 1])
+        return decode(tokens), ends
+
+    @staticmethod
+    def _label(prepared: _Prepared, phrase: str | None) -> str:
+        if phrase:
+            return phrase
+        return (prepared.query or "").strip() or prepared.task.value
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    task: Task
+    query: str | None
+    instruction: str
+    ids: list[int]
+
+
+def _span_score(span: tuple[int, int], ends: Sequence[int], logprobs: Sequence[float]) -> float:
+    """Geometric mean of the probabilities of the tokens whose characters overlap [start, end)."""
+    start, end = span
+    chosen = []
+    for i, token_end in enumerate(ends):
+        token_start = ends[i - 1] if i else 0
+        if token_end > start and token_start < end:
+            chosen.append(logprobs[i])
+    return math.exp(sum(chosen) / len(chosen)) if chosen else 0.0
+
+
+__all__ = ["GenerationOptions", "ParseResult", "Proposal", "ProposalResult", "ProposeRequest", "Proposer"]

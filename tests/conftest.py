@@ -1,0 +1,46 @@
+"""Shared fixtures. Tests never touch a model hub: every model is generated here, at tiny sizes."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
+
+from official_layout import IMAGE_SIZE, OfficialFiles, write_official_layout  # noqa: E402
+
+hf_logging.disable_progress_bar()
+torch.set_num_threads(min(4, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A `make-tiny` folder: random weights, real classes, real tokenizer files."""
+    from model.tiny import make_tiny
+
+    out = tmp_path_factory.mktemp("tiny-model")
+    make_tiny(out, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def official_files(tmp_path_factory: pytest.TempPathFactory) -> OfficialFiles:
+    """Tiny checkpoints in the official three-file layout, peft-0.2 LoRA names."""
+    return write_official_layout(tmp_path_factory.mktemp("official"), seed=1)
+
+
+@pytest.fixture(scope="session")
+def official_model(official_files: OfficialFiles):
+    """(model, processor) loaded directly from the official-layout files, fp32."""
+    from model.checkpoints import load_official
+
+    return load_official(
+        official_files.eva, official_files.llama_dir, official_files.minigptv2, image_size=IMAGE_SIZE
+    )
