@@ -45,9 +45,7 @@ class Box(BaseModel):
     @model_validator(mode="after")
     def _ordered(self) -> Box:
         if not (self.x0 < self.x1 and self.y0 < self.y1):
-            raise ValueError(
-                f"box must have x0 < x1 and y0 < y1, got ({self.x0}, {self.y0}, {self.x1}, {self.y1})"
-            )
+            raise ValueError(f"box must have x0 < x1 and y0 < y1, got ({self.x0}, {self.y0}, {self.x1}, {self.y1})")
         return self
 
     @classmethod

@@ -49,13 +49,18 @@ def read_state_file(path: str | os.PathLike, *, allow_pickle: bool = False) -> d
     try:
         return torch.load(path, map_location="cpu", weights_only=not allow_pickle, mmap=_can_mmap(path))
     except pickle.UnpicklingError as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        needed = _GLOBAL_NEEDED.search(str(err))
+        if needed is None:  # not a pickled object problem: the bytes are not a checkpoint at all
+            raise CheckpointError(f"cannot read checkpoint {path}: it is corrupt or not a PyTorch .pth file") from err
         raise CheckpointError(
-            f"{path} holds Python objects that need pickle to load ({first_line}); "
-            "pickle can run code, so only if you trust the file, retry with --allow-pickle"
+            f"{path} holds a Python object ({needed.group(1)}) that needs pickle to load; pickle can run code, "
+            "so only if you trust the file, retry with --allow-pickle"
         ) from err
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         raise CheckpointError(f"cannot read checkpoint {path}: {err}; is it a complete PyTorch .pth file?") from err
+
+
+_GLOBAL_NEEDED = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 
 
 def _can_mmap(path: Path) -> bool:
@@ -120,16 +125,22 @@ def load_eva_state(model: EvaVisionModel, state: Mapping[str, torch.Tensor], sou
     depth = model.config.num_hidden_layers
     expected = set(model.state_dict())
     used: dict[str, torch.Tensor] = {}
+    unused_block: set[str] = set()
     stray = []
     for key, value in state.items():
         block = _EVA_BLOCK_KEY.match(key)
         if block and int(block.group(1)) == depth:
-            continue  # the deliberately unused last block
-        if key in expected:
+            unused_block.add(key[block.end() :])  # the deliberately unused last block
+        elif key in expected:
             used[key] = value
         else:
             stray.append(key)
-    _fail_on_keys(source, stray, sorted(expected - set(used)))
+    missing = sorted(expected - set(used))
+    if unused_block:  # it is skipped, but it must still be a whole block of the same shape as the others
+        block_keys = {k[len("blocks.0.") :] for k in expected if k.startswith("blocks.0.")}
+        stray += [f"blocks.{depth}.{k}" for k in sorted(unused_block - block_keys)]
+        missing += [f"blocks.{depth}.{k}" for k in sorted(block_keys - unused_block)]
+    _fail_on_keys(source, stray, missing)
     used["pos_embed"] = interpolate_pos_embed(used["pos_embed"].float(), model.config.grid_size)
     _load_exact(model, used, source)
 

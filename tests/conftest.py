@@ -8,13 +8,12 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from transformers.utils import logging as hf_logging  # noqa: E402
-
-from official_layout import IMAGE_SIZE, OfficialFiles, write_official_layout  # noqa: E402
+import pytest
+import torch
+from official_layout import IMAGE_SIZE, OfficialFiles, write_official_layout
+from transformers.utils import logging as hf_logging
 
 hf_logging.disable_progress_bar()
 torch.set_num_threads(min(4, torch.get_num_threads()))
@@ -41,6 +40,4 @@ def official_model(official_files: OfficialFiles):
     """(model, processor) loaded directly from the official-layout files, fp32."""
     from model.checkpoints import load_official
 
-    return load_official(
-        official_files.eva, official_files.llama_dir, official_files.minigptv2, image_size=IMAGE_SIZE
-    )
+    return load_official(official_files.eva, official_files.llama_dir, official_files.minigptv2, image_size=IMAGE_SIZE)

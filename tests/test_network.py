@@ -74,8 +74,13 @@ def test_merge_groups_four_horizontally_adjacent_patches_not_2x2() -> None:
 def _tiny_eva(seed: int = 0) -> EvaVisionModel:
     torch.manual_seed(seed)
     config = EvaVisionConfig(
-        image_size=32, pretrain_image_size=32, patch_size=8, hidden_size=24, num_hidden_layers=2,
-        num_attention_heads=3, intermediate_size=40,
+        image_size=32,
+        pretrain_image_size=32,
+        patch_size=8,
+        hidden_size=24,
+        num_hidden_layers=2,
+        num_attention_heads=3,
+        intermediate_size=40,
     )
     model = EvaVisionModel(config).eval()
     with torch.no_grad():  # non-trivial biases and norms so every rule is visible

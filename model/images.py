@@ -1,0 +1,538 @@
+"""Safe image loading: upright RGB images, or one-line errors that say what is wrong and how to fix it.
+
+Every image that enters the annotation tool goes through :func:`load_image`, which
+
+* opens paths, raw bytes (e.g. an HTTP response body) or already-open PIL images,
+* refuses decompression bombs *before* any pixel data is decoded,
+* decodes the whole image at once, so truncated or corrupt files fail here and not later inside the model,
+* applies the EXIF orientation, so boxes are drawn on the image the user actually sees,
+* converts every pixel format Pillow reads to 8-bit RGB with correct colours.
+
+Failures raise :class:`~model.errors.ImageLoadError`, whose message names the file, the cause and the fix.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import struct
+import warnings
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import IO
+
+import numpy as np
+from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from model.errors import ImageLoadError
+
+__all__ = ["DEFAULT_MAX_PIXELS", "LoadedImage", "image_size", "load_image", "to_rgb"]
+
+# Large enough for any real photo (a 12000x9000 = 108 MP camera image must open), small enough that a
+# crafted header claiming e.g. 100000x100000 pixels is refused before gigabytes are allocated for it.
+DEFAULT_MAX_PIXELS: int = 250_000_000
+
+# Transparent pixels are composited over white, not black: transparency means "no content" (logos, scans,
+# screenshots, line drawings), and over black, dark strokes on a transparent background would vanish into
+# the background - the model would see an image no user ever saw in a viewer.
+_BACKGROUND = (255, 255, 255)
+
+_ORIENTATION_TAG = int(ExifTags.Base.Orientation)
+# Orientations that rotate by 90 or 270 degrees: the upright image has width and height swapped.
+_SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+
+# Magic numbers of common formats, used only to word error messages (Pillow does the identification).
+_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"BM", "BMP"),
+)
+
+# What Pillow's parsers and decoders raise for damaged data, besides OSError.
+_DECODE_ERRORS: tuple[type[Exception], ...] = (
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    TypeError,
+    KeyError,
+    struct.error,
+    zlib.error,
+    # Pillow reports some damage (e.g. "Corrupt EXIF data") as warnings, which raise under ``-W error``.
+    Warning,
+)
+
+_REEXPORT = "re-export or re-download it"
+_SUPPORTED = "check that it really is a JPEG, PNG, GIF, BMP, TIFF or WebP image, or convert it to one"
+
+ImageSource = str | os.PathLike[str] | bytes | bytearray | memoryview | Image.Image
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """A fully decoded, upright RGB image and where it came from."""
+
+    image: Image.Image  # mode "RGB", EXIF orientation already applied
+    width: int  # upright width in pixels
+    height: int  # upright height in pixels
+    source: str  # the path as given, or a short description such as "<bytes>"
+
+
+def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """Decode ``source`` into an upright RGB image.
+
+    ``source`` is a path, the encoded bytes of an image file, or a PIL image. Multi-frame files (GIF, TIFF)
+    give their first frame; a PIL image is used at the frame it is on, and the caller's object is not
+    modified (beyond Pillow's own lazy loading). Images with more than ``max_pixels`` pixels are refused
+    before their pixel data is decoded.
+
+    Raises:
+        ImageLoadError: the image is missing, unreadable, empty, truncated, corrupt, too large or has a
+            pixel format that cannot be converted; the message names the source, the cause and the fix.
+    """
+    if max_pixels <= 0:
+        raise ValueError(f"max_pixels must be positive, got {max_pixels}")
+
+    if isinstance(source, Image.Image):
+        name = _pil_source_name(source)
+        _check_pixel_count(source.size, max_pixels, name)
+        try:
+            with _pil_bomb_warning_ignored():
+                return _decode(source, name)
+        except ImageLoadError:
+            raise
+        except (MemoryError, OSError, *_DECODE_ERRORS) as exc:
+            raise _decode_error(name, exc) from exc
+
+    with _open_source(source) as (fp, name):
+        image = _identify(fp, name)
+        try:
+            _check_pixel_count(image.size, max_pixels, name)
+            with _pil_bomb_warning_ignored():
+                return _decode(image, name)
+        except ImageLoadError:
+            raise
+        except (MemoryError, OSError, *_DECODE_ERRORS) as exc:
+            raise _decode_error(name, exc, fp) from exc
+        finally:
+            image.close()
+
+
+def image_size(source: str | os.PathLike[str]) -> tuple[int, int]:
+    """Return the upright ``(width, height)`` of an image file without decoding its pixels.
+
+    Reads only the header and the EXIF orientation, so it is cheap even for huge images, and agrees with
+    ``load_image(source).width`` / ``.height``. No pixel limit applies, as nothing is decoded.
+
+    Raises:
+        ImageLoadError: the file is missing, empty, not an image, or its header is damaged.
+    """
+    with _open_source(source) as (fp, name):
+        image = _identify(fp, name)
+        try:
+            width, height = _stored_size(image)
+            if _header_orientation(image, fp) in _SWAPPING_ORIENTATIONS:
+                width, height = height, width
+            return width, height
+        except (OSError, *_DECODE_ERRORS) as exc:
+            raise _decode_error(name, exc, fp) from exc
+        finally:
+            image.close()
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert ``image`` to mode "RGB" with correct colours. EXIF orientation is not touched.
+
+    * Alpha (RGBA, LA, PA, La, RGBa, a palette or single-colour transparency) is composited over white.
+    * 16- and 32-bit grey (I;16, I;16B, I, ...) is scaled by its real bit depth (16-bit 65535 -> 255)
+      instead of being clipped. A TIFF's BitsPerSample is honoured (12-bit 4095 -> 255), and mode I
+      holding only values in 0..65535 is taken as 16-bit data (how Pillow represents a 16-bit PGM).
+    * Float (F) in 0..1 is taken as normalised intensity (x 255); any other range is clipped to 0..255.
+    * 1, L, P, CMYK, YCbCr, LAB, HSV, RGBX use Pillow's own conversions.
+
+    An image that is already RGB (without a transparent colour) is returned as is, not copied.
+
+    Raises:
+        ImageLoadError: Pillow cannot convert the pixel mode.
+    """
+    try:
+        return _to_rgb(image, _bits_per_sample(image))
+    except ValueError as exc:
+        raise ImageLoadError(
+            f"cannot convert an image of mode {image.mode!r} to RGB ({_pil_detail(exc)}); "
+            "save it as RGB or greyscale with an image editor first"
+        ) from exc
+
+
+# --------------------------------------------------------------------------------------------------------
+# Opening
+
+
+def _fail(name: str, cause: str, fix: str) -> ImageLoadError:
+    return ImageLoadError(f"cannot read image {name!r}: {cause}; {fix}")
+
+
+@contextmanager
+def _open_source(source: object) -> Iterator[tuple[IO[bytes], str]]:
+    """Yield a binary file object and a display name; the file is closed on exit, also on errors."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        name = "<bytes>"
+        data = bytes(source)
+        if not data:
+            raise _fail(name, "the data is empty (0 bytes)", "check that the download returned an image")
+        yield io.BytesIO(data), name
+        return
+
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"expected a path, bytes or a PIL image, not {type(source).__name__}")
+    name = os.fsdecode(os.fspath(source))
+    try:
+        info = os.stat(name)
+    except FileNotFoundError as exc:
+        raise _fail(name, "file not found", "check the path and the working directory") from exc
+    except OSError as exc:
+        raise _os_error(name, exc) from exc
+    if stat.S_ISDIR(info.st_mode):
+        raise _fail(name, "it is a directory, not an image file", "pass the path of an image file")
+    if stat.S_ISREG(info.st_mode) and info.st_size == 0:
+        raise _fail(name, "the file is empty (0 bytes), e.g. from an interrupted copy or download", _REEXPORT)
+    try:
+        fp = open(name, "rb")  # noqa: SIM115 - closed by the with-block below
+    except OSError as exc:
+        raise _os_error(name, exc) from exc
+    with fp:
+        yield fp, name
+
+
+@contextmanager
+def _pil_bomb_warning_ignored() -> Iterator[None]:
+    # Pillow warns above its global Image.MAX_IMAGE_PIXELS (~89 MP), which is below our limit: a legitimate
+    # 108 MP photo would warn, or fail under ``-W error``. ``max_pixels`` is checked by us instead.
+    # (catch_warnings swaps process-wide filters; the worst a concurrent thread can see is a stray warning.)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
+
+
+def _identify(fp: IO[bytes], name: str) -> ImageFile.ImageFile:
+    """Read the header (no pixel data) with our own pixel limit instead of Pillow's global one."""
+    try:
+        with _pil_bomb_warning_ignored():
+            return Image.open(fp)
+    except Image.DecompressionBombError:
+        pass  # above 2 * MAX_IMAGE_PIXELS; ``max_pixels`` decides instead, see below
+    except UnidentifiedImageError as exc:
+        raise _unidentified_error(name, fp) from exc
+    except (OSError, *_DECODE_ERRORS) as exc:
+        raise _decode_error(name, exc, fp) from exc
+    # Raising Image.MAX_IMAGE_PIXELS for this call would weaken the check for every other caller in the
+    # process, so identify the header through Pillow's plugin registry without the global check.
+    try:
+        return _open_without_pil_limit(fp)
+    except UnidentifiedImageError as exc:
+        raise _unidentified_error(name, fp) from exc
+    except (OSError, *_DECODE_ERRORS) as exc:
+        raise _decode_error(name, exc, fp) from exc
+
+
+def _open_without_pil_limit(fp: IO[bytes]) -> ImageFile.ImageFile:
+    """``Image.open`` minus its global decompression-bomb check, via the public plugin registry."""
+    fp.seek(0)
+    prefix = fp.read(16)
+    Image.init()
+    for format_id in Image.ID:
+        factory, accept = Image.OPEN[format_id]
+        if accept is not None and accept(prefix) is not True:  # a str result is a rejection with a reason
+            continue
+        fp.seek(0)
+        try:
+            return factory(fp, "")
+        except (SyntaxError, IndexError, TypeError, struct.error):
+            continue  # the "not this format" exceptions Image.open also skips over
+    raise UnidentifiedImageError("cannot identify image file")
+
+
+def _check_pixel_count(size: tuple[int, int], max_pixels: int, name: str) -> None:
+    width, height = size
+    if width <= 0 or height <= 0:
+        raise _fail(name, f"its header declares an empty size of {width}x{height} pixels", _REEXPORT)
+    pixels = width * height
+    if pixels > max_pixels:
+        raise _fail(
+            name,
+            f"it has {width}x{height} = {pixels:,} pixels, more than the limit of {max_pixels:,} pixels "
+            "(a possible decompression bomb)",
+            "downscale the image, or pass a larger max_pixels if you trust the file",
+        )
+
+
+# --------------------------------------------------------------------------------------------------------
+# Decoding and pixel-mode conversion
+
+
+def _decode(image: Image.Image, name: str) -> LoadedImage:
+    # Decode everything now, inside the caller's try, so truncation surfaces here as ImageLoadError.
+    # ImageFile.LOAD_TRUNCATED_IMAGES stays False (never set here): it would silently grey-fill cut files.
+    image.load()
+    bits = _bits_per_sample(image)  # read before transposing: the transposed copy has no TIFF tags
+    upright = ImageOps.exif_transpose(image)  # always a new image, so the result never aliases the input
+    try:
+        rgb = _to_rgb(upright, bits)
+    except ValueError as exc:
+        raise _fail(
+            name,
+            f"its pixel mode {image.mode!r} cannot be converted to RGB ({_pil_detail(exc)})",
+            "save it as RGB or greyscale with an image editor first",
+        ) from exc
+    return LoadedImage(image=rgb, width=rgb.width, height=rgb.height, source=name)
+
+
+def _to_rgb(image: Image.Image, bits: int | None) -> Image.Image:
+    mode = image.mode
+    if mode == "RGB" and "transparency" not in image.info:
+        return image
+    if mode.startswith("I"):
+        return _transparent_to_background(_integer_to_grey(image, bits), image)
+    if mode == "F":
+        return _float_to_grey(image).convert("RGB")
+    if mode == "La":
+        # Pillow cannot convert premultiplied "La"; over white it is simply L + (255 - A).
+        values = np.asarray(image, dtype=np.int32)
+        grey = np.clip(values[..., 0] + 255 - values[..., 1], 0, 255).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    if _has_transparency(image):
+        rgba = image.convert("RGBA")  # applies palette alpha, tRNS colours and premultiplied RGBa too
+        background = Image.new("RGBA", rgba.size, (*_BACKGROUND, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _has_transparency(image: Image.Image) -> bool:
+    # Image.has_transparency_data only exists from Pillow 10.1; the project supports 10.0.
+    if image.mode in ("LA", "PA", "RGBA", "RGBa") or "transparency" in image.info:
+        return True
+    return image.mode == "P" and image.palette is not None and image.palette.mode.endswith("A")
+
+
+def _bits_per_sample(image: Image.Image) -> int | None:
+    """The bit depth a TIFF declares (e.g. 12 for 12-bit data that Pillow stores as I;16), if any."""
+    tags = getattr(image, "tag_v2", None)
+    value = tags.get(258) if tags is not None else None  # BitsPerSample
+    if isinstance(value, tuple):
+        value = value[0] if value else None
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def _integer_to_grey(image: Image.Image, bits: int | None) -> Image.Image:
+    """Scale 16/32-bit integer grey to 8 bits by the data's bit depth: full scale -> 255, not clipping."""
+    values = np.asarray(image)
+    dtype_max = int(np.iinfo(values.dtype).max)
+    if bits is not None and bits < 32:
+        full_scale = min(2**bits - 1, dtype_max)
+    elif bits is None and dtype_max > 65535 and values.size and values.min() >= 0 and values.max() <= 65535:
+        full_scale = 65535  # mode "I" is how Pillow holds 16-bit PGM (and, in old versions, 16-bit PNG)
+    else:
+        full_scale = dtype_max
+    scaled = (np.clip(values.astype(np.int64), 0, full_scale) * 255 + full_scale // 2) // full_scale
+    return Image.fromarray(scaled.astype(np.uint8))
+
+
+def _float_to_grey(image: Image.Image) -> Image.Image:
+    values = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=np.inf, neginf=0.0)
+    if values.size and values.min() >= 0.0 and values.max() <= 1.0:
+        values = values * 255.0  # a normalised float image (the numpy / scikit-image convention)
+    return Image.fromarray(np.rint(np.clip(values, 0.0, 255.0)).astype(np.uint8))
+
+
+def _transparent_to_background(grey: Image.Image, original: Image.Image) -> Image.Image:
+    transparency = original.info.get("transparency")
+    if not isinstance(transparency, int):
+        return grey.convert("RGB")
+    # A tRNS grey level in 16-bit data: pixels of exactly that level are transparent.
+    rgb = np.repeat(np.asarray(grey)[..., None], 3, axis=2)
+    rgb[np.asarray(original) == transparency] = _BACKGROUND
+    return Image.fromarray(rgb)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Size and EXIF orientation without decoding
+
+
+def _stored_size(image: ImageFile.ImageFile) -> tuple[int, int]:
+    """The size as stored in the file, before any orientation is applied."""
+    # Pillow >= 11 already reports a TIFF's size upright (its loader applies the orientation itself);
+    # every other format reports the stored size. A TIFF's tags hold the stored size in every version.
+    tags = getattr(image, "tag_v2", None)
+    if tags is not None:
+        width, height = tags.get(256), tags.get(257)  # ImageWidth, ImageLength
+        if isinstance(width, int) and isinstance(height, int):
+            return width, height
+    return image.size
+
+
+def _header_orientation(image: ImageFile.ImageFile, fp: IO[bytes]) -> int:
+    """The orientation ``ImageOps.exif_transpose`` will apply, read without decoding pixels."""
+    # PngImageFile.getexif() decodes the whole image when no eXIf chunk came before the image data, so use
+    # the base implementation (header metadata only) and look for a trailing eXIf chunk ourselves.
+    orientation = Image.Image.getexif(image).get(_ORIENTATION_TAG)
+    if orientation is None and image.format == "PNG" and "exif" not in image.info:
+        trailing = _png_trailing_exif(fp)
+        if trailing is not None:
+            exif = Image.Exif()
+            exif.load(trailing)
+            orientation = exif.get(_ORIENTATION_TAG)
+    return orientation if isinstance(orientation, int) else 1
+
+
+def _png_trailing_exif(fp: IO[bytes]) -> bytes | None:
+    """The data of an eXIf chunk after the image data; IDAT chunks are skipped with seek, not read."""
+    fp.seek(8)  # past the PNG signature
+    while True:
+        header = fp.read(8)
+        if len(header) < 8:
+            return None
+        length, chunk_type = struct.unpack(">I4s", header)
+        if chunk_type == b"eXIf":
+            data = fp.read(length)
+            return data if len(data) == length else None
+        if chunk_type == b"IEND":
+            return None
+        fp.seek(length + 4, os.SEEK_CUR)  # chunk data + CRC
+
+
+# --------------------------------------------------------------------------------------------------------
+# Error messages
+
+
+def _pil_source_name(image: Image.Image) -> str:
+    filename = getattr(image, "filename", None)
+    return filename if isinstance(filename, str) and filename else "<PIL image>"
+
+
+def _pil_detail(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__  # one line, whatever Pillow put in it
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _announced_format(fp: IO[bytes]) -> tuple[str, bool] | None:
+    """The format the first bytes announce, and whether the file ends inside that signature."""
+    try:
+        fp.seek(0)
+        head = fp.read(16)
+    except (OSError, ValueError):
+        return None
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP", False
+    for signature, format_name in _SIGNATURES:
+        if head.startswith(signature):
+            return format_name, False
+    if len(head) >= 2:
+        for signature, format_name in _SIGNATURES:
+            if signature.startswith(head):  # e.g. a PNG cut off after 3 bytes
+                return format_name, True
+    return None
+
+
+def _text_content(fp: IO[bytes]) -> str | None:
+    """What a non-image file seems to contain, if it is text."""
+    try:
+        fp.seek(0)
+        head = fp.read(512)
+    except (OSError, ValueError):
+        return None
+    if not head or b"\x00" in head:
+        return None
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return None  # could be UTF-8 cut mid-character, but binary data is far more likely
+    start = text.lstrip().lower()
+    if start.startswith(("<!doctype html", "<html")):
+        return "an HTML page, often an error or login page saved in place of the image"
+    if start.startswith("<svg") or (start.startswith("<?xml") and "<svg" in start):
+        return "an SVG drawing, and vector images are not supported"
+    if start.startswith(("{", "[")):
+        return "JSON"
+    if all(ch.isprintable() or ch in "\r\n\t" for ch in text):
+        return "text"
+    return None
+
+
+def _unidentified_error(name: str, fp: IO[bytes]) -> ImageLoadError:
+    # Pillow's own message ("cannot identify image file <_io.BufferedReader ...>") adds nothing.
+    announced = _announced_format(fp)
+    if announced is not None:
+        image_format, cut_in_signature = announced
+        if cut_in_signature:
+            return _fail(name, f"the file is truncated inside the {image_format} signature", _REEXPORT)
+        cause = f"the file starts like a {image_format} image, but its header is truncated or corrupt"
+        return _fail(name, cause, _REEXPORT)
+    content = _text_content(fp)
+    if content is not None:
+        return _fail(name, f"the file is not an image, it contains {content}", _SUPPORTED)
+    return _fail(name, "the file is not an image in a format Pillow can read", _SUPPORTED)
+
+
+def _os_error(name: str, exc: OSError) -> ImageLoadError:
+    if isinstance(exc, PermissionError):
+        return _fail(name, "permission denied", "check the file's permissions")
+    if isinstance(exc, IsADirectoryError):
+        return _fail(name, "it is a directory, not an image file", "pass the path of an image file")
+    return _fail(
+        name,
+        f"the file cannot be opened ({exc.strerror or _pil_detail(exc)})",
+        "check the path and that the disk or network share is available",
+    )
+
+
+def _is_truncation(exc: BaseException, fp: IO[bytes] | None) -> bool:
+    if isinstance(exc, EOFError) or (fp is not None and _shorter_than_declared(fp)):
+        return True
+    text = str(exc).lower()
+    return any(marker in text for marker in ("truncated", "premature end", "unexpected end", "not enough"))
+
+
+def _shorter_than_declared(fp: IO[bytes]) -> bool:
+    """True when a RIFF container (WebP) declares more bytes than the file has; its decoder only says
+    "could not create decoder object" for a cut file."""
+    try:
+        fp.seek(0)
+        head = fp.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF":
+            return False
+        declared = struct.unpack("<I", head[4:8])[0] + 8
+        return fp.seek(0, os.SEEK_END) < declared
+    except (OSError, ValueError):
+        return False
+
+
+def _decode_error(name: str, exc: BaseException, fp: IO[bytes] | None = None) -> ImageLoadError:
+    """Translate an exception raised while reading or decoding into a one-line ImageLoadError."""
+    detail = _pil_detail(exc)
+    if isinstance(exc, Image.DecompressionBombError):
+        # Only reachable for formats whose decoders re-check Pillow's global limit (e.g. TIFF, GIF).
+        return _fail(
+            name,
+            f"it is larger than Pillow's decompression-bomb limit (PIL: {detail})",
+            "downscale the image, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file",
+        )
+    if isinstance(exc, MemoryError):
+        return _fail(name, "there is not enough memory to decode it", "downscale the image or free memory")
+    if _is_truncation(exc, fp):
+        return _fail(name, f"the file is truncated, e.g. by an interrupted copy or download (PIL: {detail})", _REEXPORT)
+    if isinstance(exc, OSError) and exc.errno is not None:  # a real I/O error, not a decoder complaint
+        return _fail(
+            name,
+            f"reading the file failed ({exc.strerror or detail})",
+            "check that the disk or network share is available and try again",
+        )
+    announced = _announced_format(fp) if fp is not None else None
+    what = f"the {announced[0]} data" if announced else "the image data"
+    return _fail(name, f"{what} is corrupt (PIL: {detail})", _REEXPORT)
