@@ -138,14 +138,14 @@ def test_missing_lora_key_fails_and_names_it(official_files: OfficialFiles, tmp_
 
 def test_missing_projection_fails(official_files: OfficialFiles, tmp_path) -> None:
     path = _rewrite(official_files, tmp_path, lambda s: s.pop("llama_proj.bias"))
-    with pytest.raises(CheckpointError, match="llama_proj.bias"):
+    with pytest.raises(CheckpointError, match=r"llama_proj\.bias"):
         load_official(official_files.eva, official_files.llama_dir, path, image_size=IMAGE_SIZE)
 
 
 def test_lora_for_a_layer_the_llama_lacks_is_a_stray_key(official_files: OfficialFiles, tmp_path) -> None:
     key = "llama_model.base_model.model.model.layers.7.self_attn.q_proj.lora_A.weight"
     path = _rewrite(official_files, tmp_path, lambda s: s.__setitem__(key, torch.zeros(8, 64)))
-    with pytest.raises(CheckpointError, match="layers.7"):
+    with pytest.raises(CheckpointError, match=r"layers\.7"):
         load_official(official_files.eva, official_files.llama_dir, path, image_size=IMAGE_SIZE)
 
 
@@ -201,7 +201,7 @@ def test_unreadable_files_fail_clearly(official_files: OfficialFiles, tmp_path) 
         load_official(junk, official_files.llama_dir, official_files.minigptv2)
     with pytest.raises(CheckpointError, match="not found"):
         load_official(tmp_path / "absent.pth", official_files.llama_dir, official_files.minigptv2)
-    with pytest.raises(CheckpointError, match="no config.json"):
+    with pytest.raises(CheckpointError, match=r"no config\.json"):
         load_official(official_files.eva, tmp_path, official_files.minigptv2)
     torch.save({"weights": {}}, junk)
     with pytest.raises(CheckpointError, match="no 'model' entry"):
