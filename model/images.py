@@ -69,6 +69,9 @@ _DECODE_ERRORS: tuple[type[Exception], ...] = (
     Warning,
 )
 
+_READ_ERRORS: tuple[type[Exception], ...] = (OSError, *_DECODE_ERRORS)
+_LOAD_ERRORS: tuple[type[Exception], ...] = (MemoryError, *_READ_ERRORS)
+
 _REEXPORT = "re-export or re-download it"
 _SUPPORTED = "check that it really is a JPEG, PNG, GIF, BMP, TIFF or WebP image, or convert it to one"
 
@@ -108,7 +111,7 @@ def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
                 return _decode(source, name)
         except ImageLoadError:
             raise
-        except (MemoryError, OSError, *_DECODE_ERRORS) as exc:
+        except _LOAD_ERRORS as exc:
             raise _decode_error(name, exc) from exc
 
     with _open_source(source) as (fp, name):
@@ -119,7 +122,7 @@ def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
                 return _decode(image, name)
         except ImageLoadError:
             raise
-        except (MemoryError, OSError, *_DECODE_ERRORS) as exc:
+        except _LOAD_ERRORS as exc:
             raise _decode_error(name, exc, fp) from exc
         finally:
             image.close()
@@ -141,7 +144,7 @@ def image_size(source: str | os.PathLike[str]) -> tuple[int, int]:
             if _header_orientation(image, fp) in _SWAPPING_ORIENTATIONS:
                 width, height = height, width
             return width, height
-        except (OSError, *_DECODE_ERRORS) as exc:
+        except _READ_ERRORS as exc:
             raise _decode_error(name, exc, fp) from exc
         finally:
             image.close()
@@ -230,7 +233,7 @@ def _identify(fp: IO[bytes], name: str) -> ImageFile.ImageFile:
         pass  # above 2 * MAX_IMAGE_PIXELS; ``max_pixels`` decides instead, see below
     except UnidentifiedImageError as exc:
         raise _unidentified_error(name, fp) from exc
-    except (OSError, *_DECODE_ERRORS) as exc:
+    except _READ_ERRORS as exc:
         raise _decode_error(name, exc, fp) from exc
     # Raising Image.MAX_IMAGE_PIXELS for this call would weaken the check for every other caller in the
     # process, so identify the header through Pillow's plugin registry without the global check.
@@ -238,7 +241,7 @@ def _identify(fp: IO[bytes], name: str) -> ImageFile.ImageFile:
         return _open_without_pil_limit(fp)
     except UnidentifiedImageError as exc:
         raise _unidentified_error(name, fp) from exc
-    except (OSError, *_DECODE_ERRORS) as exc:
+    except _READ_ERRORS as exc:
         raise _decode_error(name, exc, fp) from exc
 
 

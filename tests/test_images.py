@@ -23,10 +23,15 @@ BLUE = (0, 0, 255)
 WHITE = (255, 255, 255)
 
 
-def rgb_at(loaded: LoadedImage, x: int, y: int) -> tuple[int, int, int]:
-    pixel = loaded.image.getpixel((x, y))
+def rgb_of(image: Image.Image, x: int, y: int) -> tuple[int, int, int]:
+    assert image.mode == "RGB"
+    pixel = image.getpixel((x, y))
     assert isinstance(pixel, tuple)
     return (int(pixel[0]), int(pixel[1]), int(pixel[2]))
+
+
+def rgb_at(loaded: LoadedImage, x: int, y: int) -> tuple[int, int, int]:
+    return rgb_of(loaded.image, x, y)
 
 
 def assert_close(actual: tuple[int, ...], expected: tuple[int, ...], tolerance: int = 0) -> None:
@@ -332,7 +337,7 @@ def test_to_rgb_16_bit_modes(dtype: np.dtype) -> None:
     assert image.mode.startswith("I;16")
     rgb = to_rgb(image)
     assert rgb.mode == "RGB"
-    assert [rgb.getpixel((x, 0)) for x in range(3)] == [(0, 0, 0), (100, 100, 100), WHITE]
+    assert [rgb_of(rgb, x, 0) for x in range(3)] == [(0, 0, 0), (100, 100, 100), WHITE]
 
 
 def test_palette_png_with_transparency(tmp_path: Path) -> None:
@@ -420,7 +425,7 @@ def test_to_rgb_colour_spaces(mode: str) -> None:
     rgb = to_rgb(converted)
 
     assert rgb.mode == "RGB"
-    assert_close(rgb.getpixel((0, 0)), colour, tolerance=3)
+    assert_close(rgb_of(rgb, 0, 0), colour, tolerance=3)
 
 
 # --------------------------------------------------------------------------------------------------------
