@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -278,18 +279,22 @@ class Proposer:
             torch.manual_seed(options.seed)
         eos = self.processor.tokenizer.eos_token_id
         sampling = {"temperature": options.temperature, "top_p": options.top_p} if options.do_sample else {}
-        out = self.model.generate(
-            inputs_embeds=embeds,
-            attention_mask=attention_mask,
-            max_new_tokens=max_new_tokens,
-            do_sample=options.do_sample,
-            repetition_penalty=options.repetition_penalty,
-            eos_token_id=eos,
-            pad_token_id=self.processor.pad_token_id,
-            return_dict_in_generate=True,
-            output_logits=True,
-            **sampling,
-        )
+        with warnings.catch_warnings():
+            # transformers notes that the repetition penalty then only covers generated tokens: that is the
+            # official behaviour (the official demo also generates from embeddings), so the note is noise here.
+            warnings.filterwarnings("ignore", message="Passing `repetition_penalty` with `inputs_embeds`")
+            out = self.model.generate(
+                inputs_embeds=embeds,
+                attention_mask=attention_mask,
+                max_new_tokens=max_new_tokens,
+                do_sample=options.do_sample,
+                repetition_penalty=options.repetition_penalty,
+                eos_token_id=eos,
+                pad_token_id=self.processor.pad_token_id,
+                return_dict_in_generate=True,
+                output_logits=True,
+                **sampling,
+            )
         tokens = out.sequences  # only new tokens: the prompt went in as embeddings
         logits = torch.stack(out.logits, dim=1).float()  # raw model logits, before any sampling warper
         logprobs = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, : logits.shape[1], None])[..., 0]

@@ -41,3 +41,22 @@ def official_model(official_files: OfficialFiles):
     from model.checkpoints import load_official
 
     return load_official(official_files.eva, official_files.llama_dir, official_files.minigptv2, image_size=IMAGE_SIZE)
+
+
+@pytest.fixture(scope="session")
+def box_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model trained to answer `[refer]`/`[detection]` with fixed boxes (see box_model.py), saved."""
+    from box_model import train_box_model
+
+    model, processor = train_box_model()
+    out = tmp_path_factory.mktemp("box-model")
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def box_proposer(box_model_dir: Path):
+    from model.proposer import Proposer
+
+    return Proposer.from_pretrained(box_model_dir, device="cpu", dtype="float32")
