@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from .annotations import Box, Task
 from .errors import MiniGPTError
@@ -21,11 +22,11 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 def _box_arg(text: str) -> Box:
     try:
         values = [float(v) for v in text.split(",")]
-        if len(values) != 4:
-            raise ValueError(f"expected 4 numbers, got {len(values)}")
-        return Box.from_xyxy(values)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"--box must be x0,y0,x1,y1 in pixels with x0<x1, y0<y1 ({err})") from err
+    except ValueError:
+        values = []
+    if len(values) != 4 or not (values[0] < values[2] and values[1] < values[3]):
+        raise argparse.ArgumentTypeError(f"expected x0,y0,x1,y1 in pixels with x0<x1 and y0<y1, got {text!r}")
+    return Box.from_xyxy(values)
 
 
 def _positive_int(text: str) -> int:
@@ -35,8 +36,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Usage mistakes get the same one-line cause as every other failure, not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="minigpt-annotate", description=__doc__.splitlines()[0])
+    parser = OneLineErrorParser(prog="minigpt-annotate", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     tasks = [t.value for t in Task]
 
