@@ -91,8 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_propose(args: argparse.Namespace) -> int:
+    from .images import load_image
     from .proposer import GenerationOptions, Proposer
 
+    image = load_image(args.image)  # fail on a bad image before spending a minute loading the model
     options = GenerationOptions.demo(seed=args.seed) if args.sample else GenerationOptions(seed=args.seed)
     if args.max_new_tokens:
         options = options.model_copy(update={"max_new_tokens": args.max_new_tokens})
@@ -103,7 +105,7 @@ def cmd_propose(args: argparse.Namespace) -> int:
         official_double_bos=args.official_double_bos,
         box_offset=args.box_offset,
     )
-    result = proposer.propose(args.image, args.task, args.query, args.box, options=options)
+    result = proposer.propose(image, args.task, args.query, args.box, options=options)
     if args.json:
         print(json.dumps(result.to_json_dict(), indent=2))
         return 0

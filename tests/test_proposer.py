@@ -155,3 +155,12 @@ def test_progress_callback_counts_requests(box_proposer: Proposer) -> None:
     requests = [ProposeRequest(COFFEE, "refer", "the red circle")] * 3
     box_proposer.propose_batch(requests, batch_size=2, on_progress=lambda done, total: seen.append((done, total)))
     assert seen == [(2, 3), (3, 3)]
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_on_cpu_gives_the_same_boxes(box_model_dir: Path, dtype: str) -> None:
+    proposer = Proposer.from_pretrained(box_model_dir, device="cpu", dtype=dtype)
+    assert proposer.model.language_model.dtype == getattr(torch, dtype)
+    assert proposer.model.vision_model.pos_embed.dtype == torch.float32, "kept in fp32 like the official run"
+    result = proposer.propose(COFFEE, "detection", "circle")
+    assert [p.box.xyxy for p in result.proposals] == [(60.0, 80.0, 360.0, 320.0), (30.0, 20.0, 180.0, 160.0)]
