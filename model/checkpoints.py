@@ -261,7 +261,9 @@ def load_official(
         raise CheckpointError(f"{minigptv2} has no 'model' entry; is this a MiniGPT-v2 training checkpoint?")
 
     vision_config = vision_config or eva_config_from_state(eva_state, image_size)
-    llama = load_llama(llama_dir, dtype=torch.float32)  # merge LoRA in fp32, cast once at the end
+    # LLaMA loads straight in the target dtype (a 7B model in fp32 would need 28 GB); merge_lora upcasts one
+    # projection at a time to fp32 for the merge.
+    llama = load_llama(llama_dir, dtype=dtype)
     text_config = llama.config
     projection, lora = split_minigptv2_state(checkpoint["model"], text_config.num_hidden_layers, str(minigptv2))
 
@@ -274,9 +276,8 @@ def load_official(
     with torch.device("meta"):  # skip random init of ~1B parameters that are overwritten right away
         model = MiniGPTv2ForConditionalGeneration(config)
     model.language_model = llama
-    model.vision_model.to_empty(device="cpu")
-    model.llama_proj.to_empty(device="cpu")
-    model.float()
+    model.vision_model.to_empty(device="cpu").float()
+    model.llama_proj.to_empty(device="cpu").float()
     load_eva_state(model.vision_model, eva_state, str(eva))
     _load_exact(model.llama_proj, projection, str(minigptv2))
     merge_lora(llama, lora, _lora_alpha(checkpoint), str(minigptv2))

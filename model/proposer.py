@@ -21,7 +21,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from .annotations import Box, Proposal, Task
-from .errors import CheckpointError
+from .errors import CheckpointError, PromptError
 from .grammar import ParseResult, Skipped, parse_boxes, pixels_to_grid
 from .images import LoadedImage, load_image
 from .network import MiniGPTv2ForConditionalGeneration
@@ -166,7 +166,8 @@ class Proposer:
         *,
         official_double_bos: bool = False,
         attn_implementation: str = "sdpa",
-        **kwargs: object,
+        model_version: str | None = None,
+        box_offset: float = 0.0,
     ) -> Proposer:
         from .checkpoints import cast_model  # local import: checkpoints pulls in the official-layout loader
 
@@ -181,8 +182,8 @@ class Proposer:
             raise CheckpointError(f"cannot load model {path_or_hub_id}: {err}") from err
         model = cast_model(model, dtype).to(device)
         processor = MiniGPTv2Processor.from_pretrained(path_or_hub_id, official_double_bos=official_double_bos)
-        version = kwargs.pop("model_version", None) or Path(str(path_or_hub_id)).name
-        return cls(model, processor, model_version=str(version), **kwargs)  # type: ignore[arg-type]
+        version = model_version or Path(str(path_or_hub_id)).name
+        return cls(model, processor, model_version=version, box_offset=box_offset)
 
     @property
     def device(self) -> torch.device:
@@ -273,6 +274,12 @@ class Proposer:
         options: GenerationOptions,
     ) -> list[tuple[list[int], list[float]]]:
         input_ids, attention_mask = self.processor.pad_left(sequences)
+        context = self.model.config.text_config.max_position_embeddings
+        if input_ids.shape[1] + max_new_tokens > context:
+            raise PromptError(
+                f"the prompt has {input_ids.shape[1]} tokens and up to {max_new_tokens} new ones were asked for, "
+                f"more than the model's context of {context}; shorten the query or history, or lower max_new_tokens"
+            )
         input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
         embeds = self.model.embed_inputs(input_ids, features)
         if options.seed is not None:
@@ -308,8 +315,9 @@ class Proposer:
     def _result(
         self, prepared: _Prepared, image: LoadedImage, tokens: list[int], logprobs: list[float]
     ) -> ProposalResult:
-        text, ends = self._decode_with_offsets(tokens)
+        text = self.processor.decode(tokens)
         parsed = parse_boxes(text, image.width, image.height, offset=self.box_offset)
+        ends = self._token_ends(tokens) if parsed.boxes else []
         proposals = [
             Proposal(
                 box=parsed_box.box,
@@ -334,13 +342,13 @@ class Proposer:
             skipped=list(parsed.skipped),
         )
 
-    def _decode_with_offsets(self, tokens: list[int]) -> tuple[str, list[int]]:
-        """The answer text, and for each token the end offset of its characters in that text."""
+    def _token_ends(self, tokens: list[int]) -> list[int]:
+        """For each token, the end offset of its characters in the decoded answer."""
         decode = self.processor.decode
         ends = [len(decode(tokens[: i + 1])) for i in range(len(tokens))]
         for i in range(1, len(ends)):  # a partial UTF-8 byte sequence can shrink a prefix; keep ends monotonic
             ends[i] = max(ends[i], ends[i - 1])
-        return decode(tokens), ends
+        return ends
 
     @staticmethod
     def _label(prepared: _Prepared, phrase: str | None) -> str:

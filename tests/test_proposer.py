@@ -164,3 +164,9 @@ def test_half_precision_on_cpu_gives_the_same_boxes(box_model_dir: Path, dtype: 
     assert proposer.model.vision_model.pos_embed.dtype == torch.float32, "kept in fp32 like the official run"
     result = proposer.propose(COFFEE, "detection", "circle")
     assert [p.box.xyxy for p in result.proposals] == [(60.0, 80.0, 360.0, 320.0), (30.0, 20.0, 180.0, 160.0)]
+
+
+def test_asking_beyond_the_context_window_fails_with_the_numbers(box_proposer: Proposer) -> None:
+    context = box_proposer.model.config.text_config.max_position_embeddings
+    with pytest.raises(PromptError, match=f"context of {context}"):
+        box_proposer.propose(COFFEE, "chat", "hello", options=GenerationOptions(max_new_tokens=context))
