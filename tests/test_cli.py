@@ -139,6 +139,10 @@ def test_convert_writes_a_folder_that_propose_loads(official_files: OfficialFile
         (["propose", "{corrupt}", "--task", "refer", "--query", "x", "--model", "{tiny}"], ["corrupt.jpg"]),
         (["propose", str(COFFEE), "--task", "refer", "--query", "x", "--model", "{nowhere}"], ["not found"]),
         (["propose", str(COFFEE), "--task", "refer", "--query", "x", "--model", "{empty}"], ["no config.json"]),
+        (
+            ["propose", str(COFFEE), "--task", "refer", "--query", "x", "--model", "someorg/somemodel"],
+            ["cannot load model someorg/somemodel"],
+        ),
         (["propose", str(COFFEE), "--task", "identify", "--model", "{tiny}"], ["needs a box"]),
         (["propose", str(COFFEE), "--task", "refer", "--model", "{tiny}"], ["needs a query"]),
         (["propose", str(COFFEE), "--task", "identify", "--box", "5,5,1,1", "--model", "{tiny}"], ["--box"]),

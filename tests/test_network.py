@@ -182,3 +182,22 @@ def _copy(model):
     import copy
 
     return copy.deepcopy(model)
+
+
+def test_default_config_builds_the_official_full_size_shapes() -> None:
+    from model.network import MiniGPTv2Config, MiniGPTv2ForConditionalGeneration
+
+    config = MiniGPTv2Config()
+    with torch.device("meta"):  # shapes only, no memory
+        model = MiniGPTv2ForConditionalGeneration(config)
+    vision = model.vision_model
+    assert len(vision.blocks) == 39 and vision.pos_embed.shape == (1, 1025, 1408)
+    assert vision.blocks[0].attn.qkv.weight.shape == (4224, 1408) and vision.blocks[0].attn.qkv.bias is None
+    assert vision.blocks[0].mlp.fc1.weight.shape == (6144, 1408) and vision.blocks[0].attn.num_heads == 16
+    assert vision.patch_embed.proj.weight.shape == (1408, 3, 14, 14)
+    assert model.llama_proj.weight.shape == (4096, 5632) and model.llama_proj.bias.shape == (4096,)
+    llama = model.language_model
+    assert len(llama.model.layers) == 32 and llama.lm_head.weight.shape == (32000, 4096)
+    assert config.text_config.rms_norm_eps == 1e-5 and config.image_seq_length == 256
+    vision_params = sum(p.numel() for p in vision.parameters())
+    assert 0.98e9 < vision_params < 1.0e9  # ≈0.99 B (spec §1.2)

@@ -170,3 +170,19 @@ def test_asking_beyond_the_context_window_fails_with_the_numbers(box_proposer: P
     context = box_proposer.model.config.text_config.max_position_embeddings
     with pytest.raises(PromptError, match=f"context of {context}"):
         box_proposer.propose(COFFEE, "chat", "hello", options=GenerationOptions(max_new_tokens=context))
+
+
+def test_hf_generate_on_input_ids_batches_with_left_padding(official_model) -> None:
+    model, processor = official_model
+    image = processor.preprocess([Image.open(COFFEE).convert("RGB")])
+    prompts = [processor.prompt_ids("[refer] cup"), processor.prompt_ids("[vqa] what is on the table by the cup?")]
+    kwargs = {"max_new_tokens": 6, "do_sample": False, "pad_token_id": processor.pad_token_id}
+
+    def new_tokens(rows: list[list[int]]) -> list[list[int]]:
+        ids, mask = processor.pad_left(rows)
+        out = model.generate(
+            input_ids=ids, attention_mask=mask, pixel_values=image.expand(len(rows), -1, -1, -1), **kwargs
+        )
+        return out[:, ids.shape[1] :].tolist()
+
+    assert new_tokens(prompts) == new_tokens(prompts[:1]) + new_tokens(prompts[1:])
