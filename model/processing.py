@@ -149,4 +149,4 @@ class MiniGPTv2Processor:
         return input_ids, attention_mask
 
     def decode(self, ids: Sequence[int]) -> str:
-        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+        return str(self.tokenizer.decode(list(ids), skip_special_tokens=True))

@@ -57,7 +57,8 @@ class GenerationOptions(BaseModel):
 
     @classmethod
     def demo(cls, **overrides: object) -> GenerationOptions:
-        return cls(**({"do_sample": True, "temperature": 0.6, "top_p": 0.9, "repetition_penalty": 1.05} | overrides))
+        demo = {"do_sample": True, "temperature": 0.6, "top_p": 0.9, "repetition_penalty": 1.05}
+        return cls.model_validate(demo | overrides)
 
 
 @dataclass(frozen=True)

@@ -118,6 +118,7 @@ class MiniGPTv2ForConditionalGeneration(MiniGPTv2PreTrainedModel, GenerationMixi
         if pixel_values is not None and image_features is not None:
             raise ValueError("pass pixel_values or image_features, not both")
         if inputs_embeds is None:
+            assert input_ids is not None  # guaranteed by the check above; narrows the type
             if pixel_values is not None:
                 image_features = self.get_image_features(pixel_values)
             inputs_embeds = self.embed_inputs(input_ids, image_features)
