@@ -170,8 +170,6 @@ class Proposer:
         model_version: str | None = None,
         box_offset: float = 0.0,
     ) -> Proposer:
-        from .checkpoints import cast_model  # local import: checkpoints pulls in the official-layout loader
-
         check_model_source(path_or_hub_id)
         device = resolve_device(device)
         dtype = resolve_dtype(dtype, device)
@@ -181,7 +179,7 @@ class Proposer:
             )
         except OSError as err:
             raise CheckpointError(f"cannot load model {path_or_hub_id}: {err}") from err
-        model = cast_model(model, dtype).to(device)
+        model = model.to(device)  # from_pretrained already kept the official fp32 parts (EVA norms, biases) in fp32
         processor = MiniGPTv2Processor.from_pretrained(path_or_hub_id, official_double_bos=official_double_bos)
         version = model_version or Path(str(path_or_hub_id)).name
         return cls(model, processor, model_version=version, box_offset=box_offset)
