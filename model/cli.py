@@ -91,10 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_propose(args: argparse.Namespace) -> int:
+    from .grammar import pixels_to_grid
     from .images import load_image
+    from .prompts import build_instruction
     from .proposer import GenerationOptions, Proposer
 
-    image = load_image(args.image)  # fail on a bad image before spending a minute loading the model
+    # Check the image and the request before spending a minute loading a 7B model.
+    image = load_image(args.image)
+    box = pixels_to_grid(args.box, image.width, image.height) if args.box is not None else None
+    build_instruction(args.task, args.query, box)
     options = GenerationOptions.demo(seed=args.seed) if args.sample else GenerationOptions(seed=args.seed)
     if args.max_new_tokens:
         options = options.model_copy(update={"max_new_tokens": args.max_new_tokens})
@@ -195,11 +200,11 @@ COMMANDS = {
 
 
 def _quiet_libraries() -> None:
-    # stdout is for results (often JSON); keep library chatter and progress bars off it and out of the way.
+    # stdout is for results (often JSON). Library warnings are noise for a user; transformers' loading progress
+    # bars stay, on stderr, because loading a 7B model takes a while.
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
