@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoTokenizer, LlamaForCausalLM
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from .errors import CheckpointError
 from .network import EvaVisionConfig, EvaVisionModel, MiniGPTv2Config, MiniGPTv2ForConditionalGeneration
@@ -224,10 +224,19 @@ def _lora_alpha(checkpoint: Mapping) -> float:
 # --- LLaMA ---------------------------------------------------------------------------------------------------------
 
 
-def load_llama(llama_dir: str | os.PathLike, dtype: torch.dtype) -> LlamaForCausalLM:
+def _llama_config(llama_dir: str | os.PathLike) -> LlamaConfig:
     path = Path(llama_dir)
     if not (path / "config.json").is_file():
         raise CheckpointError(f"{path} is not a Hugging Face LLaMA folder (no config.json); see README: fetch-official")
+    try:
+        return LlamaConfig.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"cannot read the LLaMA config in {path}: {err}") from err
+
+
+def load_llama(llama_dir: str | os.PathLike, dtype: torch.dtype) -> LlamaForCausalLM:
+    path = Path(llama_dir)
+    _llama_config(path)
     try:
         llama, info = LlamaForCausalLM.from_pretrained(path, dtype=dtype, output_loading_info=True)
     except (OSError, ValueError) as err:
@@ -261,11 +270,13 @@ def load_official(
         raise CheckpointError(f"{minigptv2} has no 'model' entry; is this a MiniGPT-v2 training checkpoint?")
 
     vision_config = vision_config or eva_config_from_state(eva_state, image_size)
+    # Check the MiniGPT-v2 keys against the LLaMA config before the minutes-long LLaMA weight load.
+    num_layers = _llama_config(llama_dir).num_hidden_layers
+    projection, lora = split_minigptv2_state(checkpoint["model"], num_layers, str(minigptv2))
     # LLaMA loads straight in the target dtype (a 7B model in fp32 would need 28 GB); merge_lora upcasts one
     # projection at a time to fp32 for the merge.
     llama = load_llama(llama_dir, dtype=dtype)
     text_config = llama.config
-    projection, lora = split_minigptv2_state(checkpoint["model"], text_config.num_hidden_layers, str(minigptv2))
 
     tokenizer = AutoTokenizer.from_pretrained(llama_dir)
     if tokenizer.unk_token_id is None:
