@@ -28,7 +28,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from .errors import CheckpointError
 from .network import EvaVisionConfig, EvaVisionModel, MiniGPTv2Config, MiniGPTv2ForConditionalGeneration
 from .network.eva_vit import interpolate_pos_embed
-from .processing import ImageProcessorConfig, MiniGPTv2Processor, ProcessorConfig
+from .processing import MiniGPTv2Processor
 
 OFFICIAL_HEAD_DIM = 88  # EVA ViT-g: 1408 channels / 16 heads
 DEFAULT_LORA_ALPHA = 16.0
@@ -295,14 +295,7 @@ def load_official(
     model.config.text_config = llama.config
     model = cast_model(model, dtype).eval()
 
-    processor = MiniGPTv2Processor(
-        tokenizer,
-        ProcessorConfig(
-            image=ImageProcessorConfig(image_size=vision_config.image_size),
-            image_seq_length=config.image_seq_length,
-            image_token_id=config.image_token_id,
-        ),
-    )
+    processor = MiniGPTv2Processor.for_model(tokenizer, config)
     return model, processor
 
 

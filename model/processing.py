@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import cached_file
 
-from . import network as _network  # noqa: F401  (registers model_type "minigptv2" with AutoConfig)
+from .network import MiniGPTv2Config  # importing network also registers "minigptv2" with AutoConfig
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -88,6 +88,18 @@ class MiniGPTv2Processor:
         self.config = config or ProcessorConfig()
         if tokenizer.bos_token_id is None or tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer needs BOS and EOS tokens (LLaMA: <s> and </s>)")
+
+    @classmethod
+    def for_model(cls, tokenizer: PreTrainedTokenizerBase, config: MiniGPTv2Config) -> MiniGPTv2Processor:
+        """The processor whose image size, placeholder count and placeholder id match `config`."""
+        return cls(
+            tokenizer,
+            ProcessorConfig(
+                image=ImageProcessorConfig(image_size=config.vision_config.image_size),
+                image_seq_length=config.image_seq_length,
+                image_token_id=config.image_token_id,
+            ),
+        )
 
     # --- persistence -----------------------------------------------------------------------------------------------
     @classmethod

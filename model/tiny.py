@@ -13,7 +13,7 @@ import torch
 from transformers import LlamaConfig, LlamaTokenizer
 
 from .network import EvaVisionConfig, MiniGPTv2Config, MiniGPTv2ForConditionalGeneration
-from .processing import ImageProcessorConfig, MiniGPTv2Processor, ProcessorConfig
+from .processing import MiniGPTv2Processor
 
 # Whole-word tokens for the prompt vocabulary, so prompts tokenise into few ids, like LLaMA's.
 _WORDS = [
@@ -140,14 +140,7 @@ def make_tiny(
     config = tiny_config(len(tokenizer))
     torch.manual_seed(seed)
     model = MiniGPTv2ForConditionalGeneration(config).eval()
-    processor = MiniGPTv2Processor(
-        tokenizer,
-        ProcessorConfig(
-            image=ImageProcessorConfig(image_size=config.vision_config.image_size),
-            image_seq_length=config.image_seq_length,
-            image_token_id=config.image_token_id,
-        ),
-    )
+    processor = MiniGPTv2Processor.for_model(tokenizer, config)
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)
         model.save_pretrained(out)

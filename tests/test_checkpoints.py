@@ -28,6 +28,10 @@ def _load(files: OfficialFiles):
     return load_official(files.eva, files.llama_dir, files.minigptv2, image_size=IMAGE_SIZE)
 
 
+def _convert(files: OfficialFiles, out: Path, dtype: torch.dtype) -> Path:
+    return convert(files.eva, files.llama_dir, files.minigptv2, out, image_size=IMAGE_SIZE, dtype=dtype)
+
+
 def test_loaded_weights_follow_the_official_files(official_files: OfficialFiles, official_model) -> None:
     model, processor = official_model
     eva = torch.load(official_files.eva, weights_only=True)
@@ -52,14 +56,7 @@ def test_loaded_weights_follow_the_official_files(official_files: OfficialFiles,
 
 def test_convert_round_trip_gives_identical_logits(official_files: OfficialFiles, official_model, tmp_path) -> None:
     model, processor = official_model
-    out = convert(
-        official_files.eva,
-        official_files.llama_dir,
-        official_files.minigptv2,
-        tmp_path / "hf",
-        image_size=IMAGE_SIZE,
-        dtype=torch.float32,
-    )
+    out = _convert(official_files, tmp_path / "hf", torch.float32)
     for name in (
         "model.safetensors",
         "config.json",
@@ -81,14 +78,7 @@ def test_convert_round_trip_gives_identical_logits(official_files: OfficialFiles
 
 
 def test_half_precision_conversion_keeps_official_fp32_parts(official_files: OfficialFiles, tmp_path) -> None:
-    out = convert(
-        official_files.eva,
-        official_files.llama_dir,
-        official_files.minigptv2,
-        tmp_path / "fp16",
-        image_size=IMAGE_SIZE,
-        dtype=torch.float16,
-    )
+    out = _convert(official_files, tmp_path / "fp16", torch.float16)
     saved = load_file(out / "model.safetensors")
     assert saved["language_model.model.layers.0.self_attn.q_proj.weight"].dtype == torch.float16
     assert saved["vision_model.blocks.0.attn.qkv.weight"].dtype == torch.float16
