@@ -111,6 +111,7 @@ class Annotation(BaseModel):
 
     box: Box
     label: str
+    phrase: str | None = Field(default=None, description="a referring expression for this one object, if any")
     origin: Origin = Origin.manual
     score: float | None = None
 
