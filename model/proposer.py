@@ -8,6 +8,7 @@ the model's probabilities for the tokens that spell it.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -27,6 +28,8 @@ from .images import LoadedImage, load_image
 from .network import MiniGPTv2ForConditionalGeneration
 from .processing import MiniGPTv2Processor, Turn
 from .prompts import build_instruction
+
+ADAPTER_CONFIG = "adapter_config.json"  # written by peft for LoRA adapters
 
 ImageSource = str | os.PathLike | bytes | Image.Image | LoadedImage
 
@@ -107,13 +110,39 @@ def check_model_source(path_or_hub_id: str | os.PathLike) -> None:
     """Fail early and clearly on a missing or incomplete local folder instead of trying the hub."""
     path = Path(path_or_hub_id)
     if path.is_dir():
-        if not (path / "config.json").is_file():
+        if not (path / "config.json").is_file() and not (path / ADAPTER_CONFIG).is_file():
             raise CheckpointError(
-                f"{path} is not a model folder (no config.json); create one with `minigpt-annotate convert` "
-                "or `minigpt-annotate make-tiny`"
+                f"{path} is not a model folder (no config.json or {ADAPTER_CONFIG}); create one with "
+                "`minigpt-annotate convert`, `minigpt-annotate make-tiny` or `minigpt-annotate finetune`"
             )
     elif path.exists() or not _HUB_ID.match(str(path_or_hub_id)):
         raise CheckpointError(f"model folder {path} not found; pass a converted model folder or a hub id (org/name)")
+
+
+
+def _adapter_base(path: str | os.PathLike) -> str | None:
+    """The base model a local LoRA-adapter folder (from `finetune`) was trained on, or None for a full model."""
+    config = Path(path) / ADAPTER_CONFIG
+    if not config.is_file():
+        return None
+    base = json.loads(config.read_text()).get("base_model_name_or_path")
+    if not base:
+        raise CheckpointError(f"{config} names no base model; set base_model_name_or_path to the model it adapts")
+    check_model_source(base)
+    return str(base)
+
+
+def _merge_adapters(
+    model: MiniGPTv2ForConditionalGeneration, path: str | os.PathLike
+) -> MiniGPTv2ForConditionalGeneration:
+    # Merged once at load: inference then runs at the speed of the plain model.
+    from peft import PeftModel
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        merged = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+    assert isinstance(merged, MiniGPTv2ForConditionalGeneration)
+    return merged
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -173,10 +202,13 @@ class Proposer:
         check_model_source(path_or_hub_id)
         device = resolve_device(device)
         dtype = resolve_dtype(dtype, device)
+        adapter_base = _adapter_base(path_or_hub_id)
         try:
             model = MiniGPTv2ForConditionalGeneration.from_pretrained(
-                path_or_hub_id, dtype=dtype, attn_implementation=attn_implementation
+                adapter_base or path_or_hub_id, dtype=dtype, attn_implementation=attn_implementation
             )
+            if adapter_base is not None:
+                model = _merge_adapters(model, path_or_hub_id)
         except OSError as err:
             raise CheckpointError(f"cannot load model {path_or_hub_id}: {err}") from err
         model = model.to(device)  # from_pretrained already kept the official fp32 parts (EVA norms, biases) in fp32

@@ -75,11 +75,21 @@ class MiniGPTv2ForConditionalGeneration(MiniGPTv2PreTrainedModel, GenerationMixi
     # --- image path ------------------------------------------------------------------------------------------------
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """[B, 3, S, S] normalised pixels → [B, image_seq_length, text_hidden] LLM input embeddings."""
+        return self.project_vision_tokens(self.get_vision_tokens(pixel_values))
+
+    def get_vision_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The projector's input: [B, image_seq_length, vision_hidden * tokens_per_group], fp32.
+
+        Split from the projection so that fine-tuning with a frozen vision tower can cache it per image.
+        """
         hidden = self.vision_model(pixel_values)  # fp32 residual stream, CLS first
         # ln_vision: a freshly initialised, frozen LayerNorm in the official model, i.e. parameter-free (spec §1.3).
         hidden = F.layer_norm(hidden.float(), (hidden.shape[-1],), eps=self.config.ln_vision_eps)
-        grouped = merge_visual_tokens(hidden[:, 1:], self.config.tokens_per_group)
-        return self.llama_proj(grouped.to(self.llama_proj.weight.dtype))
+        return merge_visual_tokens(hidden[:, 1:], self.config.tokens_per_group)
+
+    def project_vision_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        proj_dtype = next(self.llama_proj.parameters()).dtype  # llama_proj may be wrapped by peft
+        return self.llama_proj(tokens.to(proj_dtype))
 
     def embed_inputs(self, input_ids: torch.LongTensor, image_features: torch.Tensor | None) -> torch.Tensor:
         """Text embeddings with image features scattered, in order, into the placeholder positions."""
