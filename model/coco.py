@@ -1,0 +1,397 @@
+"""COCO detection files to and from the pydantic data model (:mod:`model.annotations`).
+
+* ``bbox`` is ``[x, y, w, h]`` in pixels of the upright image (EXIF orientation applied), like every box here.
+* Reading keeps the file's image order and category ids, takes the category name as the label and keeps the
+  optional ``phrase`` (a referring expression) and ``score`` keys. Crowd annotations and boxes with no area
+  cannot become a :class:`~model.annotations.Box`, so they are skipped and reported, never dropped silently.
+* Writing numbers images and annotations from 1 in dataset order, takes category ids from
+  ``Dataset.categories``, and replaces the file atomically, so a crash never leaves half a file behind.
+
+Malformed files raise :class:`CocoError`, whose message names the file, the cause and the fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import math
+import os
+import stat
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import ValidationError
+
+from model.annotations import Annotation, Box, Category, Dataset, ImageRecord
+from model.errors import MiniGPTError
+
+if TYPE_CHECKING:
+    from pycocotools.coco import COCO
+
+__all__ = [
+    "CocoError",
+    "CocoReadReport",
+    "SkippedAnnotation",
+    "categories_from_labels",
+    "load_with_pycocotools",
+    "read_coco",
+    "read_coco_with_report",
+    "write_coco",
+]
+
+logger = logging.getLogger(__name__)
+
+CocoId = int | str  # COCO ids are integers; some exporters write strings, which pycocotools accepts too
+
+
+class CocoError(MiniGPTError):
+    """A COCO file is missing or malformed, or a dataset cannot be written as COCO."""
+
+
+@dataclass(frozen=True)
+class SkippedAnnotation:
+    """An annotation in the file that has no counterpart in the dataset, and why."""
+
+    annotation_id: CocoId
+    image_id: CocoId
+    kind: Literal["crowd", "degenerate"]
+    reason: str
+
+
+@dataclass(frozen=True)
+class CocoReadReport:
+    """What :func:`read_coco_with_report` read: the dataset, the file's ids for it, and what it skipped."""
+
+    dataset: Dataset
+    image_ids: tuple[CocoId, ...]  # the COCO id of dataset.images[i]
+    annotation_ids: tuple[tuple[CocoId, ...], ...]  # the COCO id of dataset.images[i].annotations[j]
+    skipped: tuple[SkippedAnnotation, ...]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_coco(path: str | os.PathLike[str], images_dir: str | os.PathLike[str] | None = None) -> Dataset:
+    """Read a COCO detection file into a :class:`Dataset`.
+
+    ``images_dir`` is the folder ``file_name`` is relative to; it defaults to the COCO file's folder.
+    Skipped crowd and degenerate annotations are logged as one warning; use :func:`read_coco_with_report`
+    to get them as data.
+
+    Raises:
+        CocoError: the file is missing, not JSON, or not valid COCO; the message names the cause and the fix.
+    """
+    return read_coco_with_report(path, images_dir).dataset
+
+
+def read_coco_with_report(
+    path: str | os.PathLike[str], images_dir: str | os.PathLike[str] | None = None
+) -> CocoReadReport:
+    """Like :func:`read_coco`, but also return the file's ids and the annotations that were skipped."""
+    path = Path(path)
+    root = Path(images_dir) if images_dir is not None else path.parent
+    data = _load_json(path)
+    name = str(path)
+
+    raw_categories = _section(data, "categories", name)
+    raw_images = _section(data, "images", name)
+    raw_annotations = _section(data, "annotations", name)
+
+    categories = [_category(entry, i, name) for i, entry in enumerate(raw_categories)]
+    label_of: dict[int, str] = {}
+    for category in categories:
+        if category.id in label_of:
+            raise CocoError(f"{name}: category id {category.id} appears twice in 'categories'; give each a unique id")
+        if category.name in label_of.values():
+            raise CocoError(
+                f"{name}: category name {category.name!r} appears twice in 'categories'; merge them or rename one"
+            )
+        label_of[category.id] = category.name
+
+    records: dict[CocoId, ImageRecord] = {}
+    for i, entry in enumerate(raw_images):
+        image_id, record = _image(entry, i, root, name)
+        if image_id in records:
+            raise CocoError(f"{name}: image id {image_id!r} appears twice in 'images'; give each image a unique id")
+        records[image_id] = record
+
+    annotation_ids: dict[CocoId, list[CocoId]] = {image_id: [] for image_id in records}
+    seen: set[CocoId] = set()
+    skipped: list[SkippedAnnotation] = []
+    for i, entry in enumerate(raw_annotations):
+        ann_id, image_id, annotation, skip = _annotation(entry, i, records, label_of, name)
+        if ann_id in seen:
+            raise CocoError(f"{name}: annotation id {ann_id!r} appears twice; give each annotation a unique id")
+        seen.add(ann_id)
+        if skip is not None:
+            skipped.append(skip)
+            continue
+        assert annotation is not None
+        records[image_id].annotations.append(annotation)
+        annotation_ids[image_id].append(ann_id)
+
+    if skipped:
+        kinds = ", ".join(f"{sum(s.kind == k for s in skipped)} {k}" for k in ("crowd", "degenerate"))
+        logger.warning("%s: skipped %d annotations that cannot be boxes (%s)", name, len(skipped), kinds)
+
+    return CocoReadReport(
+        dataset=Dataset(categories=categories, images=list(records.values())),
+        image_ids=tuple(records),
+        annotation_ids=tuple(tuple(ids) for ids in annotation_ids.values()),
+        skipped=tuple(skipped),
+    )
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8-sig") as fp:  # -sig: tolerate a BOM some Windows editors add
+            data = json.load(fp)
+    except FileNotFoundError as exc:
+        raise CocoError(f"COCO file {str(path)!r} not found; check the path and the working directory") from exc
+    except IsADirectoryError as exc:
+        raise CocoError(f"COCO path {str(path)!r} is a folder; pass the annotation .json file inside it") from exc
+    except json.JSONDecodeError as exc:
+        raise CocoError(
+            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+            "fix the syntax or re-export the file"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise CocoError(f"{path}: not UTF-8 text, so not a COCO JSON file; pass the annotation .json file") from exc
+    except OSError as exc:
+        raise CocoError(f"cannot read COCO file {str(path)!r} ({exc.strerror or exc}); check its permissions") from exc
+    if not isinstance(data, dict):
+        raise CocoError(f"{path}: the top level is a JSON {type(data).__name__}, not an object; is this a COCO file?")
+    return data
+
+
+def _section(data: dict[str, Any], key: str, name: str) -> list[Any]:
+    if key not in data:
+        raise CocoError(
+            f"{name}: missing the {key!r} list; a COCO detection file needs images, annotations, categories"
+        )
+    value = data[key]
+    if not isinstance(value, list):
+        raise CocoError(f"{name}: {key!r} must be a list, not a JSON {type(value).__name__}; re-export the file")
+    return value
+
+
+def _entry(entry: Any, section: str, index: int, name: str) -> dict[str, Any]:
+    if not isinstance(entry, dict):
+        raise CocoError(f"{name}: {section}[{index}] is not a JSON object; re-export the file")
+    return entry
+
+
+def _id(entry: dict[str, Any], section: str, index: int, name: str) -> CocoId:
+    value = entry.get("id")
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise CocoError(f"{name}: {section}[{index}] has no integer 'id'; give every entry in {section!r} a unique id")
+    return value
+
+
+def _category(entry: Any, index: int, name: str) -> Category:
+    entry = _entry(entry, "categories", index, name)
+    cat_id, cat_name = entry.get("id"), entry.get("name")
+    if isinstance(cat_id, bool) or not isinstance(cat_id, int) or cat_id < 1:
+        raise CocoError(f"{name}: categories[{index}] has id {cat_id!r}; category ids must be integers from 1")
+    if not isinstance(cat_name, str) or not cat_name.strip():
+        raise CocoError(f"{name}: category {cat_id} has no name; give it a non-empty 'name' (it becomes the label)")
+    return Category(id=cat_id, name=cat_name)
+
+
+def _image(entry: Any, index: int, root: Path, name: str) -> tuple[CocoId, ImageRecord]:
+    entry = _entry(entry, "images", index, name)
+    image_id = _id(entry, "images", index, name)
+    file_name = entry.get("file_name")
+    if not isinstance(file_name, str) or not file_name:
+        raise CocoError(f"{name}: image {image_id!r} has no 'file_name'; add the image path relative to the images")
+    size: list[int] = []
+    for key in ("width", "height"):
+        value = entry.get(key)
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise CocoError(
+                f"{name}: image {image_id!r} has {key} {value!r}; it must be the upright image's {key} in pixels (> 0)"
+            )
+        size.append(value)
+    return image_id, ImageRecord(path=root / file_name, width=size[0], height=size[1])
+
+
+def _annotation(
+    entry: Any,
+    index: int,
+    records: dict[CocoId, ImageRecord],
+    label_of: dict[int, str],
+    name: str,
+) -> tuple[CocoId, CocoId, Annotation | None, SkippedAnnotation | None]:
+    """One annotation, or the reason it is skipped; malformed entries raise."""
+    entry = _entry(entry, "annotations", index, name)
+    ann_id = _id(entry, "annotations", index, name)
+    where = f"{name}: annotation {ann_id!r}"
+
+    image_id = entry.get("image_id")
+    if isinstance(image_id, bool) or not isinstance(image_id, (int, str)) or image_id not in records:
+        raise CocoError(
+            f"{where} refers to image id {image_id!r}, which is not in 'images'; "
+            "add that image or remove the annotation"
+        )
+    category_id = entry.get("category_id")
+    if isinstance(category_id, bool) or not isinstance(category_id, int) or category_id not in label_of:
+        raise CocoError(
+            f"{where} refers to category id {category_id!r}, which is not in 'categories'; "
+            "add that category or remove the annotation"
+        )
+
+    if entry.get("iscrowd"):
+        reason = "a crowd region (iscrowd 1) marks many objects, not one box"
+        return ann_id, image_id, None, SkippedAnnotation(ann_id, image_id, "crowd", reason)
+
+    bbox = entry.get("bbox")
+    if (
+        not isinstance(bbox, list)
+        or len(bbox) != 4
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
+    ):
+        raise CocoError(f"{where} has bbox {bbox!r}; it must be a list of four numbers [x, y, width, height]")
+    x, y, w, h = (float(v) for v in bbox)
+    if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
+        reason = f"the box [x, y, w, h] = {bbox} has no area"
+        return ann_id, image_id, None, SkippedAnnotation(ann_id, image_id, "degenerate", reason)
+
+    phrase = entry.get("phrase")
+    if phrase is not None and not isinstance(phrase, str):
+        raise CocoError(f"{where} has phrase {phrase!r}; it must be a string (a referring expression) or absent")
+    score = entry.get("score")
+    if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
+        raise CocoError(f"{where} has score {score!r}; it must be a number or absent")
+    try:
+        annotation = Annotation(
+            box=Box.from_xywh((x, y, w, h)),
+            label=label_of[category_id],
+            phrase=phrase,
+            score=None if score is None else float(score),
+        )
+    except ValidationError as exc:  # e.g. x + w rounds back to x for huge coordinates
+        raise CocoError(f"{where} cannot be read ({exc.errors()[0]['msg']}); fix or remove it") from exc
+    return ann_id, image_id, annotation, None
+
+
+# --------------------------------------------------------------------------------------------------------
+# Writing
+
+
+def categories_from_labels(labels: Iterable[str]) -> list[Category]:
+    """Categories for the distinct labels, in first-seen order, with ids from 1.
+
+    For a dataset: ``categories_from_labels(a.label for image in dataset.images for a in image.annotations)``.
+    """
+    names = dict.fromkeys(labels)  # dicts keep insertion order, so this deduplicates in first-seen order
+    return [Category(id=i, name=label) for i, label in enumerate(names, start=1)]
+
+
+def write_coco(
+    dataset: Dataset,
+    path: str | os.PathLike[str],
+    images_dir: str | os.PathLike[str] | None = None,
+    *,
+    supercategory: str = "",
+) -> None:
+    """Write ``dataset`` as a COCO detection file, replacing ``path`` atomically.
+
+    ``file_name`` is written relative to ``images_dir`` (default: the output file's folder) for images inside
+    it, and as an absolute path otherwise. Image and annotation ids count from 1 in dataset order; category
+    ids are those of ``dataset.categories``.
+
+    Raises:
+        CocoError: an annotation's label has no category, or the file cannot be written.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise CocoError(f"cannot write {str(path)!r}: the folder {str(path.parent)!r} does not exist; create it first")
+    root = Path(os.path.abspath(images_dir if images_dir is not None else path.parent))
+    payload = _payload(dataset, root, supercategory)
+    _write_atomic(path, payload)
+
+
+def _payload(dataset: Dataset, root: Path, supercategory: str) -> dict[str, Any]:
+    id_of = {category.name: category.id for category in dataset.categories}
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
+    for image_id, record in enumerate(dataset.images, start=1):
+        images.append(
+            {"id": image_id, "file_name": _file_name(record.path, root), "width": record.width, "height": record.height}
+        )
+        for annotation in record.annotations:
+            if annotation.label not in id_of:
+                raise CocoError(
+                    f"label {annotation.label!r} (image {str(record.path)!r}) has no category in Dataset.categories; "
+                    "add one, e.g. with model.coco.categories_from_labels"
+                )
+            box = annotation.box
+            entry: dict[str, Any] = {
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": id_of[annotation.label],
+                "bbox": [box.x0, box.y0, box.width, box.height],
+                "area": box.area,
+                "iscrowd": 0,
+                "segmentation": [],
+            }
+            if annotation.phrase is not None:
+                entry["phrase"] = annotation.phrase
+            if annotation.score is not None:
+                entry["score"] = annotation.score
+            annotations.append(entry)
+    categories = [{"id": c.id, "name": c.name, "supercategory": supercategory} for c in dataset.categories]
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def _file_name(image_path: Path, root: Path) -> str:
+    # abspath, not resolve: normalises ".." without following symlinks, so the name stays the one the user gave.
+    absolute = Path(os.path.abspath(image_path))
+    try:
+        return absolute.relative_to(root).as_posix()
+    except ValueError:
+        return str(absolute)
+
+
+def _write_atomic(path: Path, payload: dict[str, Any]) -> None:
+    """Write to a temporary file beside ``path``, then rename it over ``path`` (atomic on one filesystem)."""
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        # os.open with 0o666 lets the umask set the mode, like a plain open() would (mkstemp would give 0600).
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fp:
+            # ensure_ascii (the default) keeps the file pure ASCII: pycocotools opens it with the locale's encoding.
+            json.dump(payload, fp)
+            fp.flush()
+            os.fsync(fp.fileno())
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(temp, stat.S_IMODE(os.stat(path).st_mode))  # an existing file keeps its permissions
+        os.replace(temp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        if isinstance(exc, OSError):
+            raise CocoError(
+                f"cannot write {str(path)!r} ({exc.strerror or exc}); check the folder's permissions"
+            ) from exc
+        raise
+
+
+# --------------------------------------------------------------------------------------------------------
+# Validation with the reference implementation
+
+
+def load_with_pycocotools(path: str | os.PathLike[str]) -> COCO:
+    """Load ``path`` with pycocotools, without its progress prints; proves a file is COCO that others can read."""
+    from pycocotools.coco import COCO  # imported here: only tests and evaluation need it
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return COCO(os.fspath(path))
