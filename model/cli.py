@@ -78,9 +78,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float16", choices=DTYPES[1:])
     p.add_argument("--allow-pickle", action="store_true", help="load .pth files that need pickle (trusted only)")
 
-    p = sub.add_parser("make-tiny", help="write a tiny random model folder (tokenizer included) for offline trials")
+    p = sub.add_parser("make-tiny", help="write a tiny model folder (tokenizer included) for offline trials")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--seed", type=int, default=0)
+    kind = p.add_mutually_exclusive_group()
+    kind.add_argument(
+        "--trained", action="store_true", help="the shipped tiny model trained on synthetic shapes (finds them)"
+    )
+    kind.add_argument(
+        "--train-shapes",
+        action="store_true",
+        help="retrain that model from scratch, deterministically for a seed (CPU, about half an hour)",
+    )
+    p.add_argument("--steps", type=_positive_int, default=None, help="training steps for --train-shapes")
+
+    p = sub.add_parser("make-shapes", help="write a synthetic shapes dataset (images + COCO with referring phrases)")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--images", type=_positive_int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--min-shapes", type=_positive_int, default=1)
+    p.add_argument("--max-shapes", type=_positive_int, default=4)
+    p.add_argument("--exif-fraction", type=float, default=0.2, help="share of EXIF-rotated JPEGs")
+
+    p = sub.add_parser("split", help="split a COCO file by image into train and held-out files")
+    p.add_argument("coco", type=Path)
+    p.add_argument("--images", type=Path, default=None, help="images folder (default: the COCO file's folder)")
+    p.add_argument("--holdout", type=float, default=0.2, help="share of images held out")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: the COCO file's folder)")
+
+    _add_finetune_parser(sub, tasks)
+    _add_evaluate_parser(sub)
 
     p = sub.add_parser("fetch-official", help="download the official files, then convert them")
     p.add_argument("--out", required=True, type=Path)
@@ -88,6 +116,78 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--llama-repo", default="meta-llama/Llama-2-7b-chat-hf")
     p.add_argument("--dtype", default="float16", choices=DTYPES[1:])
     return parser
+
+
+def _add_finetune_parser(sub: argparse._SubParsersAction, tasks: list[str]) -> None:
+    from .finetune import TRAINABLE_TASKS, FinetuneConfig, IdentifyAnswer, Precision, TemplateChoice
+
+    d = FinetuneConfig()
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune on a COCO file (stage-3 style: frozen vision tower, projection + LoRA)",
+        description="Builds [detection], [refer] and [identify] instructions from COCO boxes (and their 'phrase' "
+        "fields) and trains. Writes LoRA adapters that load with --model like any model folder, or a merged "
+        "model with --merge. Interrupt it any time and continue with --resume.",
+    )
+    p.add_argument("coco", type=Path, help="COCO file with the corrected boxes")
+    p.add_argument("--images", type=Path, default=None, help="images folder (default: the COCO file's folder)")
+    p.add_argument("--base", required=True, help="model folder or hub id to start from")
+    p.add_argument("--out", required=True, type=Path, help="output folder (checkpoints and the result)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--tasks", default=",".join(t.value for t in TRAINABLE_TASKS), help="comma-separated")
+    p.add_argument("--templates", default=d.templates.value, choices=[t.value for t in TemplateChoice])
+    p.add_argument("--identify-answer", default=d.identify_answer.value, choices=[a.value for a in IdentifyAnswer])
+    p.add_argument("--lora-r", type=int, default=d.lora_r, help="LoRA rank; 0 turns LoRA off")
+    p.add_argument("--lora-alpha", type=float, default=d.lora_alpha)
+    p.add_argument("--lora-dropout", type=float, default=d.lora_dropout)
+    p.add_argument("--lora-targets", default=",".join(d.lora_targets), help="LLM linear layers, comma-separated")
+    p.add_argument("--freeze-projection", action="store_true", help="keep the vision→LLM projection fixed")
+    p.add_argument("--full-llm", action="store_true", help="tune every LLM weight (needs far more memory)")
+    p.add_argument("--train-vision", action="store_true", help="unfreeze the vision tower (not official)")
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    p.add_argument("--min-lr", type=float, default=d.min_lr)
+    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--epochs", type=float, default=d.epochs)
+    p.add_argument("--max-steps", type=_positive_int, default=None, help="optimizer steps (overrides --epochs)")
+    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
+    p.add_argument("--grad-accum", type=_positive_int, default=d.grad_accum)
+    p.add_argument("--max-length", type=_positive_int, default=d.max_length)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--save-every", type=_positive_int, default=d.save_every, help="steps between checkpoints")
+    p.add_argument("--precision", default=d.precision.value, choices=[x.value for x in Precision])
+    p.add_argument("--merge", action="store_true", help="write a merged model instead of adapters")
+    p.add_argument("--device", default="auto")
+
+
+def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="score a model on a COCO file: [refer] Acc@0.5, [detection] COCO AP, acceptance rate",
+    )
+    p.add_argument("coco", type=Path, help="COCO file with ground-truth boxes (and optional 'phrase' fields)")
+    p.add_argument("--images", type=Path, default=None, help="images folder (default: the COCO file's folder)")
+    p.add_argument("--model", required=True, help="model folder (full or adapters) or hub id")
+    p.add_argument("--tasks", default="refer,detection", help="comma-separated: refer, detection")
+    p.add_argument(
+        "--categories",
+        default="all",
+        choices=["all", "present"],
+        help="ask [detection] for every category on every image (all, what COCO AP assumes) or only present ones",
+    )
+    p.add_argument("--batch-size", type=_positive_int, default=16)
+    p.add_argument("--max-images", type=_positive_int, default=None)
+    p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
+    p.add_argument("--report", type=Path, default=None, help="also write the JSON report to this file")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto", choices=DTYPES)
+
+
+def _task_list(text: str) -> list[Task]:
+    try:
+        return [Task(t.strip()) for t in text.split(",") if t.strip()]
+    except ValueError as err:
+        raise ValueError(f"--tasks: {err}; choose from {', '.join(t.value for t in Task)}") from None
 
 
 def cmd_propose(args: argparse.Namespace) -> int:
@@ -160,11 +260,120 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_make_tiny(args: argparse.Namespace) -> int:
+    from .shapes_model import train_tiny_shapes, write_trained_tiny
     from .tiny import make_tiny
 
-    make_tiny(args.out, seed=args.seed)
-    print(f"wrote a tiny random model to {args.out}")
+    if args.trained:
+        write_trained_tiny(args.out)
+        print(f"wrote the tiny model trained on synthetic shapes to {args.out}")
+    elif args.train_shapes:
+        report = train_tiny_shapes(args.out, seed=args.seed, steps=args.steps, progress=True)
+        print(json.dumps(report, indent=2))
+    else:
+        make_tiny(args.out, seed=args.seed)
+        print(f"wrote a tiny random model to {args.out}")
     return 0
+
+
+def cmd_make_shapes(args: argparse.Namespace) -> int:
+    from .shapes import make_shapes
+
+    path = make_shapes(
+        args.out,
+        images=args.images,
+        seed=args.seed,
+        min_shapes=args.min_shapes,
+        max_shapes=args.max_shapes,
+        exif_fraction=args.exif_fraction,
+        progress=True,
+    )
+    print(f"wrote {args.images} images and {path}")
+    return 0
+
+
+def cmd_split(args: argparse.Namespace) -> int:
+    from .coco import read_coco, split_dataset, write_coco
+
+    dataset = read_coco(args.coco, args.images)
+    train, held_out = split_dataset(dataset, holdout=args.holdout, seed=args.seed)
+    out = args.out or args.coco.parent
+    images_dir = args.images or args.coco.parent
+    for name, part in (("train", train), ("heldout", held_out)):
+        write_coco(part, out / f"{args.coco.stem}.{name}.json", images_dir=images_dir)
+        print(f"wrote {out / f'{args.coco.stem}.{name}.json'} ({len(part.images)} images)")
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from .coco import read_coco
+    from .finetune import FinetuneConfig, Trainer
+
+    config = FinetuneConfig(
+        tasks=_task_list(args.tasks),
+        templates=args.templates,
+        identify_answer=args.identify_answer,
+        lora_r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        lora_targets=[t.strip() for t in args.lora_targets.split(",") if t.strip()],
+        train_projection=not args.freeze_projection,
+        train_llm=args.full_llm,
+        train_vision=args.train_vision,
+        learning_rate=args.learning_rate,
+        min_lr=args.min_lr,
+        warmup_steps=args.warmup_steps,
+        weight_decay=args.weight_decay,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        max_length=args.max_length,
+        seed=args.seed,
+        save_every=args.save_every,
+        precision=args.precision,
+        merge=args.merge,
+    )
+    dataset = read_coco(args.coco, args.images)
+    result = Trainer(dataset, args.base, args.out, config, device=args.device).run(resume=args.resume)
+    print(result.model_dump_json(indent=2))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from .coco import read_coco
+    from .evaluate import evaluate_model
+    from .proposer import Proposer
+
+    dataset = read_coco(args.coco, args.images)
+    tasks = _task_list(args.tasks)
+    proposer = Proposer.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    with tqdm(desc="evaluating", unit="request") as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        report = evaluate_model(
+            proposer,
+            dataset,
+            tasks=tasks,
+            batch_size=args.batch_size,
+            categories=args.categories,
+            max_images=args.max_images,
+            on_progress=progress,
+        )
+    if args.report:
+        _atomic_write(args.report, report.to_json() + "\n")
+    print(report.to_json() if args.json else report.format_table())
+    return 0
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def cmd_fetch_official(args: argparse.Namespace) -> int:
@@ -195,6 +404,10 @@ COMMANDS = {
     "parse": cmd_parse,
     "convert": cmd_convert,
     "make-tiny": cmd_make_tiny,
+    "make-shapes": cmd_make_shapes,
+    "split": cmd_split,
+    "finetune": cmd_finetune,
+    "evaluate": cmd_evaluate,
     "fetch-official": cmd_fetch_official,
 }
 

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import random
 import stat
 import uuid
 from collections.abc import Iterable
@@ -395,3 +396,23 @@ def load_with_pycocotools(path: str | os.PathLike[str]) -> COCO:
 
     with contextlib.redirect_stdout(io.StringIO()):
         return COCO(os.fspath(path))
+
+
+def split_dataset(dataset: Dataset, *, holdout: float, seed: int = 0) -> tuple[Dataset, Dataset]:
+    """(train, held-out) by image, the held-out share drawn at random but reproducibly for a seed.
+
+    Both keep every category, so their category ids agree with the original file.
+    """
+    if not 0.0 < holdout < 1.0:
+        raise ValueError(f"holdout must be between 0 and 1 (exclusive), got {holdout}")
+    count = len(dataset.images)
+    n_held = round(count * holdout)
+    if count < 2 or not 0 < n_held < count:
+        raise ValueError(f"cannot hold out {holdout:.0%} of {count} image(s): both parts need at least one image")
+    held = set(random.Random(seed).sample(range(count), n_held))
+    train = [image for i, image in enumerate(dataset.images) if i not in held]
+    held_out = [image for i, image in enumerate(dataset.images) if i in held]
+    return (
+        Dataset(categories=dataset.categories, images=train),
+        Dataset(categories=dataset.categories, images=held_out),
+    )

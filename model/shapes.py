@@ -274,8 +274,8 @@ def make_shapes(
     Image ``i`` depends only on ``seed`` and ``i``, so the output is byte-for-byte reproducible. A share
     ``exif_fraction`` of the images are JPEGs with EXIF orientation 3, 6 or 8, stored rotated so that applying
     the orientation gives the upright scene; COCO sizes and boxes are always those of the upright scene.
-    Returns the path of the annotation file. Its ``file_name`` entries are relative to ``out_dir/images``,
-    so read it back with ``read_coco(path, images_dir=out_dir / "images")``.
+    Returns the path of the annotation file. Its ``file_name`` entries (``images/000001.png``) are relative to
+    ``out_dir``, the file's own folder, so ``read_coco(path)`` finds the images.
     """
     if images < 0:
         raise ValueError(f"images must be >= 0, got {images}")
@@ -301,7 +301,7 @@ def make_shapes(
     write_coco(
         Dataset(categories=categories(), images=records),
         annotation_file,
-        images_dir=images_dir,
+        images_dir=out,
         supercategory=SUPERCATEGORY,
     )
     return annotation_file

@@ -91,10 +91,10 @@ def test_valid_coco_for_pycocotools_and_read_coco(shapes50: Path, coco50: dict[s
     ]
     assert len(api.getAnnIds()) == len(coco50["annotations"])
 
-    dataset = read_coco(shapes50, images_dir=shapes50.parent / "images")  # file_name is relative to images/
+    dataset = read_coco(shapes50)  # file_name is relative to the COCO file's folder
     assert [c.name for c in dataset.categories] == list(CATEGORIES)
     for record, img in zip(dataset.images, coco50["images"], strict=True):
-        assert record.path == shapes50.parent / "images" / img["file_name"]
+        assert record.path == shapes50.parent / img["file_name"]
         assert record.path.is_file()
         assert re.fullmatch(r"\d{6}\.(png|jpg)", img["file_name"])
         assert 1 <= len(record.annotations) <= 4
@@ -122,7 +122,7 @@ def test_pixels_inside_boxes_have_the_shapes_colour(shapes50: Path, coco50: dict
     images = {img["id"]: img for img in coco50["images"]}
     for image_id, anns in anns_by_image(coco50).items():
         info = images[image_id]
-        loaded = load_image(shapes50.parent / "images" / info["file_name"])
+        loaded = load_image(shapes50.parent / info["file_name"])
         assert (loaded.width, loaded.height) == (info["width"], info["height"])
         pixels = np.asarray(loaded.image)
         for ann in anns:
@@ -148,7 +148,7 @@ def test_png_pixels_match_the_masks_exactly(shapes50: Path, coco50: dict[str, An
         info = images[image_id]
         if not info["file_name"].endswith(".png"):
             continue
-        pixels = np.asarray(Image.open(shapes50.parent / "images" / info["file_name"]).convert("RGB"))
+        pixels = np.asarray(Image.open(shapes50.parent / info["file_name"]).convert("RGB"))
         for ann in anns:
             match = PHRASE.fullmatch(ann.get("phrase", ""))
             if match is None:
@@ -168,7 +168,7 @@ def test_exif_jpegs_load_upright(tmp_path: Path) -> None:
     orientations = set()
     swapped = 0
     for img in coco["images"]:
-        path = tmp_path / "images" / img["file_name"]
+        path = tmp_path / img["file_name"]
         assert path.suffix == ".jpg"
         with Image.open(path) as raw:
             orientation = raw.getexif()[ORIENTATION_TAG]

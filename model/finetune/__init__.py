@@ -1,4 +1,9 @@
-"""Fine-tuning MiniGPT-v2 on corrected COCO data: instruction building, batching and the training loop."""
+"""Fine-tuning MiniGPT-v2 on corrected COCO data: instruction building, batching and the training loop.
+
+The training loop (torch, peft) is imported on first use, so that reading the settings stays cheap.
+"""
+
+from typing import Any
 
 from .config import FinetuneConfig, Precision
 from .instructions import (
@@ -9,7 +14,8 @@ from .instructions import (
     blip_caption,
     build_samples,
 )
-from .trainer import FinetuneError, FinetuneResult, Trainer, finetune
+
+_TRAINER_NAMES = ("FinetuneError", "FinetuneResult", "Trainer", "finetune")
 
 __all__ = [
     "TRAINABLE_TASKS",
@@ -25,3 +31,11 @@ __all__ = [
     "build_samples",
     "finetune",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _TRAINER_NAMES:
+        from . import trainer
+
+        return getattr(trainer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
