@@ -334,7 +334,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         merge=args.merge,
     )
     dataset = read_coco(args.coco, args.images)
-    result = Trainer(dataset, args.base, args.out, config, device=args.device).run(resume=args.resume)
+    result = Trainer(dataset, args.base, args.out, config, resume=args.resume, device=args.device).run()
     print(result.model_dump_json(indent=2))
     return 0
 
@@ -343,11 +343,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from .coco import read_coco
-    from .evaluate import evaluate_model
+    from .evaluate import EVALUATED_TASKS, evaluate_model
     from .proposer import Proposer
 
     dataset = read_coco(args.coco, args.images)
     tasks = _task_list(args.tasks)
+    other = [t.value for t in tasks if t not in EVALUATED_TASKS]
+    if other or not tasks:  # checked before the model load, which can take minutes
+        raise ValueError(f"--tasks: only refer and detection can be evaluated against boxes, got {other or 'none'}")
     proposer = Proposer.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     with tqdm(desc="evaluating", unit="request") as bar:
 

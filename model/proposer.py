@@ -119,7 +119,6 @@ def check_model_source(path_or_hub_id: str | os.PathLike) -> None:
         raise CheckpointError(f"model folder {path} not found; pass a converted model folder or a hub id (org/name)")
 
 
-
 def _adapter_base(path: str | os.PathLike) -> str | None:
     """The base model a local LoRA-adapter folder (from `finetune`) was trained on, or None for a full model."""
     config = Path(path) / ADAPTER_CONFIG

@@ -48,10 +48,10 @@ class ShapesRecipe(BaseModel):
     seed: int = 0
     train_images: int = 2000
     single_shape_images: int = 1000
-    vision_steps: int = 400
+    vision_steps: int = 1500
     vision_batch: int = 64
-    single_shape_steps: int = 1000
-    several_shapes_steps: int = 3000
+    single_shape_steps: int = 1500
+    several_shapes_steps: int = 4000
     batch_size: int = 32
     learning_rate: float = 1e-3
 
@@ -129,12 +129,19 @@ def pretrain_vision(
     steps: int,
     batch_size: int,
     seed: int,
+    pool_size: int = 8192,
     progress: bool = False,
 ) -> list[float]:
     """Train the vision tower on the dense objective; returns the loss per step."""
     config = model.config.vision_config
     grid = config.image_size // config.patch_size
     rng = np.random.default_rng([seed, 17])
+    # A fixed pool of rendered scenes, drawn once: rendering every batch afresh would dominate the step time.
+    scenes = [render_scene(rng) for _ in range(min(steps * batch_size, pool_size))]
+    all_pixels = processor.preprocess([image for image, _ in scenes])
+    all_targets = torch.from_numpy(np.stack([_patch_targets(*image.size, specs, grid) for image, specs in scenes]))
+    all_targets = all_targets.reshape(len(scenes), grid * grid, 7)
+    order = torch.Generator().manual_seed(seed)
     head = nn.Linear(config.hidden_size, sum(_HEAD_SIZES))
     tower = model.vision_model
     tower.train()
@@ -143,10 +150,8 @@ def pretrain_vision(
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-3, total_steps=steps, pct_start=0.1)
     losses = []
     for _ in tqdm(range(steps), desc="vision pretraining", unit="step", disable=not progress):
-        scenes = [render_scene(rng) for _ in range(batch_size)]
-        pixels = processor.preprocess([image for image, _ in scenes])
-        targets = torch.from_numpy(np.stack([_patch_targets(*image.size, specs, grid) for image, specs in scenes]))
-        targets = targets.reshape(batch_size, grid * grid, 7)
+        pick = torch.randint(len(scenes), (batch_size,), generator=order)
+        pixels, targets = all_pixels[pick], all_targets[pick]
         hidden = tower(pixels)[:, 1:]
         out = head(F.layer_norm(hidden, (hidden.shape[-1],)))
         n_cat, n_col, n_size, _ = _HEAD_SIZES

@@ -211,6 +211,7 @@ class Trainer:
         out: str | os.PathLike,
         config: FinetuneConfig | None = None,
         *,
+        resume: bool = False,
         device: str | torch.device | None = "auto",
         progress: bool = True,
         on_step: Callable[[int, float], None] | None = None,
@@ -218,6 +219,12 @@ class Trainer:
         self.config = config or FinetuneConfig()
         self.base = _base_reference(base)
         self.out = Path(out)
+        self.resume = resume
+        # Settle what happens to the output folder before the (possibly minutes-long) model load.
+        if resume:
+            _check_resume(self.out, self.config, self.base)
+        elif _checkpoints(self.out):
+            raise FinetuneError(f"{self.out} already holds checkpoints of a run; pass --resume or choose a new folder")
         self.device = resolve_device(device)
         self.progress = progress
         self.on_step = on_step
@@ -321,18 +328,14 @@ class Trainer:
         self.losses = [float(v) for v in state["losses"]]
 
     # --- the loop ----------------------------------------------------------------------------------------------
-    def run(self, *, resume: bool = False) -> FinetuneResult:
+    def run(self) -> FinetuneResult:
         started = time.perf_counter()
         resumed_from = None
-        if resume:
-            _check_resume(self.out, self.config, self.base)
-            found = _checkpoints(self.out)
-            if found:
-                self.load_checkpoint(found[-1])
-                resumed_from = self.step
-                log.info("resumed from %s at step %d", found[-1], self.step)
-        elif _checkpoints(self.out):
-            raise FinetuneError(f"{self.out} already holds checkpoints of a run; pass --resume or choose a new folder")
+        found = _checkpoints(self.out) if self.resume else []
+        if found:
+            self.load_checkpoint(found[-1])
+            resumed_from = self.step
+            log.info("resumed from %s at step %d", found[-1], self.step)
         self._write_run_config()
         total = self.schedule.total_steps
         self.wrapper.train()
@@ -422,4 +425,4 @@ def finetune(
     progress: bool = True,
 ) -> FinetuneResult:
     """Fine-tune `base` on `dataset` into `out`; see :class:`Trainer`."""
-    return Trainer(dataset, base, out, config, device=device, progress=progress).run(resume=resume)
+    return Trainer(dataset, base, out, config, resume=resume, device=device, progress=progress).run()
