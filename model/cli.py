@@ -137,6 +137,11 @@ def _add_finetune_parser(sub: argparse._SubParsersAction, tasks: list[str]) -> N
     p.add_argument("--tasks", default=",".join(t.value for t in TRAINABLE_TASKS), help="comma-separated")
     p.add_argument("--templates", default=d.templates.value, choices=[t.value for t in TemplateChoice])
     p.add_argument("--identify-answer", default=d.identify_answer.value, choices=[a.value for a in IdentifyAnswer])
+    p.add_argument(
+        "--detection-negatives",
+        action="store_true",
+        help="also teach [detection] to answer nothing for categories absent from an image (not official)",
+    )
     p.add_argument("--lora-r", type=int, default=d.lora_r, help="LoRA rank; 0 turns LoRA off")
     p.add_argument("--lora-alpha", type=float, default=d.lora_alpha)
     p.add_argument("--lora-dropout", type=float, default=d.lora_dropout)
@@ -312,6 +317,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         tasks=_task_list(args.tasks),
         templates=args.templates,
         identify_answer=args.identify_answer,
+        detection_negatives=args.detection_negatives,
         lora_r=args.lora_r,
         lora_alpha=args.lora_alpha,
         lora_dropout=args.lora_dropout,

@@ -32,6 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import LlamaConfig
 
+from .annotations import Dataset
 from .coco import read_coco
 from .errors import CheckpointError
 from .network import EvaVisionConfig, MiniGPTv2Config, MiniGPTv2ForConditionalGeneration
@@ -52,20 +53,18 @@ class ShapesRecipe(BaseModel):
     vision_batch: int = 64
     single_shape_steps: int = 1500
     several_shapes_steps: int = 4000
+    # A second cosine cycle (a warm restart) on fresh several-shape scenes.
+    refine_images: int = 2000
+    refine_steps: int = 2000
+    refine_learning_rate: float = 5e-4
     batch_size: int = 32
     learning_rate: float = 1e-3
 
     def scaled(self, total_steps: int) -> ShapesRecipe:
         """The same recipe with its three stages shrunk or stretched to about `total_steps` steps in all."""
-        current = self.vision_steps + self.single_shape_steps + self.several_shapes_steps
-        ratio = total_steps / current
-        return self.model_copy(
-            update={
-                "vision_steps": max(1, round(self.vision_steps * ratio)),
-                "single_shape_steps": max(1, round(self.single_shape_steps * ratio)),
-                "several_shapes_steps": max(1, round(self.several_shapes_steps * ratio)),
-            }
-        )
+        keys = ("vision_steps", "single_shape_steps", "several_shapes_steps", "refine_steps")
+        ratio = total_steps / sum(getattr(self, k) for k in keys)
+        return self.model_copy(update={k: max(1, round(getattr(self, k) * ratio)) for k in keys})
 
 
 def shapes_model_config(vocab_size: int) -> MiniGPTv2Config:
@@ -175,6 +174,37 @@ def pretrain_vision(
 # --- the whole recipe ----------------------------------------------------------------------------------------------
 
 
+def instruction_stage(
+    dataset: Dataset,
+    base: Path,
+    out: Path,
+    *,
+    steps: int,
+    learning_rate: float,
+    recipe: ShapesRecipe,
+    progress: bool = False,
+) -> list[float]:
+    """Frozen tower, full LLM + projection, one cosine cycle; returns the first and last loss."""
+    from .finetune import FinetuneConfig, Trainer  # the training loop pulls in peft; only needed here
+
+    settings = FinetuneConfig(
+        lora_r=0,
+        train_llm=True,
+        learning_rate=learning_rate,
+        min_lr=learning_rate / 20,
+        warmup_steps=min(100, steps // 10),
+        weight_decay=0.01,
+        batch_size=recipe.batch_size,
+        max_steps=steps,
+        max_length=512,
+        save_every=10**9,
+        seed=recipe.seed,
+        detection_negatives=True,
+    )
+    result = Trainer(dataset, base, out, settings, device="cpu", progress=progress).run()
+    return [result.first_loss or 0.0, result.final_loss or 0.0]
+
+
 def train_tiny_shapes(
     out: str | os.PathLike,
     *,
@@ -184,8 +214,6 @@ def train_tiny_shapes(
     progress: bool = False,
 ) -> dict:
     """Train the shapes model from scratch into `out`; returns what was done and measured (also in recipe.json)."""
-    from .finetune import FinetuneConfig, Trainer  # the training loop pulls in peft; only needed here
-
     recipe = (recipe or ShapesRecipe()).model_copy(update={"seed": seed})
     if steps is not None:
         recipe = recipe.scaled(steps)
@@ -193,7 +221,7 @@ def train_tiny_shapes(
     started = time.perf_counter()
     timings: dict[str, float] = {}
     torch.manual_seed(recipe.seed)
-    tokenizer = build_tiny_tokenizer(list(SHAPES_WORDS))
+    tokenizer = build_tiny_tokenizer(list(SHAPES_WORDS), number_tokens=True)
     config = shapes_model_config(len(tokenizer))
     model = MiniGPTv2ForConditionalGeneration(config)
     processor = MiniGPTv2Processor.for_model(tokenizer, config)
@@ -222,34 +250,27 @@ def train_tiny_shapes(
         processor.save_pretrained(work / "stage1")
         timings["vision"] = time.perf_counter() - t
 
+        refine = read_coco(make_shapes(work / "refine", images=recipe.refine_images, seed=recipe.seed + 3))
         stages = (
-            ("stage2", single, recipe.single_shape_steps, work / "stage1", work / "stage2"),
-            ("stage3", several, recipe.several_shapes_steps, work / "stage2", work / "stage3"),
+            ("stage2", single, recipe.single_shape_steps, recipe.learning_rate),
+            ("stage3", several, recipe.several_shapes_steps, recipe.learning_rate),
+            ("stage4", refine, recipe.refine_steps, recipe.refine_learning_rate),
         )
         losses: dict[str, list[float]] = {}
-        for name, dataset, stage_steps, base, stage_out in stages:
+        base = work / "stage1"
+        for name, dataset, stage_steps, learning_rate in stages:
             t = time.perf_counter()
-            settings = FinetuneConfig(
-                lora_r=0,
-                train_llm=True,
-                learning_rate=recipe.learning_rate,
-                min_lr=recipe.learning_rate / 20,
-                warmup_steps=min(100, stage_steps // 10),
-                weight_decay=0.01,
-                batch_size=recipe.batch_size,
-                max_steps=stage_steps,
-                max_length=512,
-                save_every=10**9,
-                seed=recipe.seed,
-            )
-            result = Trainer(dataset, base, stage_out, settings, device="cpu", progress=progress).run()
-            losses[name] = [result.first_loss or 0.0, result.final_loss or 0.0]
+            losses[name] = instruction_stage(
+                dataset, base, work / name, steps=stage_steps, learning_rate=learning_rate, recipe=recipe,
+                progress=progress,
+            )  # fmt: skip
             timings[name] = time.perf_counter() - t
+            base = work / name
 
         if out.exists():
             shutil.rmtree(out)
         out.mkdir(parents=True)
-        for item in (work / "stage3").iterdir():
+        for item in base.iterdir():
             if item.is_file() and item.name != "finetune_config.json":
                 shutil.copy2(item, out / item.name)
 

@@ -21,6 +21,7 @@ RESUME_KEYS = (
     "tasks",
     "templates",
     "identify_answer",
+    "detection_negatives",
     "lora_r",
     "lora_alpha",
     "lora_dropout",
@@ -47,6 +48,9 @@ class FinetuneConfig(BaseModel):
     tasks: list[Task] = Field(default_factory=lambda: list(TRAINABLE_TASKS))
     templates: TemplateChoice = TemplateChoice.pool
     identify_answer: IdentifyAnswer = IdentifyAnswer.category
+    detection_negatives: bool = Field(
+        False, description="also train [detection] of absent categories to answer nothing (not in the official data)"
+    )
 
     lora_r: int = Field(64, ge=0, description="LoRA rank on the LLM; 0 turns LoRA off")
     lora_alpha: float = Field(16.0, gt=0)

@@ -68,8 +68,12 @@ def _usable(grid: Grid) -> bool:
     return grid[0] < grid[2] and grid[1] < grid[3]
 
 
-def detection_samples(record: ImageRecord) -> list[InstructionSample]:
-    """One ``[detection] {category}`` sample per category present, boxes in reading order (left to right)."""
+def detection_samples(record: ImageRecord, absent: Sequence[str] = ()) -> list[InstructionSample]:
+    """One ``[detection] {category}`` sample per category present, boxes in reading order (left to right).
+
+    Each name in `absent` (a category with no box in this image) gets a sample whose answer is empty: the model
+    learns to answer nothing rather than invent a box. The official data has no such samples; it is opt-in.
+    """
     by_label: dict[str, list[Grid]] = defaultdict(list)
     for annotation in record.annotations:
         grid = _grid(annotation, record)
@@ -80,6 +84,11 @@ def detection_samples(record: ImageRecord) -> list[InstructionSample]:
         grids.sort()
         instruction = DEFAULT_TEMPLATES[Task.detection].format(query=label)
         samples.append(InstructionSample(record.path, Task.detection, instruction, format_phrase(label, grids)))
+    present = {a.label for a in record.annotations}
+    for label in absent:
+        if label not in present:
+            instruction = DEFAULT_TEMPLATES[Task.detection].format(query=label)
+            samples.append(InstructionSample(record.path, Task.detection, instruction, ""))
     return samples
 
 
@@ -133,8 +142,13 @@ def build_samples(
     rng: random.Random | None = None,
     templates: TemplateChoice = TemplateChoice.pool,
     identify_answer: IdentifyAnswer = IdentifyAnswer.category,
+    detection_negatives: bool = False,
 ) -> list[InstructionSample]:
-    """Every sample the dataset gives for `tasks`, image by image. `rng` picks templates (seed it per epoch)."""
+    """Every sample the dataset gives for `tasks`, image by image. `rng` picks templates (seed it per epoch).
+
+    With `detection_negatives`, every dataset category absent from an image also gets an empty-answer
+    ``[detection]`` sample (see :func:`detection_samples`).
+    """
     tasks = [Task(t) for t in tasks]
     unknown = [t.value for t in tasks if t not in TRAINABLE_TASKS]
     if unknown:
@@ -143,10 +157,11 @@ def build_samples(
             + ", ".join(t.value for t in TRAINABLE_TASKS)
         )
     rng = rng or random.Random(0)
+    names = [c.name for c in dataset.categories]
     samples: list[InstructionSample] = []
     for record in dataset.images:
         if Task.detection in tasks:
-            samples += detection_samples(record)
+            samples += detection_samples(record, names if detection_negatives else ())
         if Task.refer in tasks:
             samples += refer_samples(record, rng, templates)
         if Task.identify in tasks:

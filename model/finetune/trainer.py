@@ -83,6 +83,7 @@ class _Schedule:
                 rng=rng,
                 templates=self.config.templates,
                 identify_answer=self.config.identify_answer,
+                detection_negatives=self.config.detection_negatives,
             )
             rng.shuffle(samples)
             self._epoch = (epoch, samples)
