@@ -63,6 +63,16 @@ def test_detection_lists_every_box_of_a_category_in_reading_order() -> None:
     ]
 
 
+def test_detection_negatives_teach_an_empty_answer_for_absent_categories() -> None:
+    only_circles = _record().model_copy(update={"annotations": _record().annotations[:2]})
+    samples = build_samples(_dataset(only_circles), tasks=[Task.detection], detection_negatives=True)
+    assert [(s.instruction, s.answer) for s in samples] == [
+        ("[detection] circle", "<p>circle</p> {<5><20><25><60>}<delim>{<50><10><75><40>}"),
+        ("[detection] square", ""),
+    ]
+    assert len(build_samples(_dataset(only_circles), tasks=[Task.detection])) == 1  # off by default, as official
+
+
 def test_refer_uses_the_phrase_or_a_unique_category() -> None:
     # The unphrased circle is one of two circles, so it cannot be referred to by its category: no sample.
     assert _pairs(Task.refer) == [
@@ -121,6 +131,15 @@ def test_loss_falls_on_answer_tokens_and_eos_only(tiny_model_dir: Path) -> None:
         assert ids.count(processor.config.image_token_id) == processor.config.image_seq_length
         assert ids[-len(labelled) :] == labelled  # the answer ends the sequence, right padding after it
     assert batch.labels[batch.attention_mask == 0].eq(IGNORE_INDEX).all()
+
+
+def test_an_empty_answer_is_just_end_of_sequence(tiny_model_dir: Path) -> None:
+    from model.finetune import InstructionSample
+    from model.processing import MiniGPTv2Processor
+
+    processor = MiniGPTv2Processor.from_pretrained(tiny_model_dir)
+    batch = collate([InstructionSample(Path("a.png"), Task.detection, "[detection] dog", "")], processor, 512)
+    assert batch.labels[0][batch.labels[0] != IGNORE_INDEX].tolist() == [processor.tokenizer.eos_token_id]
 
 
 def test_too_long_sample_names_the_fix(tiny_model_dir: Path) -> None:

@@ -135,3 +135,17 @@ def test_bad_requests_explain_the_fix(task, query, box, message) -> None:
 def test_split_identifier() -> None:
     assert split_identifier("[Refer]  the cat ") == (Task.refer, "the cat")
     assert split_identifier("tell me a story") == (Task.chat, "tell me a story")
+
+
+def test_number_tokens_make_each_grid_coordinate_one_token() -> None:
+    from model.tiny import build_tiny_tokenizer
+
+    plain = build_tiny_tokenizer()
+    numbers = build_tiny_tokenizer(number_tokens=True)
+    text = "{<7><42><100><99>}"
+    tokens = numbers.convert_ids_to_tokens(numbers(text, add_special_tokens=False).input_ids)
+    assert [t for t in tokens if t.isdigit()] == ["7", "42", "100", "99"]
+    digits = plain.convert_ids_to_tokens(plain(text, add_special_tokens=False).input_ids)
+    assert [t for t in digits if t.isdigit()] == list("742100" + "99")  # LLaMA-style: digit by digit
+    for tok in (plain, numbers):
+        assert tok.decode(tok(text, add_special_tokens=False).input_ids) == text
