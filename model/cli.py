@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-shapes", type=_positive_int, default=1)
     p.add_argument("--max-shapes", type=_positive_int, default=4)
     p.add_argument("--exif-fraction", type=float, default=0.2, help="share of EXIF-rotated JPEGs")
+    p.add_argument(
+        "--rename", default="", help="other category names, e.g. circle=disc,square=box (labels and phrases)"
+    )
 
     p = sub.add_parser("split", help="split a COCO file by image into train and held-out files")
     p.add_argument("coco", type=Path)
@@ -290,10 +293,18 @@ def cmd_make_shapes(args: argparse.Namespace) -> int:
         min_shapes=args.min_shapes,
         max_shapes=args.max_shapes,
         exif_fraction=args.exif_fraction,
+        names=_renames(args.rename),
         progress=True,
     )
     print(f"wrote {args.images} images and {path}")
     return 0
+
+
+def _renames(text: str) -> dict[str, str]:
+    pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+    if any(len(pair) != 2 or not pair[1].strip() for pair in pairs):
+        raise ValueError(f"--rename: expected old=new pairs separated by commas, got {text!r}")
+    return {old.strip(): new.strip() for old, new in pairs}
 
 
 def cmd_split(args: argparse.Namespace) -> int:

@@ -78,6 +78,10 @@ class ShapeSpec:
         return f"the {self.size} {self.colour} {self.category}"
 
 
+def _renamed(text: str, names: dict[str, str]) -> str:
+    return " ".join(names.get(word, word) for word in text.split(" "))
+
+
 def categories() -> list[Category]:
     """The dataset's categories, ids 1-3 in :data:`CATEGORIES` order."""
     return [Category(id=i, name=name) for i, name in enumerate(CATEGORIES, start=1)]
@@ -267,6 +271,7 @@ def make_shapes(
     min_shapes: int = 1,
     max_shapes: int = 4,
     exif_fraction: float = 0.2,
+    names: dict[str, str] | None = None,
     progress: bool = False,
 ) -> Path:
     """Write ``images`` scenes to ``out_dir/images`` and their COCO file to ``out_dir/annotations.json``.
@@ -274,6 +279,8 @@ def make_shapes(
     Image ``i`` depends only on ``seed`` and ``i``, so the output is byte-for-byte reproducible. A share
     ``exif_fraction`` of the images are JPEGs with EXIF orientation 3, 6 or 8, stored rotated so that applying
     the orientation gives the upright scene; COCO sizes and boxes are always those of the upright scene.
+    ``names`` renames categories (and the word in phrases), e.g. ``{"circle": "disc"}``: a labeller's taxonomy
+    that differs from the one a model was trained with.
     Returns the path of the annotation file. Its ``file_name`` entries (``images/000001.png``) are relative to
     ``out_dir``, the file's own folder, so ``read_coco(path)`` finds the images.
     """
@@ -282,6 +289,12 @@ def make_shapes(
     if not 0.0 <= exif_fraction <= 1.0:
         raise ValueError(f"exif_fraction must be between 0 and 1, got {exif_fraction}")
     _check_counts(min_shapes, max_shapes)
+    names = dict(names or {})
+    unknown = sorted(set(names) - set(CATEGORIES))
+    if unknown:
+        raise ValueError(f"cannot rename {unknown}: the categories are {', '.join(CATEGORIES)}")
+    if len(set(names.values()) | (set(CATEGORIES) - set(names))) != len(CATEGORIES):
+        raise ValueError(f"renaming {names} would give two categories the same name")
 
     out = Path(out_dir)
     images_dir = out / "images"
@@ -292,14 +305,21 @@ def make_shapes(
         image, specs = render_scene(rng, min_shapes=min_shapes, max_shapes=max_shapes)
         path = _save(image, images_dir / f"{index:06d}", rng, exif_fraction)
         annotations = [
-            Annotation(box=Box.from_xyxy(spec.box), label=spec.category, phrase=phrase)
+            Annotation(
+                box=Box.from_xyxy(spec.box),
+                label=names.get(spec.category, spec.category),
+                phrase=_renamed(phrase, names) if phrase else None,
+            )
             for spec, phrase in zip(specs, referring_phrases(specs), strict=True)
         ]
         records.append(ImageRecord(path=path, width=image.width, height=image.height, annotations=annotations))
 
     annotation_file = out / "annotations.json"
     write_coco(
-        Dataset(categories=categories(), images=records),
+        Dataset(
+            categories=[c.model_copy(update={"name": names.get(c.name, c.name)}) for c in categories()],
+            images=records,
+        ),
         annotation_file,
         images_dir=out,
         supercategory=SUPERCATEGORY,
