@@ -96,7 +96,7 @@ def test_valid_coco_for_pycocotools_and_read_coco(shapes50: Path, coco50: dict[s
     for record, img in zip(dataset.images, coco50["images"], strict=True):
         assert record.path == shapes50.parent / img["file_name"]
         assert record.path.is_file()
-        assert re.fullmatch(r"\d{6}\.(png|jpg)", img["file_name"])
+        assert re.fullmatch(r"images/\d{6}\.(png|jpg)", img["file_name"])
         assert 1 <= len(record.annotations) <= 4
 
 
