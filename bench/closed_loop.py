@@ -46,10 +46,13 @@ def main() -> None:
     parser.add_argument("--freeze-projection", action="store_true")
     parser.add_argument("--tasks", default="detection,refer,identify")
     parser.add_argument("--detection-negatives", action="store_true")
+    parser.add_argument("--keep-names", action="store_true", help="the shipped model's own category names")
     parser.add_argument("--out", type=Path, default=Path("/tmp/closed-loop"))
     args = parser.parse_args()
 
-    coco = make_shapes(args.out / "data", images=args.images, seed=args.seed, names=RENAMES)
+    coco = make_shapes(
+        args.out / "data", images=args.images, seed=args.seed, names=None if args.keep_names else RENAMES
+    )
     train, held_out = split_dataset(read_coco(coco), holdout=0.3, seed=0)
     write_coco(train, args.out / "data" / "train.json", images_dir=args.out / "data")
     write_coco(held_out, args.out / "data" / "heldout.json", images_dir=args.out / "data")
