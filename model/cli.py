@@ -360,14 +360,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from .coco import read_coco
-    from .evaluate import EVALUATED_TASKS, evaluate_model
+    from .evaluate import evaluate_model, evaluated_tasks
+    from .files import write_text_atomic
     from .proposer import Proposer
 
     dataset = read_coco(args.coco, args.images)
-    tasks = _task_list(args.tasks)
-    other = [t.value for t in tasks if t not in EVALUATED_TASKS]
-    if other or not tasks:  # checked before the model load, which can take minutes
-        raise ValueError(f"--tasks: only refer and detection can be evaluated against boxes, got {other or 'none'}")
+    tasks = evaluated_tasks(_task_list(args.tasks))  # checked before the model load, which can take minutes
     proposer = Proposer.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     with tqdm(desc="evaluating", unit="request") as bar:
 
@@ -385,15 +383,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             on_progress=progress,
         )
     if args.report:
-        _atomic_write(args.report, report.to_json() + "\n")
+        write_text_atomic(args.report, report.to_json() + "\n")
     print(report.to_json() if args.json else report.format_table())
     return 0
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def cmd_fetch_official(args: argparse.Namespace) -> int:

@@ -19,8 +19,6 @@ import logging
 import math
 import os
 import random
-import stat
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +28,7 @@ from pydantic import ValidationError
 
 from model.annotations import Annotation, Box, Category, Dataset, ImageRecord
 from model.errors import MiniGPTError
+from model.files import write_atomic
 
 if TYPE_CHECKING:
     from pycocotools.coco import COCO
@@ -363,27 +362,11 @@ def _file_name(image_path: Path, root: Path) -> str:
 
 
 def _write_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write to a temporary file beside ``path``, then rename it over ``path`` (atomic on one filesystem)."""
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        # os.open with 0o666 lets the umask set the mode, like a plain open() would (mkstemp would give 0600).
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fp:
-            # ensure_ascii (the default) keeps the file pure ASCII: pycocotools opens it with the locale's encoding.
-            json.dump(payload, fp)
-            fp.flush()
-            os.fsync(fp.fileno())
-        with contextlib.suppress(FileNotFoundError):
-            os.chmod(temp, stat.S_IMODE(os.stat(path).st_mode))  # an existing file keeps its permissions
-        os.replace(temp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        if isinstance(exc, OSError):
-            raise CocoError(
-                f"cannot write {str(path)!r} ({exc.strerror or exc}); check the folder's permissions"
-            ) from exc
-        raise
+        # ensure_ascii (the default) keeps the file pure ASCII: pycocotools opens it with the locale's encoding.
+        write_atomic(path, lambda fp: json.dump(payload, fp))
+    except OSError as exc:
+        raise CocoError(f"cannot write {str(path)!r} ({exc.strerror or exc}); check the folder's permissions") from exc
 
 
 # --------------------------------------------------------------------------------------------------------

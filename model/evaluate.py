@@ -376,7 +376,7 @@ def collect_predictions(
     total)`` counts requests."""
     from .proposer import ProposeRequest  # torch is only needed here
 
-    wanted = _tasks(tasks)
+    wanted = evaluated_tasks(tasks)
     if categories not in ("all", "present"):
         raise EvaluationError(f"categories must be 'all' or 'present', got {categories!r}")
     if images_per_chunk < 1:
@@ -439,7 +439,8 @@ def collect_predictions(
     return predictions
 
 
-def _tasks(tasks: Sequence[Task | str]) -> tuple[Task, ...]:
+def evaluated_tasks(tasks: Sequence[Task | str]) -> tuple[Task, ...]:
+    """The tasks, deduplicated; EvaluationError unless each is refer or detection."""
     wanted = tuple(dict.fromkeys(Task(t) for t in tasks))
     other = [t.value for t in wanted if t not in EVALUATED_TASKS]
     if other or not wanted:
@@ -560,7 +561,7 @@ def score_predictions(
     seconds: float = 0.0,
 ) -> EvaluationReport:
     """Turn collected predictions into the report (no model needed)."""
-    wanted = _tasks(tasks)
+    wanted = evaluated_tasks(tasks)
     refer = detection = None
     proposals = kept = 0
     if Task.refer in wanted:

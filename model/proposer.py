@@ -8,12 +8,13 @@ the model's probabilities for the tokens that spell it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,14 +132,21 @@ def _adapter_base(path: str | os.PathLike) -> str | None:
     return str(base)
 
 
+@contextlib.contextmanager
+def peft_deprecations_silenced() -> Iterator[None]:
+    """peft calls a transformers method that transformers 5 deprecates; nothing the user can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
 def _merge_adapters(
     model: MiniGPTv2ForConditionalGeneration, path: str | os.PathLike
 ) -> MiniGPTv2ForConditionalGeneration:
     # Merged once at load: inference then runs at the speed of the plain model.
     from peft import PeftModel
 
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    with peft_deprecations_silenced():
         merged = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
     assert isinstance(merged, MiniGPTv2ForConditionalGeneration)
     return merged

@@ -7,7 +7,7 @@ from enum import Enum
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..annotations import Task
-from .instructions import TRAINABLE_TASKS, IdentifyAnswer, TemplateChoice
+from .instructions import TRAINABLE_TASKS, IdentifyAnswer, TemplateChoice, trainable_tasks
 
 
 class Precision(str, Enum):
@@ -81,12 +81,7 @@ class FinetuneConfig(BaseModel):
     @field_validator("tasks")
     @classmethod
     def _trainable(cls, tasks: list[Task]) -> list[Task]:
-        if not tasks:
-            raise ValueError("choose at least one task to train")
-        bad = [t.value for t in tasks if t not in TRAINABLE_TASKS]
-        if bad:
-            raise ValueError(f"cannot train task(s) {bad}; choose from {[t.value for t in TRAINABLE_TASKS]}")
-        return list(dict.fromkeys(tasks))
+        return trainable_tasks(tasks)
 
     @model_validator(mode="after")
     def _something_trains(self) -> FinetuneConfig:

@@ -135,6 +135,20 @@ def identify_samples(
     return samples
 
 
+def trainable_tasks(tasks: Iterable[Task | str]) -> list[Task]:
+    """The tasks, deduplicated in order; ValueError for none, or for one there is no training format for."""
+    tasks = list(dict.fromkeys(Task(t) for t in tasks))
+    if not tasks:
+        raise ValueError("choose at least one task to train")
+    unknown = [t.value for t in tasks if t not in TRAINABLE_TASKS]
+    if unknown:
+        raise ValueError(
+            f"cannot build training samples for task(s) {', '.join(unknown)}; choose from "
+            + ", ".join(t.value for t in TRAINABLE_TASKS)
+        )
+    return tasks
+
+
 def build_samples(
     dataset: Dataset,
     *,
@@ -149,13 +163,7 @@ def build_samples(
     With `detection_negatives`, every dataset category absent from an image also gets an empty-answer
     ``[detection]`` sample (see :func:`detection_samples`).
     """
-    tasks = [Task(t) for t in tasks]
-    unknown = [t.value for t in tasks if t not in TRAINABLE_TASKS]
-    if unknown:
-        raise ValueError(
-            f"cannot build training samples for task(s) {', '.join(unknown)}; choose from "
-            + ", ".join(t.value for t in TRAINABLE_TASKS)
-        )
+    tasks = trainable_tasks(tasks)
     rng = rng or random.Random(0)
     names = [c.name for c in dataset.categories]
     samples: list[InstructionSample] = []

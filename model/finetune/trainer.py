@@ -13,7 +13,6 @@ import os
 import random
 import shutil
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -27,9 +26,10 @@ from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from ..annotations import Dataset
 from ..errors import CheckpointError, MiniGPTError
+from ..files import write_text_atomic
 from ..network import MiniGPTv2ForConditionalGeneration
 from ..processing import MiniGPTv2Processor
-from ..proposer import check_model_source, resolve_device
+from ..proposer import check_model_source, peft_deprecations_silenced, resolve_device
 from .batches import ImageCache, collate, load_pixels
 from .config import FinetuneConfig, Precision
 from .instructions import InstructionSample, build_samples, task_counts
@@ -135,9 +135,7 @@ def _prepare_trainable(model: MiniGPTv2ForConditionalGeneration, config: Finetun
         target_modules=rf".*language_model\..*\.({targets})",
         modules_to_save=to_save or None,
     )
-    with warnings.catch_warnings():
-        # peft calls a transformers method that transformers 5 deprecates; nothing the user can act on.
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    with peft_deprecations_silenced():
         return get_peft_model(model, lora)
 
 
@@ -167,11 +165,14 @@ def _param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
 
 
-def _autocast(device: torch.device, precision: Precision):
-    use_bf16 = precision is Precision.bf16 or (
+def _uses_bf16(device: torch.device, precision: Precision) -> bool:
+    return precision is Precision.bf16 or (
         precision is Precision.auto and device.type == "cuda" and torch.cuda.is_bf16_supported()
     )
-    return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+
+
+def _autocast(device: torch.device, precision: Precision):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if _uses_bf16(device, precision) else nullcontext()
 
 
 def _checkpoints(out: Path) -> list[Path]:
@@ -231,7 +232,10 @@ class Trainer:
         self.on_step = on_step
         self.schedule = _Schedule(dataset, self.config)
         frozen_llm_dtype = (
-            torch.bfloat16 if self._bf16 and not (self.config.train_llm or self.config.train_vision) else None
+            torch.bfloat16
+            if _uses_bf16(self.device, self.config.precision)
+            and not (self.config.train_llm or self.config.train_vision)
+            else None
         )
         self.model, self.processor = _load_base(base, self.device, frozen_llm_dtype or torch.float32)
         torch.manual_seed(self.config.seed)  # LoRA's random init
@@ -252,12 +256,6 @@ class Trainer:
         self.images = ImageCache(self._image_inputs, self.config.cache_bytes)
         self.losses: list[float] = []
         self.step = 0
-
-    @property
-    def _bf16(self) -> bool:
-        return self.config.precision is Precision.bf16 or (
-            self.config.precision is Precision.auto and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
-        )
 
     # --- data --------------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -288,7 +286,7 @@ class Trainer:
     def _write_run_config(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         data = {"base": self.base, "config": self.config.model_dump(mode="json")}
-        _atomic_text(self.out / CONFIG_FILE, json.dumps(data, indent=2) + "\n")
+        write_text_atomic(self.out / CONFIG_FILE, json.dumps(data, indent=2) + "\n")
 
     def save_checkpoint(self) -> Path:
         root = self.out / CHECKPOINTS
@@ -407,12 +405,6 @@ class Trainer:
         model = self.wrapper.merge_and_unload() if self.config.uses_lora else self.wrapper  # type: ignore[operator]
         model.save_pretrained(str(self.out))
         self.processor.save_pretrained(self.out)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def finetune(
