@@ -118,7 +118,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="stage3", choices=["stage3", "demo"])
     p.add_argument("--llama-repo", default="meta-llama/Llama-2-7b-chat-hf")
     p.add_argument("--dtype", default="float16", choices=DTYPES[1:])
+    _add_serve_parser(sub)
     return parser
+
+
+def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve the model as a Label Studio ML backend (needs the [backend] extra)",
+        description="Label Studio's ML-backend contract (/health, /setup, /predict, /webhook, /metrics) on a "
+        "threaded server. Label Studio access comes from LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY; see README. "
+        "For production, run gunicorn with ml_backend.wsgi:app instead.",
+    )
+    p.add_argument("--model", default=os.environ.get("MINIGPT_MODEL"), help="model folder or hub id")
+    p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept connections from other machines")
+    p.add_argument("--port", type=int, default=9090)
+    p.add_argument("--corrections", type=Path, default=None, help="folder where webhooks store corrected boxes (COCO)")
+    p.add_argument("--score-threshold", type=float, default=None, help="suggest only boxes scoring at least this")
+    p.add_argument("--model-version", default=None, help="the version Label Studio shows (default: folder name)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto", choices=DTYPES)
 
 
 def _add_finetune_parser(sub: argparse._SubParsersAction, tasks: list[str]) -> None:
@@ -411,7 +430,26 @@ def _cpu():
     return torch.device("cpu")
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from ml_backend.serving import serve
+    except ImportError as err:
+        hint = "pip install 'minigpt-annotate[backend]'"
+        raise MiniGPTError(f"the Label Studio backend needs its extra: {hint} ({err})") from err
+    return serve(
+        model=args.model,
+        host=args.host,
+        port=args.port,
+        corrections_dir=args.corrections,
+        score_threshold=args.score_threshold,
+        model_version=args.model_version,
+        device=args.device,
+        dtype=args.dtype,
+    )
+
+
 COMMANDS = {
+    "serve": cmd_serve,
     "propose": cmd_propose,
     "parse": cmd_parse,
     "convert": cmd_convert,

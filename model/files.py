@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TextIO
 
 
-def write_atomic(path: str | os.PathLike, write: Callable[[TextIO], object]) -> None:
+def write_atomic(path: str | os.PathLike, write: Callable[[TextIO], object], *, binary: bool = False) -> None:
     """Let `write` fill a temporary file beside `path`, then rename it over `path` (atomic on one filesystem).
 
     On any failure the temporary file is removed and an existing `path` is untouched; the error propagates.
@@ -22,7 +22,8 @@ def write_atomic(path: str | os.PathLike, write: Callable[[TextIO], object]) -> 
     try:
         # os.open with 0o666 lets the umask set the mode, like a plain open() would (mkstemp would give 0600).
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fp:
+        opened = os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="\n")
+        with opened as fp:
             write(fp)
             fp.flush()
             os.fsync(fp.fileno())
@@ -37,3 +38,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[TextIO], object]) -> 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     write_atomic(path, lambda fp: fp.write(text))
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    write_atomic(path, lambda fp: fp.write(data), binary=True)  # type: ignore[arg-type]

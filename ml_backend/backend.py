@@ -1,0 +1,277 @@
+"""The ML backend's model class, with label-studio-ml 2.x's method names: `setup`, `predict(tasks, context)`, `fit`.
+
+One instance serves every request of a process; the `Proposer` it wraps is loaded once. Model calls are serialised
+by a lock (one batched `generate` at a time uses the hardware best), while image downloads run in parallel.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from model.annotations import Proposal, Task
+from model.errors import MiniGPTError
+from model.images import LoadedImage, load_image
+from model.proposer import Proposer, ProposeRequest
+
+from .corrections import CorrectionStore
+from .label_config import ProjectLabels
+from .media import MediaFetcher
+from .queries import Query, batch_queries, drawn_rectangle, identify_query, prompt_query, typed_prompt
+from .regions import rectangle_region
+
+log = logging.getLogger(__name__)
+
+WEBHOOK_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATION_DELETED")
+
+
+@dataclass
+class Metrics:
+    predict_calls: int = 0
+    tasks: int = 0
+    regions: int = 0
+    failed_tasks: int = 0
+    model_seconds: float = 0.0
+    corrections: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def as_dict(self) -> dict:
+        with self.lock:
+            return {k: v for k, v in vars(self).items() if k != "lock"}
+
+
+class _ImageCache:
+    """The last few decoded images by URL: interactive prompts on one task reuse its image."""
+
+    def __init__(self, size: int = 16):
+        self._items: OrderedDict[str, LoadedImage] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> LoadedImage | None:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            return None
+
+    def put(self, key: str, image: LoadedImage) -> None:
+        with self._lock:
+            self._items[key] = image
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
+class MiniGPTBackend:
+    def __init__(
+        self,
+        proposer: Proposer,
+        fetcher: MediaFetcher,
+        *,
+        corrections: CorrectionStore | None = None,
+        model_version: str | None = None,
+        score_threshold: float = 0.0,
+        batch_size: int = 16,
+    ):
+        self.proposer = proposer
+        self.fetcher = fetcher
+        self.corrections = corrections
+        self.model_version = model_version or proposer.model_version or "minigpt-v2"
+        self.score_threshold = score_threshold
+        self.batch_size = batch_size
+        self.metrics = Metrics()
+        self._model_lock = threading.Lock()
+        self._images = _ImageCache()
+        self._configs: dict[str, str] = {}  # project key → label config, from /setup
+
+    # --- the label-studio-ml contract ---------------------------------------------------------------------------
+    def setup(self, project: str | None, label_config: str | None) -> str:
+        """Check the project's config once when Label Studio connects; remember it for requests that omit it."""
+        if label_config:
+            ProjectLabels.parse(label_config)
+            if project:
+                self._configs[project] = label_config
+        return self.model_version
+
+    def label_config_for(self, project: str | None, label_config: str | None) -> str:
+        if label_config:
+            return label_config
+        if project and project in self._configs:
+            return self._configs[project]
+        raise MiniGPTError("the request carries no label_config and the project never called /setup")
+
+    def predict(self, tasks: Sequence[dict], context: dict | None, label_config: str) -> list[dict]:
+        """One prediction per task, in order. A task whose image cannot be read gets an empty result."""
+        labels = ProjectLabels.parse(label_config)
+        with ThreadPoolExecutor(max_workers=min(8, max(1, len(tasks)))) as pool:  # downloads overlap
+            images = list(pool.map(lambda task: self._image(task, labels), tasks))
+        jobs: list[tuple[int, Query]] = []
+        for index, image in enumerate(images):
+            if image is not None:
+                jobs.extend((index, query) for query in self._queries(context, labels, image))
+
+        requests = [
+            ProposeRequest(images[index], query.task, query.text, query.box)  # type: ignore[arg-type]
+            for index, query in jobs
+        ]
+        started = time.perf_counter()
+        with self._model_lock:
+            results = self.proposer.propose_batch(requests, batch_size=self.batch_size) if requests else []
+        elapsed = time.perf_counter() - started
+
+        regions: list[list[dict]] = [[] for _ in tasks]
+        for (index, query), result in zip(jobs, results, strict=True):
+            image = images[index]
+            assert image is not None
+            if query.task == Task.identify:
+                regions[index].extend(self._identified(query, result.text, labels, image, tasks[index]))
+            else:
+                regions[index].extend(self._boxes(query, result.proposals, labels, image))
+
+        predictions = [self._prediction(task, found, labels) for task, found in zip(tasks, regions, strict=True)]
+        with self.metrics.lock:
+            self.metrics.predict_calls += 1
+            self.metrics.tasks += len(tasks)
+            self.metrics.failed_tasks += sum(image is None for image in images)
+            self.metrics.regions += sum(len(p["result"]) for p in predictions)
+            self.metrics.model_seconds += elapsed
+        return predictions
+
+    def fit(self, event: str, data: dict) -> dict:
+        """Store corrections from annotation webhooks in the on-disk COCO dataset."""
+        if self.corrections is None:
+            return {"stored": False, "reason": "no corrections folder configured (--corrections DIR)"}
+        if event not in WEBHOOK_EVENTS:
+            return {"stored": False, "reason": f"event {event} is not an annotation event"}
+        summary = self._store_correction(event, data)
+        with self.metrics.lock:
+            self.metrics.corrections += 1
+        return {"stored": True, **summary}
+
+    def _store_correction(self, event: str, data: dict) -> dict:
+        assert self.corrections is not None
+        annotation = data.get("annotation") or {}
+        task = data.get("task") if isinstance(data.get("task"), dict) else {}
+        annotation_id = annotation.get("id")
+        task_id = task.get("id") or annotation.get("task")
+        if not isinstance(annotation_id, int):
+            raise MiniGPTError(f"{event} webhook without an annotation id; is this a Label Studio webhook?")
+        if event == "ANNOTATION_DELETED" or annotation.get("was_cancelled"):
+            return self.corrections.delete(annotation_id, task_id if isinstance(task_id, int) else None)
+        labels = ProjectLabels.parse(self._webhook_label_config(data))
+        reference = (task.get("data") or {}).get(labels.value_key)
+        if not isinstance(task_id, int) or not isinstance(reference, str):
+            raise MiniGPTError(
+                f"{event} webhook for annotation {annotation_id} carries no task image (data.{labels.value_key})"
+            )
+        regions = [
+            (item["value"]["rectanglelabels"][0], item["value"])
+            for item in annotation.get("result") or []
+            if item.get("type") == "rectanglelabels"
+            and item.get("from_name") == labels.from_name
+            and (item.get("value") or {}).get("rectanglelabels")
+        ]
+        return self.corrections.save(
+            task_id, annotation_id, regions, source=reference,
+            fetch_image=lambda: self.fetcher.fetch(reference, task_id=task_id),
+        )  # fmt: skip
+
+    def _webhook_label_config(self, data: dict) -> str:
+        project = data.get("project") if isinstance(data.get("project"), dict) else {}
+        if project.get("label_config"):
+            return project["label_config"]
+        project_id = project.get("id") or (data.get("task") or {}).get("project")
+        for key, config in self._configs.items():
+            if key.split(".")[0] == str(project_id):
+                return config
+        raise MiniGPTError("the webhook carries no label config and the project never called /setup")
+
+    # --- steps ---------------------------------------------------------------------------------------------------
+    def _image(self, task: dict, labels: ProjectLabels) -> LoadedImage | None:
+        task_id = task.get("id")
+        reference = (task.get("data") or {}).get(labels.value_key)
+        if not isinstance(reference, str) or not reference:
+            log.warning("task %s: no image under data.%s; returning an empty prediction", task_id, labels.value_key)
+            return None
+        cached = self._images.get(reference)
+        if cached is not None:
+            return cached
+        try:
+            payload = self.fetcher.fetch(reference, task_id=task_id if isinstance(task_id, int) else None)
+            image = load_image(payload)
+        except MiniGPTError as err:
+            log.warning("task %s: cannot read image %s: %s; returning an empty prediction", task_id, reference, err)
+            return None
+        image = LoadedImage(image=image.image, width=image.width, height=image.height, source=reference)
+        self._images.put(reference, image)
+        return image
+
+    def _queries(self, context: dict | None, labels: ProjectLabels, image: LoadedImage) -> list[Query]:
+        prompt = typed_prompt(context, labels)
+        if prompt is not None:
+            return [prompt_query(prompt, labels)]
+        rectangle = drawn_rectangle(context, labels)
+        if rectangle is not None:
+            query = identify_query(rectangle, labels, image.width, image.height)
+            return [query] if query is not None else []
+        return batch_queries(labels)
+
+    def _boxes(self, query: Query, proposals: list[Proposal], labels: ProjectLabels, image: LoadedImage) -> list:
+        assert query.label is not None
+        kept = [p for p in proposals if p.score >= self.score_threshold]
+        if query.task == Task.refer:
+            kept = kept[:1]  # one phrase, one object
+        return [
+            rectangle_region(
+                p.box,
+                query.label.value,
+                p.score,
+                width=image.width,
+                height=image.height,
+                from_name=labels.from_name,
+                to_name=labels.to_name,
+            )
+            for p in kept
+        ]
+
+    def _identified(self, query: Query, answer: str, labels: ProjectLabels, image: LoadedImage, task: dict) -> list:
+        spec = labels.find(answer)
+        if spec is None or query.box is None:
+            log.info("task %s: [identify] answered %r, which names none of the labels", task.get("id"), answer)
+            return []
+        region = rectangle_region(
+            query.box, spec.value, None, width=image.width, height=image.height,
+            from_name=labels.from_name, to_name=labels.to_name,
+        )  # fmt: skip
+        if query.region and query.region.get("id"):
+            region["id"] = query.region["id"]  # the same rectangle, now with a suggested label
+        return [region]
+
+    def _prediction(self, task: dict, regions: list[dict], labels: ProjectLabels) -> dict:
+        valid = self._validated(task, regions, labels)
+        scores = [r["score"] for r in valid if "score" in r]
+        return {
+            "result": valid,
+            "score": sum(scores) / len(scores) if scores else 0.0,
+            "model_version": self.model_version,
+        }
+
+    @staticmethod
+    def _validated(task: dict, regions: list[dict], labels: ProjectLabels) -> list[dict]:
+        """Every region passes the SDK's validation; one that doesn't is dropped and logged (it would be a bug)."""
+        if not labels.validation_errors({"result": regions}):
+            return regions
+        kept = []
+        for region in regions:
+            errors = labels.validation_errors({"result": [region]})
+            if errors:
+                log.error("task %s: dropping a region the SDK rejects: %s", task.get("id"), "; ".join(errors))
+            else:
+                kept.append(region)
+        return kept

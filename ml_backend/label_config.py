@@ -1,0 +1,131 @@
+"""What a Label Studio project's labeling config asks of us, read with the SDK's `LabelInterface`.
+
+We need one `RectangleLabels` control bound to an `Image` object (where boxes go and under which labels), the task
+data key that holds the image reference, and optionally a `TextArea` on the same image for typed prompts.
+
+Each `<Label>` is prompted as `[detection] <prompt>`, where the prompt is, in order of preference:
+- the label's `prompt` attribute: `<Label value="Car" prompt="car or van"/>`;
+- the first item of the label's `predicted_values` attribute (the label-studio-ml convention for model class names);
+- the label's visible `value`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from label_studio_sdk.label_interface import LabelInterface
+
+from model.errors import MiniGPTError
+
+
+class LabelConfigError(MiniGPTError):
+    """The project's labeling config cannot be served by this backend."""
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    value: str  # what Label Studio stores in `rectanglelabels` (the alias if the label has one)
+    prompt: str  # what we ask the model for
+    names: tuple[str, ...]  # lower-case words that refer to this label in a typed prompt or a model answer
+
+
+@dataclass(frozen=True)
+class ProjectLabels:
+    from_name: str  # the RectangleLabels control's name
+    to_name: str  # the Image object's name
+    value_key: str  # task["data"][value_key] holds the image reference
+    labels: tuple[LabelSpec, ...]
+    prompt_name: str | None  # a TextArea on the same image, for typed prompts
+    interface: LabelInterface
+
+    @classmethod
+    def parse(cls, label_config: str) -> ProjectLabels:
+        """Parse (cached per config text). Raises `LabelConfigError` naming what is missing and the fix."""
+        return _parse(label_config)
+
+    def find(self, text: str) -> LabelSpec | None:
+        """The label a piece of text names: exactly, ignoring case and a plural 's', or as a whole word inside it.
+
+        The longest match wins, so "traffic light" beats "light".
+        """
+        wanted = _normalise(text)
+        if not wanted:
+            return None
+        for spec in self.labels:
+            if wanted in spec.names:
+                return spec
+        best: tuple[int, LabelSpec] | None = None
+        for spec in self.labels:
+            for name in spec.names:
+                if re.search(rf"(?<!\w){re.escape(name)}(?!\w)", wanted) and (best is None or len(name) > best[0]):
+                    best = (len(name), spec)
+        return best[1] if best else None
+
+    def validation_errors(self, prediction: dict) -> list[str]:
+        """The SDK's verdict on one prediction (`{"result": [...], "score": ...}`); empty when it is valid."""
+        errors = self.interface.validate_prediction(prediction, return_errors=True)
+        return [] if errors is True else list(errors or [])
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.lower().replace("_", " ").split())
+
+
+def _names(*texts: str) -> tuple[str, ...]:
+    names: list[str] = []
+    for text in texts:
+        name = _normalise(text)
+        if not name:
+            continue
+        singular = name[:-1] if name.endswith("s") and len(name) > 3 else name
+        for variant in (name, singular, singular + "s"):
+            if variant not in names:
+                names.append(variant)
+    return tuple(names)
+
+
+@lru_cache(maxsize=64)
+def _parse(label_config: str) -> ProjectLabels:
+    if not label_config or not label_config.strip():
+        raise LabelConfigError("the project has no labeling config; add one in Settings > Labeling Interface")
+    try:
+        interface = LabelInterface(label_config)
+    except Exception as err:  # the SDK raises plain exceptions for malformed XML
+        raise LabelConfigError(f"cannot parse the labeling config: {err}") from err
+
+    rectangles = [c for c in interface.controls if c.tag.lower() == "rectanglelabels"]
+    for control in rectangles:
+        images = [interface.get_object(name) for name in control.to_name]
+        image = next((o for o in images if o.tag.lower() == "image"), None)
+        if image is None:
+            continue
+        labels = tuple(_label_spec(value, tag) for value, tag in (control.labels_attrs or {}).items())
+        if not labels:
+            raise LabelConfigError(
+                f"RectangleLabels '{control.name}' has no <Label> children; add the labels the model should find"
+            )
+        prompt = next(
+            (c.name for c in interface.controls if c.tag.lower() == "textarea" and image.name in c.to_name), None
+        )
+        return ProjectLabels(
+            from_name=control.name,
+            to_name=image.name,
+            value_key=image.value.lstrip("$"),
+            labels=labels,
+            prompt_name=prompt,
+            interface=interface,
+        )
+    raise LabelConfigError(
+        "the labeling config has no RectangleLabels control bound to an Image; this backend proposes boxes, so add "
+        'e.g. <Image name="image" value="$image"/> and <RectangleLabels name="label" toName="image"> with <Label>s'
+    )
+
+
+def _label_spec(value: str, tag: object) -> LabelSpec:
+    attrs: dict[str, str] = dict(getattr(tag, "attr", None) or {})
+    shown = attrs.get("value", value)
+    predicted = [v.strip() for v in attrs.get("predicted_values", "").split(",") if v.strip()]
+    prompt = (attrs.get("prompt") or "").strip() or (predicted[0] if predicted else "") or shown
+    return LabelSpec(value=value, prompt=prompt, names=_names(value, shown, prompt, *predicted))

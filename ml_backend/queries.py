@@ -1,0 +1,94 @@
+"""Which model requests a Label Studio task needs: the batch rule, and the interactive rule for a typed prompt.
+
+Batch (no context): `[detection] <prompt>` for every label of the RectangleLabels control.
+
+Interactive, typed prompt (a TextArea submitted with Auto-Annotation on):
+1. an explicit task identifier wins: `[detection] red circle`, `[refer] the circle on the left`;
+2. a prompt that starts with "all", "every", "each" or "find all" asks for all instances: `[detection]` of the rest;
+3. a prompt that is just a label's name (or its plural) asks for all instances of that label: `[detection]`;
+4. anything else is a referring phrase for one object: `[refer] <prompt>`, one box.
+The boxes get the label the prompt names (as a whole word, longest match), else the first label of the config.
+
+Interactive, drawn rectangle (a `smart="true"` RectangleLabels region): `[identify]` on that box; the answer is
+mapped to one of the configured labels and suggested for the same rectangle.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from model.annotations import Box, Task
+
+from .label_config import LabelSpec, ProjectLabels
+from .regions import value_to_box
+
+_EXPLICIT = re.compile(r"^\s*\[(detection|refer)\]\s*(.*)$", re.IGNORECASE | re.DOTALL)
+_ALL = re.compile(r"^\s*(?:find\s+all|all(?:\s+the)?|every|each)\s+(.+)$", re.IGNORECASE | re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Query:
+    task: Task
+    text: str | None
+    label: LabelSpec | None  # the label the resulting boxes get; None for [identify] (the answer decides)
+    box: Box | None = None  # [identify]: the user's rectangle, in pixels of the upright image
+    region: dict | None = None  # [identify]: the user's region, echoed back with the suggested label
+
+
+def batch_queries(labels: ProjectLabels) -> list[Query]:
+    return [Query(Task.detection, spec.prompt, spec) for spec in labels.labels]
+
+
+def typed_prompt(context: dict | None, labels: ProjectLabels) -> str | None:
+    """The last non-empty text of a TextArea result in the interactive context."""
+    texts = [
+        text.strip()
+        for item in _context_items(context)
+        if item.get("type") == "textarea"
+        and (labels.prompt_name is None or item.get("from_name") == labels.prompt_name)
+        for text in (item.get("value") or {}).get("text") or []
+        if isinstance(text, str) and text.strip()
+    ]
+    return texts[-1] if texts else None
+
+
+def drawn_rectangle(context: dict | None, labels: ProjectLabels) -> dict | None:
+    """The last rectangle the user drew on our image, if the context carries one."""
+    rectangles = [
+        item
+        for item in _context_items(context)
+        if item.get("type") in ("rectanglelabels", "rectangle") and item.get("to_name") in (None, labels.to_name)
+    ]
+    return rectangles[-1] if rectangles else None
+
+
+def prompt_query(prompt: str, labels: ProjectLabels) -> Query:
+    """The interactive rule for a typed prompt (see the module docstring)."""
+    explicit = _EXPLICIT.match(prompt)
+    if explicit:
+        task, text = Task(explicit.group(1).lower()), explicit.group(2).strip()
+        return Query(task, text, labels.find(text) or labels.labels[0])
+    every = _ALL.match(prompt)
+    if every:
+        text = every.group(1).strip()
+        named = labels.find(text)
+        exact = named is not None and " ".join(text.lower().split()) in named.names
+        return Query(Task.detection, named.prompt if exact else text, named or labels.labels[0])
+    named = labels.find(prompt)
+    if named is not None and " ".join(prompt.lower().split()) in named.names:
+        return Query(Task.detection, named.prompt, named)
+    return Query(Task.refer, prompt.strip(), named or labels.labels[0])
+
+
+def identify_query(region: dict, labels: ProjectLabels, width: int, height: int) -> Query | None:
+    box = value_to_box(region.get("value") or {}, width, height)
+    if box is None:
+        return None
+    return Query(Task.identify, None, None, box=box, region=region)
+
+
+def _context_items(context: dict | None) -> list[dict]:
+    if not isinstance(context, dict):
+        return []
+    return [item for item in context.get("result") or [] if isinstance(item, dict)]
