@@ -1,0 +1,587 @@
+"""The image reference in a Label Studio task → image bytes, safely.
+
+Policy: Label Studio paths (``/data/...``) are downloaded from ``LABEL_STUDIO_URL`` with auth; ``/data/local-files/``
+is read from ``LOCAL_FILES_DOCUMENT_ROOT`` when set, never outside it; http(s) URLs only from Label Studio (with
+auth) or from ``MINIGPT_ALLOWED_HOSTS`` (never with auth); cloud URIs via Label Studio's presign endpoint.
+Redirects are followed by hand, each hop checked against the same policy. Tokens never reach messages or logs.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from urllib.parse import parse_qsl, unquote, urlencode, urljoin, urlsplit, urlunsplit
+
+import requests
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+
+from model.errors import MiniGPTError
+
+from .tokens import PAT_FIX, LabelStudioAuth
+
+log = logging.getLogger(__name__)
+
+CLOUD_SCHEMES = frozenset({"s3", "gs", "azure-blob", "azure-spi"})
+MAX_REDIRECTS = 5
+LOCAL_FILES_PATH = "/data/local-files"
+_HTTP_SCHEMES = ("http", "https")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_SECRET_PARAM_PARTS = ("sig", "token", "credential", "key", "secret", "password", "auth")
+_MAX_URL_SHOWN = 300
+
+URL_FIX = (
+    "set LABEL_STUDIO_URL to Label Studio's address with http:// or https://, e.g. http://localhost:8080 "
+    "(from inside Docker: http://host.docker.internal:8080)"
+)
+REACH_FIX = (
+    "check that Label Studio is running and that LABEL_STUDIO_URL (with http://) is reachable from this backend; "
+    "inside Docker, localhost is the container itself: use http://host.docker.internal:8080"
+)
+TOKEN_FIX = (
+    "set LABEL_STUDIO_API_KEY to a personal access token (Label Studio > Account & Settings > Personal Access "
+    "Token), or to a legacy token if your organization enables legacy tokens"
+)
+ROOT_FIX = (
+    "set LOCAL_FILES_DOCUMENT_ROOT here to the same folder as Label Studio's LOCAL_FILES_DOCUMENT_ROOT "
+    "(in Docker, mount it at that path)"
+)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split()) if any(ch in text for ch in "\r\n\t") else text
+
+
+def _is_secret_param(name: str) -> bool:
+    lowered = unquote(name).lower()
+    return any(part in lowered for part in _SECRET_PARAM_PARTS)
+
+
+def redact_url(url: str) -> str:
+    """A URL fit for a message or log: no user info, no signature/token query values, one line, not too long."""
+    text = "".join(ch if ch.isprintable() else "?" for ch in url)
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        parts = None
+    if parts is not None:
+        netloc = parts.netloc
+        if "@" in netloc:
+            netloc = "***@" + netloc.rsplit("@", 1)[1]
+        query = "&".join(
+            f"{pair.split('=', 1)[0]}=***" if _is_secret_param(pair.split("=", 1)[0]) else pair
+            for pair in parts.query.split("&")
+        )
+        text = urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return text if len(text) <= _MAX_URL_SHOWN else text[:_MAX_URL_SHOWN] + "..."
+
+
+class MediaError(MiniGPTError):
+    """An image reference could not be turned into bytes. ``str()`` names the URL, the cause and the fix."""
+
+    def __init__(self, cause: str, *, url: str | None = None, fix: str | None = None) -> None:
+        self.url = redact_url(url) if url is not None else None
+        self.cause = _one_line(cause)
+        self.fix = _one_line(fix) if fix else None
+        message = f"cannot fetch {self.url}: {self.cause}" if self.url is not None else self.cause
+        super().__init__(f"{message}; {self.fix}" if self.fix else message)
+
+
+# --- settings -------------------------------------------------------------------------------------------------------
+
+
+def _normalize_host(entry: str) -> str | None:
+    """``Host``, ``host:port`` or ``http(s)://host[:port][/]`` → ``host`` / ``host:port`` (lowercase); '' → None."""
+    text = entry.strip().lower()
+    if not text:
+        return None
+    problem = f"MINIGPT_ALLOWED_HOSTS entry {entry.strip()!r} is not a host or host:port (e.g. cdn.example.com or "
+    problem += "127.0.0.1:9000)"
+    if "://" in text:
+        parts = urlsplit(text)
+        if parts.scheme not in _HTTP_SCHEMES or parts.path.strip("/") or parts.query or parts.fragment:
+            raise ValueError(problem)
+        text = parts.netloc
+    try:
+        parts = urlsplit("//" + text)
+        port = parts.port
+    except ValueError:
+        raise ValueError(problem) from None
+    if "@" in text or "\\" in text or parts.path or parts.query or not parts.hostname:
+        raise ValueError(problem)
+    host = _bracket(parts.hostname.rstrip("."))
+    return f"{host}:{port}" if port is not None else host
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+class MediaSettings(BaseModel, frozen=True):
+    """Where images come from and what this backend may fetch."""
+
+    label_studio_url: str | None = None
+    api_key: SecretStr | None = None
+    local_files_root: Path | None = None
+    allowed_hosts: frozenset[str] = frozenset()
+    timeout_s: float = Field(default=30.0, gt=0)
+    max_bytes: int = Field(default=200 * 2**20, gt=0)
+    verify_ssl: bool = True
+
+    @field_validator("label_studio_url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        example = "e.g. http://localhost:8080, or from inside Docker http://host.docker.internal:8080"
+        if not value.lower().startswith(("http://", "https://")):
+            raise ValueError(f"LABEL_STUDIO_URL must start with http:// or https://, {example} (got {value!r})")
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018  # raises ValueError for a bad port
+        except ValueError:
+            raise ValueError(f"LABEL_STUDIO_URL {value!r} is not a valid URL; {example}") from None
+        if not parts.hostname or "@" in parts.netloc or "\\" in parts.netloc or parts.query or parts.fragment:
+            raise ValueError(
+                f"LABEL_STUDIO_URL must be only scheme, host, port and optional path prefix, {example} (got {value!r})"
+            )
+        return urlunsplit((parts.scheme.lower(), parts.netloc, parts.path.rstrip("/"), "", ""))
+
+    @field_validator("api_key")
+    @classmethod
+    def _empty_key(cls, value: SecretStr | None) -> SecretStr | None:
+        return value if value is not None and value.get_secret_value().strip() else None
+
+    @field_validator("local_files_root")
+    @classmethod
+    def _expand_root(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.split(",")
+        if not isinstance(value, (list, tuple, set, frozenset)):
+            return value  # pydantic reports the type error
+        hosts = set()
+        for entry in value:
+            if not isinstance(entry, str):
+                raise ValueError("MINIGPT_ALLOWED_HOSTS entries must be strings")
+            if (host := _normalize_host(entry)) is not None:
+                hosts.add(host)
+        return frozenset(hosts)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> MediaSettings:
+        """Read the settings Label Studio's own ML backends use, plus ours (MINIGPT_*)."""
+
+        def first(*names: str) -> str | None:
+            for name in names:
+                value = env.get(name)
+                if value is not None and value.strip():
+                    return value.strip()
+            return None
+
+        values: dict[str, object] = {
+            "label_studio_url": first("LABEL_STUDIO_URL", "LABEL_STUDIO_HOST"),
+            "api_key": first("LABEL_STUDIO_API_KEY", "LABEL_STUDIO_ACCESS_TOKEN"),
+            "local_files_root": first("LOCAL_FILES_DOCUMENT_ROOT"),
+        }
+        if (hosts := first("MINIGPT_ALLOWED_HOSTS")) is not None:
+            values["allowed_hosts"] = hosts
+        if (timeout := first("MINIGPT_FETCH_TIMEOUT")) is not None:
+            values["timeout_s"] = timeout
+        if (verify := first("VERIFY_SSL")) is not None:
+            if verify.lower() not in _TRUE | _FALSE:
+                raise MediaError(f"VERIFY_SSL must be true or false (got {verify!r})")
+            values["verify_ssl"] = verify.lower() in _TRUE
+        try:
+            return cls(**values)
+        except ValidationError as err:
+            raise MediaError(_describe(err)) from None
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+_ENV_NAMES = {
+    "label_studio_url": "LABEL_STUDIO_URL",
+    "api_key": "LABEL_STUDIO_API_KEY",
+    "local_files_root": "LOCAL_FILES_DOCUMENT_ROOT",
+    "allowed_hosts": "MINIGPT_ALLOWED_HOSTS",
+    "timeout_s": "MINIGPT_FETCH_TIMEOUT",
+}
+
+
+def _describe(err: ValidationError) -> str:
+    """One line per problem, named by environment variable, without echoing any input value."""
+    problems = []
+    for item in err.errors(include_input=False, include_url=False):
+        message = str(item["msg"]).removeprefix("Value error, ")
+        name = _ENV_NAMES.get(str(item["loc"][0]) if item["loc"] else "", "")
+        problems.append(message if not name or name in message else f"{name}: {message}")
+    return "; ".join(problems)
+
+
+# --- fetching -------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Origin:
+    scheme: str
+    host: str  # lowercase, IPv6 in brackets
+    port: int
+
+    @property
+    def display(self) -> str:
+        return self.host if self.port == _DEFAULT_PORTS.get(self.scheme) else f"{self.host}:{self.port}"
+
+
+def _origin(url: str) -> _Origin | None:
+    """Scheme, host and effective port of an http(s) URL; None if it has none."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in _HTTP_SCHEMES or not parts.hostname:
+        return None
+    return _Origin(scheme, _bracket(parts.hostname.rstrip(".")), port or _DEFAULT_PORTS[scheme])
+
+
+class MediaFetcher:
+    """Turns task image references into bytes under the policy in this module's docstring; thread-safe."""
+
+    def __init__(self, settings: MediaSettings, session: requests.Session | None = None) -> None:
+        self.settings = settings
+        self._session = session if session is not None else requests.Session()
+        base = settings.label_studio_url
+        self._ls = _origin(base) if base else None
+        self._ls_prefix = urlsplit(base).path.rstrip("/") if base else ""
+        self._auth = (
+            LabelStudioAuth(
+                base,
+                settings.api_key.get_secret_value() if settings.api_key else None,
+                self._session,
+                settings.timeout_s,
+                settings.verify_ssl,
+            )
+            if base
+            else None
+        )
+
+    def __repr__(self) -> str:
+        return f"MediaFetcher({self.settings.label_studio_url!r}, {self._auth!r})"
+
+    # -- entry point --
+
+    def fetch(self, url: str, *, task_id: int | None = None) -> bytes:
+        """The bytes behind a task's image reference (``$image``); MediaError says why not and how to fix it."""
+        ref = url.strip() if isinstance(url, str) else ""
+        if not ref:
+            raise MediaError(
+                "the task has no image reference",
+                url=repr(url),
+                fix="check that the task's data has the field named in <Image value=...>",
+            )
+        if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in ref):
+            raise MediaError("the reference contains control characters", url=ref, fix="fix the task's image URL")
+        try:
+            parts = urlsplit(ref)
+        except ValueError:
+            raise MediaError("not a valid URL", url=ref, fix="fix the task's image URL") from None
+        scheme = parts.scheme.lower()
+        if scheme in CLOUD_SCHEMES:
+            return self._fetch_cloud(ref, task_id)
+        if ref.startswith("//"):  # scheme-relative: use Label Studio's scheme
+            ref = f"{self._ls.scheme if self._ls else 'https'}:{ref}"
+            scheme = urlsplit(ref).scheme
+        if scheme in _HTTP_SCHEMES:
+            origin = self._check_hop(ref, shown=ref, previous=None, presigned=False)
+            rel = self._local_rel(ref) if self._is_ls(origin) else None
+            if rel is not None and self.settings.local_files_root is not None:
+                return self._read_local(ref, rel)
+            return self._download(ref, shown=ref)
+        if scheme:
+            raise MediaError(
+                f"the {scheme}: scheme is not supported",
+                url=ref,
+                fix="reference images as Label Studio paths (/data/...), http(s) URLs, or s3://, gs://, "
+                "azure-blob://, azure-spi:// cloud storage URIs",
+            )
+        if not ref.startswith("/"):
+            raise MediaError(
+                "neither a URL nor a path on Label Studio",
+                url=ref,
+                fix="use /data/upload/..., /data/local-files/?d=..., an http(s) URL or a cloud storage URI",
+            )
+        rel = self._local_rel(ref)
+        if rel is not None and self.settings.local_files_root is not None:
+            return self._read_local(ref, rel)
+        return self._download(self._ls_url(ref), shown=ref)
+
+    # -- Label Studio paths and local files --
+
+    def _ls_url(self, path: str) -> str:
+        """Label Studio's URL + a path from a task (the path prefix is not doubled if the path has it)."""
+        if self._ls is None or self.settings.label_studio_url is None:
+            raise MediaError("this is a path on Label Studio, but LABEL_STUDIO_URL is not set", url=path, fix=URL_FIX)
+        base = self.settings.label_studio_url
+        prefix = self._ls_prefix
+        if prefix and (path == prefix or path.startswith(prefix + "/")):
+            base = base[: len(base) - len(prefix)]
+        return base + path
+
+    def _local_rel(self, url: str) -> str | None:
+        """The ``d`` parameter of a ``/data/local-files/`` URL (decoded once, like Label Studio); else None."""
+        parts = urlsplit(url)
+        path = parts.path.rstrip("/")
+        if path not in (LOCAL_FILES_PATH, self._ls_prefix + LOCAL_FILES_PATH):
+            return None
+        values = [value for key, value in parse_qsl(parts.query, keep_blank_values=True) if key == "d"]
+        return values[-1] if values else None
+
+    def _read_local(self, shown: str, rel: str) -> bytes:
+        """``<root>/<rel>`` from disk; the real path (symlinks resolved) must stay inside the root."""
+        root = self.settings.local_files_root
+        assert root is not None
+        try:
+            root_real = root.resolve(strict=True)
+        except (OSError, RuntimeError):
+            raise MediaError(f"LOCAL_FILES_DOCUMENT_ROOT {root} does not exist", url=shown, fix=ROOT_FIX) from None
+        if not root_real.is_dir():
+            raise MediaError(f"LOCAL_FILES_DOCUMENT_ROOT {root} is not a folder", url=shown, fix=ROOT_FIX)
+        if not rel:
+            raise MediaError("the local-files URL has no d= path", url=shown, fix="fix the task's image URL")
+        escapes = MediaError(
+            f"path escapes LOCAL_FILES_DOCUMENT_ROOT ({root})",
+            url=shown,
+            fix="only files inside that folder are served; fix the task's path",
+        )
+        if "\x00" in rel:
+            raise MediaError("the path contains a NUL byte", url=shown, fix="fix the task's path")
+        if PurePosixPath(rel).is_absolute() or rel.startswith("\\"):
+            raise escapes
+        try:
+            real = (root_real / rel).resolve()
+        except (OSError, RuntimeError):  # symlink loop
+            raise MediaError(f"cannot resolve {rel} under {root}", url=shown, fix="fix the symlinks") from None
+        if not real.is_relative_to(root_real):
+            raise escapes
+        if not real.exists():
+            raise MediaError(
+                f"file {rel} not found under LOCAL_FILES_DOCUMENT_ROOT {root}",
+                url=shown,
+                fix="check that the file exists; " + ROOT_FIX,
+            )
+        if not real.is_file():
+            raise MediaError(f"{rel} under {root} is not a file", url=shown, fix="fix the task's path")
+        limit = self.settings.max_bytes
+        try:
+            with real.open("rb") as handle:
+                data = handle.read(limit + 1)
+        except OSError as err:
+            raise MediaError(
+                f"cannot read {rel} under {root} ({type(err).__name__})",
+                url=shown,
+                fix="let this backend's user read the file",
+            ) from None
+        if len(data) > limit:
+            raise self._too_big(shown, f"more than {limit} bytes")
+        return data
+
+    # -- cloud storage --
+
+    def _fetch_cloud(self, uri: str, task_id: int | None) -> bytes:
+        if task_id is None or isinstance(task_id, bool) or not isinstance(task_id, int):
+            raise MediaError(
+                "cloud storage URIs are fetched through Label Studio's presign endpoint, which needs the task id",
+                url=uri,
+                fix="pass task_id (the task's id in Label Studio) along with the URI",
+            )
+        if self.settings.label_studio_url is None:
+            raise MediaError("cloud storage URIs need Label Studio to presign them", url=uri, fix=URL_FIX)
+        fileuri = base64.urlsafe_b64encode(uri.encode()).decode("ascii")
+        presign = f"{self.settings.label_studio_url}/tasks/{task_id}/presign/?{urlencode({'fileuri': fileuri})}"
+        return self._download(presign, shown=uri, presigned=True)
+
+    # -- HTTP --
+
+    def _is_ls(self, origin: _Origin | None) -> bool:
+        return origin is not None and origin == self._ls
+
+    def _is_allowed(self, origin: _Origin) -> bool:
+        hosts = self.settings.allowed_hosts
+        return origin.host in hosts or f"{origin.host}:{origin.port}" in hosts
+
+    def _check_hop(self, url: str, *, shown: str, previous: str | None, presigned: bool) -> _Origin:
+        """The hop's origin, if the policy lets us fetch it; else MediaError."""
+        came_from = _origin(previous).display if previous and _origin(previous) else None
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in _HTTP_SCHEMES:
+            what = f"a {scheme}: URL" if scheme else "a URL without a scheme"
+            raise MediaError(
+                f"redirect from {came_from} to {what} refused" if came_from else f"{what} is not fetched",
+                url=shown,
+                fix="only http(s) URLs are followed",
+            )
+        if "@" in parts.netloc or "\\" in parts.netloc:
+            raise MediaError(
+                "URLs with a user name or password are not supported", url=shown, fix="remove the user info"
+            )
+        origin = _origin(url)
+        if origin is None:
+            raise MediaError("the URL has no valid host", url=shown, fix="fix the task's image URL")
+        if self._is_ls(origin) or self._is_allowed(origin) or (presigned and previous is not None):
+            return origin
+        ls = f"{self._ls.display}" if self._ls else "LABEL_STUDIO_URL is not set"
+        cause = f"host {origin.display} is not Label Studio's ({ls})"
+        if came_from:
+            cause = f"redirect from {came_from} to {redact_url(url)} refused: {cause}"
+        raise MediaError(cause, url=shown, fix="add it to MINIGPT_ALLOWED_HOSTS if you trust it")
+
+    def _download(self, url: str, *, shown: str, presigned: bool = False) -> bytes:
+        """GET with redirects followed by hand; auth only on hops to Label Studio; one PAT refresh after a 401."""
+        current, previous = url, None
+        redirects, refresh, refreshed = 0, False, False
+        while True:
+            origin = self._check_hop(current, shown=shown, previous=previous, presigned=presigned)
+            to_ls = self._is_ls(origin)
+            if to_ls:
+                headers: dict[str, str | None] = dict(self._auth.headers(refresh=refresh) if self._auth else {})
+            else:
+                headers = {"Authorization": None}  # also drops any session-level Authorization
+            refresh = False
+            log.debug("GET %s (auth: %s)", redact_url(current), to_ls and bool(headers))
+            with self._get(current, headers, to_ls=to_ls, shown=shown) as response:
+                status = response.status_code
+                location = response.headers.get("Location") if status in _REDIRECT_STATUSES else None
+                if location and to_ls and self._is_login_page(urljoin(current, location)):
+                    status, location = 401, None  # Label Studio sends unauthenticated browsers to its login page
+                if location:
+                    redirects += 1
+                    if redirects > MAX_REDIRECTS:
+                        raise MediaError(
+                            f"more than {MAX_REDIRECTS} redirects", url=shown, fix="check the URL for a redirect loop"
+                        )
+                    previous, current = current, urljoin(current, location)
+                    continue
+                pat = self._auth is not None and self._auth.is_personal_access_token
+                if status == 401 and to_ls and pat and not refreshed:
+                    refresh = refreshed = True
+                    continue
+                if status != 200:
+                    hop = current if previous is not None else None
+                    raise self._status_error(status, response.reason, current, hop, shown=shown, to_ls=to_ls)
+                return self._read_body(response, shown)
+
+    def _is_login_page(self, url: str) -> bool:
+        return self._is_ls(_origin(url)) and urlsplit(url).path.startswith(self._ls_prefix + "/user/login")
+
+    def _get(self, url: str, headers: dict[str, str | None], *, to_ls: bool, shown: str) -> requests.Response:
+        try:
+            return self._session.get(
+                url,
+                headers=headers,
+                timeout=self.settings.timeout_s,
+                verify=self.settings.verify_ssl,
+                allow_redirects=False,
+                stream=True,
+            )
+        except requests.exceptions.SSLError:
+            raise MediaError(
+                f"the TLS certificate of {_origin(url).display if _origin(url) else url} was not accepted",
+                url=shown,
+                fix="install its certificate authority, or set VERIFY_SSL=false if you trust this server",
+            ) from None
+        except (requests.ConnectionError, requests.Timeout) as err:
+            host = _origin(url).display if _origin(url) else redact_url(url)
+            how = f"no answer within {self.settings.timeout_s:g} s" if isinstance(err, requests.Timeout) else None
+            cause = f"cannot reach {host} ({how or type(err).__name__})"
+            if to_ls:
+                fix = REACH_FIX.replace("LABEL_STUDIO_URL", f"LABEL_STUDIO_URL={self.settings.label_studio_url}", 1)
+            else:
+                fix = "check that this backend can reach that host, or raise MINIGPT_FETCH_TIMEOUT"
+            raise MediaError(cause, url=shown, fix=fix) from None
+        except requests.RequestException as err:
+            raise MediaError(
+                f"the request failed ({type(err).__name__})", url=shown, fix="fix the task's image URL"
+            ) from None
+
+    def _status_error(
+        self, status: int, reason: str | None, url: str, hop: str | None, *, shown: str, to_ls: bool
+    ) -> MediaError:
+        """``hop``: the URL that answered, when a redirect led there."""
+        where = f" for {redact_url(hop)}" if hop else ""
+        if status == 401 and to_ls:
+            if self._auth is None or not self._auth.has_key:
+                return MediaError(
+                    f"Label Studio asks for a token (HTTP 401{where}) and LABEL_STUDIO_API_KEY is not set",
+                    url=shown,
+                    fix=TOKEN_FIX,
+                )
+            if self._auth.is_personal_access_token:
+                return MediaError(
+                    f"Label Studio refused the token (HTTP 401{where}), even after a fresh access token",
+                    url=shown,
+                    fix=f"check that the token's user may see this project, or {PAT_FIX}",
+                )
+            return MediaError(f"Label Studio refused the token (HTTP 401{where})", url=shown, fix=TOKEN_FIX)
+        text = f"HTTP {status}{f' {reason}' if reason else ''}{where}"
+        if status == 403 and to_ls:
+            return MediaError(
+                f"Label Studio answered {text}",
+                url=shown,
+                fix="give the token's user access to this project in Label Studio",
+            )
+        if status == 404:
+            fix = "check the task's image reference; the file may have been deleted"
+            if self._local_rel(url) is not None:
+                fix = (
+                    "start Label Studio with LOCAL_FILES_SERVING_ENABLED=true, or set LOCAL_FILES_DOCUMENT_ROOT "
+                    "here to read local files from disk"
+                )
+            return MediaError(f"not found ({text})", url=shown, fix=fix)
+        return MediaError(
+            f"the server answered {text}",
+            url=shown,
+            fix="check the URL and the server; retry later if it is a 5xx error",
+        )
+
+    def _too_big(self, shown: str, size: str) -> MediaError:
+        return MediaError(
+            f"the image is too large ({size}; the limit is {self.settings.max_bytes} bytes)",
+            url=shown,
+            fix="use a smaller image, or raise max_bytes in MediaSettings",
+        )
+
+    def _read_body(self, response: requests.Response, shown: str) -> bytes:
+        limit = self.settings.max_bytes
+        length = (response.headers.get("Content-Length") or "").strip()
+        if length.isdigit() and int(length) > limit:
+            raise self._too_big(shown, f"{int(length)} bytes")
+        if (response.headers.get("Content-Type") or "").lower().startswith("text/html"):
+            raise MediaError(
+                "got an HTML page instead of an image",
+                url=shown,
+                fix="the reference points at a web page, or a login page answered: check LABEL_STUDIO_URL and "
+                "LABEL_STUDIO_API_KEY",
+            )
+        data = bytearray()
+        try:
+            for chunk in response.iter_content(chunk_size=1 << 16):
+                data += chunk
+                if len(data) > limit:
+                    raise self._too_big(shown, f"more than {limit} bytes")
+        except requests.RequestException as err:
+            raise MediaError(
+                f"the download broke off ({type(err).__name__})", url=shown, fix="retry; check the network"
+            ) from None
+        return bytes(data)

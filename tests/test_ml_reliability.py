@@ -1,0 +1,100 @@
+"""`minigpt-annotate serve` on loopback under load: 200 concurrent /predict requests, all answered correctly."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from model.shapes import make_shapes
+from model.shapes_model import SHIPPED_DIR
+
+CONFIG = (
+    '<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image">'
+    '<Label value="square"/><Label value="circle"/><Label value="triangle"/></RectangleLabels></View>'
+)
+REQUESTS = 200
+TIMEOUT_S = 120  # per request: a bound, not a speed claim
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("served")
+    make_shapes(root, images=6, seed=5, max_shapes=2)
+    port = _free_port()
+    env = {**os.environ, "LOCAL_FILES_DOCUMENT_ROOT": str(root), "HF_HUB_OFFLINE": "1"}
+    env.pop("LABEL_STUDIO_URL", None)
+    log = open(root / "serve.log", "w")  # noqa: SIM115 - closed in teardown
+    process = subprocess.Popen(
+        [sys.executable, "-m", "model.cli", "serve", "--model", str(SHIPPED_DIR), "--port", str(port), "--device", "cpu"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if requests.get(f"{url}/health", timeout=2).ok:
+                break
+        except requests.ConnectionError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"serve did not come up:\n{(root / 'serve.log').read_text()[-3000:]}")
+        time.sleep(0.2)
+    yield url, sorted(p.relative_to(root).as_posix() for p in (root / "images").iterdir())
+    process.terminate()
+    process.wait(timeout=30)
+    log.close()
+
+
+def _predict(url: str, tasks: list[dict]) -> list[dict]:
+    response = requests.post(f"{url}/predict", json={"tasks": tasks, "label_config": CONFIG}, timeout=TIMEOUT_S)
+    response.raise_for_status()
+    return response.json()["results"]
+
+
+def _comparable(prediction: dict) -> list:
+    return [(r["value"]["rectanglelabels"], round(r["value"]["x"], 6), round(r["score"], 6)) for r in prediction["result"]]
+
+
+def test_200_concurrent_requests_are_all_answered_correctly(server) -> None:
+    url, names = server
+    tasks = [{"id": i, "data": {"image": f"/data/local-files/?d={name}"}} for i, name in enumerate(names, start=1)]
+    broken = {"id": 99, "data": {"image": "/data/local-files/?d=images/does-not-exist.png"}}
+    expected = {task["id"]: _comparable(_predict(url, [task])[0]) for task in tasks}
+
+    # each request: one or two tasks, every tenth with a broken image next to a good one
+    batches = []
+    for i in range(REQUESTS):
+        good = tasks[i % len(tasks)]
+        batches.append([good, broken] if i % 10 == 0 else [good, tasks[(i + 1) % len(tasks)]])
+
+    with ThreadPoolExecutor(max_workers=REQUESTS) as pool:  # all 200 in flight at once
+        answers = list(pool.map(lambda batch: _predict(url, batch), batches))
+
+    assert len(answers) == REQUESTS
+    for batch, answer in zip(batches, answers, strict=True):
+        assert len(answer) == len(batch)
+        for task, prediction in zip(batch, answer, strict=True):
+            if task is broken:
+                assert prediction["result"] == []
+            else:
+                assert _comparable(prediction) == expected[task["id"]]
+    metrics = requests.get(f"{url}/metrics", timeout=10).json()
+    assert metrics["predict_calls"] == REQUESTS + len(tasks)
+    assert metrics["failed_tasks"] == REQUESTS // 10
