@@ -22,6 +22,7 @@ import json
 import mimetypes
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -148,8 +149,9 @@ class LabelStudioServer:
 
     Args:
         data_dir: LS data dir (sqlite db, uploads, log file `label-studio.log`). None: a fresh temporary dir that is
-            deleted on exit unless `keep_data_dir`. A given dir is created if needed and never deleted; reusing one
-            that LS already migrated turns a ~25 s cold start into a ~3 s warm one.
+            deleted by stop() unless `keep_data_dir` (and kept when startup fails, for its log). A given dir is
+            created if needed and never deleted; reusing one that LS already migrated turns a ~25 s cold start into
+            a ~3 s warm one.
         executable: the `label-studio` executable; None: `find_label_studio(install)`.
         port: None picks a free port.
         local_files_root: when given, LOCAL_FILES_SERVING_ENABLED=true and LOCAL_FILES_DOCUMENT_ROOT=<it>, so tasks
@@ -195,7 +197,7 @@ class LabelStudioServer:
         self.data_dir: Path | None = None
         self.port: int | None = None
         self.startup_seconds: float | None = None
-        self._temp_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._owns_data_dir = False
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
         self._pat: str | None = None
@@ -242,8 +244,8 @@ class LabelStudioServer:
             raise LabelStudioError("Label Studio is already started")
         executable = self._executable_arg or find_label_studio(self.install)
         if self._data_dir_arg is None:
-            self._temp_dir = tempfile.TemporaryDirectory(prefix="ls-data-")
-            self.data_dir = Path(self._temp_dir.name)
+            self.data_dir = Path(tempfile.mkdtemp(prefix="ls-data-"))
+            self._owns_data_dir = True
         else:
             self.data_dir = self._data_dir_arg.resolve()
             self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -263,7 +265,8 @@ class LabelStudioServer:
             self._check_auth()
             self._pat = self._mint_personal_access_token()
         except BaseException:
-            self.stop()
+            self._terminate()  # the data dir stays, so its log can be read
+            self._owns_data_dir = False
             raise
 
     def _environment(self, port: int) -> dict[str, str]:
@@ -284,8 +287,11 @@ class LabelStudioServer:
                 "COLLECT_ANALYTICS": "false",
                 "SENTRY_DSN": "",
                 "FRONTEND_SENTRY_DSN": "",
-                # LS writes an analytics user id under the user config dir; keep it inside the data dir
-                "XDG_CONFIG_HOME": str(self.data_dir / "xdg-config"),
+                # LS creates ~/.local/share/label-studio before it reads --data-dir, and an analytics user id under
+                # ~/.config/label-studio: keep both inside the data dir
+                "XDG_DATA_HOME": str(self.data_dir / "xdg"),
+                "XDG_CONFIG_HOME": str(self.data_dir / "xdg"),
+                "XDG_CACHE_HOME": str(self.data_dir / "xdg"),
                 "PYTHONUNBUFFERED": "1",
                 # always explicit, so LS does not autodetect a ./mydata or ./label-studio-data folder
                 "LOCAL_FILES_SERVING_ENABLED": "true" if self.local_files_root else "false",
@@ -382,9 +388,9 @@ class LabelStudioServer:
         self._terminate()
         self._pat = None
         self._access = None
-        if self._temp_dir is not None and not self.keep_data_dir:
-            self._temp_dir.cleanup()
-            self._temp_dir = None
+        if self._owns_data_dir and self.data_dir is not None and not self.keep_data_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            self._owns_data_dir = False
 
     # ------------------------------------------------------------------ tokens
 
@@ -503,6 +509,32 @@ class LabelStudioServer:
                 raise LabelStudioError(f"task {task_id} (from {path}) is not listed in project {project_id}")
             out.append({**by_id[task_id], "source_path": str(path)})
         return out
+
+    def add_local_storage(
+        self, project_id: int, path: str | os.PathLike[str], sync: bool = False, regex_filter: str = r".*"
+    ) -> int:
+        """Local Files import storage on `path`, a subdirectory of `local_files_root` (LS refuses the root itself).
+
+        LS serves `/data/local-files/?d=<path relative to the root>` only for files under such a storage (404
+        otherwise). With `sync`, every file matching `regex_filter` becomes a task.
+        """
+        if self.local_files_root is None:
+            raise LabelStudioError("start LabelStudioServer with local_files_root to use Local Files storage")
+        storage = self._json(
+            "POST",
+            "/api/storages/localfiles/",
+            json={
+                "project": project_id,
+                "path": str(Path(path).resolve()),
+                "title": "harness local files",
+                "use_blob_urls": True,
+                "regex_filter": regex_filter,
+            },
+        )
+        storage_id = int(storage["id"])
+        if sync:
+            self.request("POST", f"/api/storages/localfiles/{storage_id}/sync", timeout=max(self.request_timeout, 120))
+        return storage_id
 
     def tasks(self, project_id: int) -> list[dict[str, Any]]:
         """All tasks of a project via the list API (unlike GET /api/tasks/<id>, it does not call the ML backend)."""

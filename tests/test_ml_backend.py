@@ -133,7 +133,9 @@ def test_a_typed_phrase_returns_one_box_with_the_named_label(client, ground_trut
     name = sorted(ground_truth)[0]
     record = ground_truth[name]
     target = record.annotations[0]
-    context = {"result": [{"from_name": "prompt", "to_name": "image", "type": "textarea", "value": {"text": [target.phrase]}}]}
+    context = {
+        "result": [{"from_name": "prompt", "to_name": "image", "type": "textarea", "value": {"text": [target.phrase]}}]
+    }
     body = client.post(
         "/predict", json={"tasks": [_task(7, name)], "label_config": CONFIG, "params": {"context": context}}
     ).get_json()
@@ -192,9 +194,13 @@ def test_basic_auth_guards_everything_but_health(shapes: Path) -> None:
     assert client.get("/health").status_code == 200
     assert client.post("/setup", json={"schema": CONFIG}).status_code == 401
     token = base64.b64encode(b"labeller:s3cret").decode()
-    assert client.post("/setup", json={"schema": CONFIG}, headers={"Authorization": f"Basic {token}"}).status_code == 200
+    assert (
+        client.post("/setup", json={"schema": CONFIG}, headers={"Authorization": f"Basic {token}"}).status_code == 200
+    )
     wrong = base64.b64encode(b"labeller:nope").decode()
-    assert client.post("/setup", json={"schema": CONFIG}, headers={"Authorization": f"Basic {wrong}"}).status_code == 401
+    assert (
+        client.post("/setup", json={"schema": CONFIG}, headers={"Authorization": f"Basic {wrong}"}).status_code == 401
+    )
 
 
 def _annotation_event(action: str, annotation_id: int, task: dict, regions: list[dict]) -> dict:
@@ -223,7 +229,9 @@ def test_webhooks_keep_a_coco_dataset_that_finetune_reads(shapes: Path, ground_t
     task = _task(41, exif_name)
     record = ground_truth[exif_name]
 
-    created = client.post("/webhook", json=_annotation_event("ANNOTATION_CREATED", 501, task, [_region("circle", 10, 20, 30, 40)]))
+    created = client.post(
+        "/webhook", json=_annotation_event("ANNOTATION_CREATED", 501, task, [_region("circle", 10, 20, 30, 40)])
+    )
     assert created.status_code == 201
     coco_path = store_dir / "annotations.json"
     coco = load_with_pycocotools(coco_path)  # pycocotools reads it
@@ -231,10 +239,14 @@ def test_webhooks_keep_a_coco_dataset_that_finetune_reads(shapes: Path, ground_t
     assert (image["width"], image["height"]) == (record.width, record.height)  # upright size of the EXIF image
     assert (store_dir / image["file_name"]).is_file()
     (annotation,) = coco.dataset["annotations"]
-    assert annotation["bbox"] == pytest.approx([0.1 * record.width, 0.2 * record.height, 0.3 * record.width, 0.4 * record.height])
+    assert annotation["bbox"] == pytest.approx(
+        [0.1 * record.width, 0.2 * record.height, 0.3 * record.width, 0.4 * record.height]
+    )
     assert coco.dataset["categories"][0]["name"] == "circle"
 
-    updated = _annotation_event("ANNOTATION_UPDATED", 501, task, [_region("Square", 50, 50, 10, 10), _region("circle", 1, 1, 5, 5)])
+    updated = _annotation_event(
+        "ANNOTATION_UPDATED", 501, task, [_region("Square", 50, 50, 10, 10), _region("circle", 1, 1, 5, 5)]
+    )
     assert client.post("/webhook", json=updated).status_code == 201
     dataset = read_coco(coco_path)  # what `finetune` reads
     assert sorted(a.label for a in dataset.images[0].annotations) == ["Square", "circle"]

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import requests
@@ -39,7 +38,18 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     env.pop("LABEL_STUDIO_URL", None)
     log = open(root / "serve.log", "w")  # noqa: SIM115 - closed in teardown
     process = subprocess.Popen(
-        [sys.executable, "-m", "model.cli", "serve", "--model", str(SHIPPED_DIR), "--port", str(port), "--device", "cpu"],
+        [
+            sys.executable,
+            "-m",
+            "model.cli",
+            "serve",
+            "--model",
+            str(SHIPPED_DIR),
+            "--port",
+            str(port),
+            "--device",
+            "cpu",
+        ],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -69,7 +79,9 @@ def _predict(url: str, tasks: list[dict]) -> list[dict]:
 
 
 def _comparable(prediction: dict) -> list:
-    return [(r["value"]["rectanglelabels"], round(r["value"]["x"], 6), round(r["score"], 6)) for r in prediction["result"]]
+    return [
+        (r["value"]["rectanglelabels"], round(r["value"]["x"], 6), round(r["score"], 6)) for r in prediction["result"]
+    ]
 
 
 def test_200_concurrent_requests_are_all_answered_correctly(server) -> None:

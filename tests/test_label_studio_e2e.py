@@ -1,0 +1,186 @@
+"""End to end against a real Label Studio 1.23.2 (own venv, `scripts/setup-label-studio.sh`) and a real
+`minigpt-annotate serve` with the trained tiny shapes model: batch predictions through the Data Manager action,
+interactive annotating from a typed prompt, and a submitted annotation arriving in the COCO store via the webhook.
+
+The backend downloads the uploaded images from Label Studio with a personal access token, as a user would set it up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from ls_harness import LabelStudioServer, free_port
+
+from model.annotations import Box
+from model.coco import load_with_pycocotools, read_coco
+from model.shapes import make_shapes
+from model.shapes_model import SHIPPED_DIR
+
+pytestmark = pytest.mark.slow
+
+LABEL_CONFIG = """
+<View>
+  <Image name="image" value="$image"/>
+  <RectangleLabels name="label" toName="image">
+    <Label value="square"/><Label value="circle"/><Label value="triangle"/>
+  </RectangleLabels>
+  <TextArea name="prompt" toName="image" editable="true" rows="2" maxSubmissions="1" showSubmitButton="true"/>
+</View>
+"""
+IMAGES = 12
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("e2e-shapes")
+    make_shapes(root, images=IMAGES, seed=2024, max_shapes=1, exif_fraction=0.25)
+    return root
+
+
+@pytest.fixture(scope="module")
+def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioServer]:
+    with LabelStudioServer(tmp_path_factory.mktemp("ls-data")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def backend(label_studio: LabelStudioServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    folder = tmp_path_factory.mktemp("backend")
+    port = free_port()
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "LABEL_STUDIO_URL": label_studio.url,
+        "LABEL_STUDIO_API_KEY": label_studio.personal_access_token,
+    }
+    command = [sys.executable, "-m", "model.cli", "serve", "--model", str(SHIPPED_DIR), "--device", "cpu"]
+    command += ["--port", str(port), "--corrections", str(folder / "corrections")]
+    with open(folder / "serve.log", "w") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_up(url, process, folder / "serve.log")
+            yield {"url": url, "corrections": folder / "corrections", "log": folder / "serve.log"}
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def _wait_up(url: str, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if requests.get(f"{url}/health", timeout=2).ok:
+                return
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    raise RuntimeError(f"minigpt-annotate serve did not come up:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def project(label_studio: LabelStudioServer, backend: dict, shapes: Path) -> dict:
+    project_id = label_studio.create_project("minigpt e2e", LABEL_CONFIG)
+    images = sorted((shapes / "images").iterdir())
+    tasks = label_studio.import_images(project_id, images)
+    ml_id = label_studio.connect_ml_backend(project_id, backend["url"], "minigpt-annotate", is_interactive=True)
+    truth = {record.path.name: record for record in read_coco(shapes / "annotations.json").images}
+    return {"id": project_id, "tasks": tasks, "ml_id": ml_id, "truth": truth}
+
+
+def _pixel_box(region: dict) -> Box:
+    v, w, h = region["value"], region["original_width"], region["original_height"]
+    return Box(
+        x0=v["x"] * w / 100,
+        y0=v["y"] * h / 100,
+        x1=(v["x"] + v["width"]) * w / 100,
+        y1=(v["y"] + v["height"]) * h / 100,
+    )
+
+
+def test_retrieved_predictions_hit_the_shapes(label_studio: LabelStudioServer, project: dict) -> None:
+    started = time.perf_counter()
+    answer = label_studio.retrieve_predictions(project["id"])
+    elapsed = time.perf_counter() - started
+    assert answer.get("processed_items") == IMAGES
+    print(f"\nretrieve_tasks_predictions: {IMAGES} tasks in {elapsed:.2f} s = {IMAGES / elapsed:.1f} tasks/s")
+
+    hits = boxes = 0
+    for task in project["tasks"]:
+        stored = label_studio.predictions(task["id"])
+        assert len(stored) == 1, stored
+        prediction = stored[0]
+        assert prediction["model_version"] == "tiny-shapes"
+        record = project["truth"][Path(task["source_path"]).name]
+        for region in prediction["result"]:
+            assert (region["original_width"], region["original_height"]) == (record.width, record.height)
+            assert 0 < region["score"] <= 1
+            label = region["value"]["rectanglelabels"][0]
+            boxes += 1
+            hits += any(a.label == label and a.box.iou(_pixel_box(region)) >= 0.5 for a in record.annotations)
+    print(f"stored boxes: {boxes}, hitting a shape of their label at IoU >= 0.5: {hits}")
+    assert boxes >= IMAGES // 2
+    assert hits / boxes > 0.5  # most stored boxes are right (label and IoU >= 0.5)
+
+
+def test_a_typed_prompt_returns_a_box(label_studio: LabelStudioServer, project: dict) -> None:
+    task = project["tasks"][0]
+    target = project["truth"][Path(task["source_path"]).name].annotations[0]
+    context = {
+        "result": [
+            {
+                "from_name": "prompt",
+                "to_name": "image",
+                "type": "textarea",
+                "origin": "manual",
+                "value": {"text": [target.phrase]},
+            }
+        ]
+    }
+    answer = label_studio.interactive_annotating(project["ml_id"], task["id"], context)
+    regions = answer["data"]["result"]
+    assert len(regions) == 1
+    assert regions[0]["value"]["rectanglelabels"] == [target.label]
+    assert _pixel_box(regions[0]).iou(target.box) >= 0.5
+
+
+def test_a_submitted_annotation_reaches_the_coco_store(
+    label_studio: LabelStudioServer, project: dict, backend: dict
+) -> None:
+    task = project["tasks"][1]
+    record = project["truth"][Path(task["source_path"]).name]
+    truth = record.annotations[0]
+    region = {
+        "from_name": "label",
+        "to_name": "image",
+        "type": "rectanglelabels",
+        "original_width": record.width,
+        "original_height": record.height,
+        "value": {
+            "x": 100 * truth.box.x0 / record.width,
+            "y": 100 * truth.box.y0 / record.height,
+            "width": 100 * truth.box.width / record.width,
+            "height": 100 * truth.box.height / record.height,
+            "rotation": 0,
+            "rectanglelabels": [truth.label],
+        },
+    }
+    label_studio.create_annotation(task["id"], [region])
+    coco_path = backend["corrections"] / "annotations.json"
+    deadline = time.monotonic() + 30  # webhooks may be delivered after the API call returns
+    while time.monotonic() < deadline and not (coco_path.exists() and json.loads(coco_path.read_text())["images"]):
+        time.sleep(0.2)
+    assert coco_path.exists(), backend["log"].read_text()[-3000:]
+    coco = load_with_pycocotools(coco_path)
+    (image,) = coco.dataset["images"]
+    assert (image["width"], image["height"]) == (record.width, record.height)
+    (stored,) = read_coco(coco_path).images[0].annotations
+    assert stored.label == truth.label
+    assert stored.box.xyxy == pytest.approx(truth.box.xyxy, abs=0.01)
