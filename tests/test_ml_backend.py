@@ -256,3 +256,38 @@ def test_webhooks_keep_a_coco_dataset_that_finetune_reads(shapes: Path, ground_t
     assert client.post("/webhook", json=deleted).status_code == 201
     assert json.loads(coco_path.read_text())["images"] == []
     assert not list((store_dir / "images").iterdir())
+
+
+def test_serve_without_a_model_says_how_to_give_one(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in __import__("os").environ.items() if k != "MINIGPT_MODEL"}
+    done = subprocess.run(
+        [sys.executable, "-m", "model.cli", "serve"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "minigpt-annotate: error: no model given: set MINIGPT_MODEL to a model folder (or pass --model)"
+    ]
+    missing = subprocess.run(
+        [sys.executable, "-m", "model.cli", "serve", "--model", str(tmp_path / "nope")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert missing.returncode == 1
+    assert "not found" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_settings_from_the_environment_name_the_bad_variable() -> None:
+    from ml_backend.settings import BackendSettings
+    from model.errors import MiniGPTError
+
+    settings = BackendSettings.from_env(
+        {"MINIGPT_MODEL": "m", "MINIGPT_SCORE_THRESHOLD": "0.25", "BASIC_AUTH_USER": "u", "BASIC_AUTH_PASS": "p"}
+    )
+    assert (settings.model, settings.score_threshold, settings.basic_auth) == ("m", 0.25, ("u", "p"))
+    with pytest.raises(MiniGPTError, match="MINIGPT_SCORE_THRESHOLD"):
+        BackendSettings.from_env({"MINIGPT_MODEL": "m", "MINIGPT_SCORE_THRESHOLD": "high"})
