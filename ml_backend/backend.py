@@ -27,7 +27,8 @@ from .regions import rectangle_region
 
 log = logging.getLogger(__name__)
 
-WEBHOOK_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATION_DELETED")
+# Label Studio 1.23 sends deletions as ANNOTATIONS_DELETED with a list of ids; the singular form is accepted too.
+WEBHOOK_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED", "ANNOTATION_DELETED")
 
 
 @dataclass
@@ -156,6 +157,10 @@ class MiniGPTBackend:
 
     def _store_correction(self, event: str, data: dict) -> dict:
         assert self.corrections is not None
+        if event == "ANNOTATIONS_DELETED":
+            ids = [item.get("id") for item in data.get("annotations") or [] if isinstance(item, dict)]
+            removed = sum(self.corrections.delete(i)["removed"] for i in ids if isinstance(i, int))
+            return {"annotations": ids, "removed": removed}
         annotation = data.get("annotation") or {}
         task = data.get("task") if isinstance(data.get("task"), dict) else {}
         annotation_id = annotation.get("id")

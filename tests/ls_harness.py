@@ -12,6 +12,8 @@ Label Studio runs from its own venv (see `find_label_studio`), as a subprocess i
 sqlite database in a fresh data dir, and an environment built from scratch (nothing LABEL_STUDIO_*, HOST, PORT or
 proxy-related leaks in from the caller). The harness talks to it with the legacy token (`Authorization: Token ...`),
 enabled for the organization at creation; a Personal Access Token is minted through the API as well.
+On Linux the LS process gets SIGTERM when the thread that started it dies (PR_SET_PDEATHSIG), so a killed test run
+leaves no server behind; start it from the main thread (or a thread that outlives it).
 Behaviour it relies on is recorded in shared/reference/label-studio.md (sections 2-4).
 """
 
@@ -57,6 +59,10 @@ _SERVER_LINE = re.compile(r"Starting development server at http://[^:/\s]+:(\d+)
 
 class LabelStudioError(RuntimeError):
     """Label Studio failed to install, start, or answer an API call as expected."""
+
+
+class _PortTaken(LabelStudioError):
+    pass
 
 
 def _venv_dir() -> Path:
@@ -262,16 +268,16 @@ class LabelStudioServer:
             self.data_dir.mkdir(parents=True, exist_ok=True)
         began = time.monotonic()
         try:
-            # LS silently moves to the next port when its port is taken between our pick and its bind (after ~25 s of
-            # migrations on a cold start); then start again on a new port.
+            # The port can be taken between our pick and LS's bind (after ~25 s of migrations on a cold start): LS
+            # then moves to the next port, or exits with "That port is already in use". Start again on a new port.
             for attempt in range(3):
-                port = self._port_arg or free_port()
-                moved_to = self._launch(executable, port)
-                if moved_to is None:
+                try:
+                    self._launch(executable, self._port_arg or free_port())
                     break
-                self._terminate()
-                if self._port_arg is not None or attempt == 2:
-                    raise LabelStudioError(f"port {port} was taken; Label Studio moved to {moved_to}")
+                except _PortTaken:
+                    self._terminate()
+                    if self._port_arg is not None or attempt == 2:
+                        raise
             self.startup_seconds = time.monotonic() - began
             self._check_auth()
             self._pat = self._mint_personal_access_token()
@@ -313,8 +319,8 @@ class LabelStudioServer:
         env.update(self.extra_env)
         return env
 
-    def _launch(self, executable: Path, port: int) -> int | None:
-        """Start the process and wait until /health answers; return the port LS moved to if it moved."""
+    def _launch(self, executable: Path, port: int) -> None:
+        """Start the process and wait until /health answers."""
         assert self.data_dir is not None
         self.port = port
         command = [
@@ -345,18 +351,20 @@ class LabelStudioServer:
         deadline = time.monotonic() + self.startup_timeout
         while True:
             code = self._proc.poll()
+            new_log = self._read_log_from(log_offset)
             if code is not None:
-                raise LabelStudioError(
+                error = _PortTaken if "That port is already in use" in new_log else LabelStudioError
+                raise error(
                     f"Label Studio exited with code {code} during startup. Last lines of {self.log_path}:\n"
                     f"{self.log_tail()}"
                 )
-            match = _SERVER_LINE.search(self._read_log_from(log_offset))
+            match = _SERVER_LINE.search(new_log)
             if match and int(match.group(1)) != port:
-                return int(match.group(1))
+                raise _PortTaken(f"port {port} was taken; Label Studio moved to port {match.group(1)}")
             try:
                 response = self._session.get(f"{self.url}/health", timeout=2.0)
                 if response.status_code == 200:
-                    return None
+                    return
             except requests.RequestException:
                 pass
             if time.monotonic() > deadline:
@@ -497,6 +505,7 @@ class LabelStudioServer:
 
         Returns the created tasks in the order of `paths` (as /api/tasks lists them: `id`, `data`
         {"image": "/data/upload/<project>/<8 hex>-<file name>"}, ...), each with an added key `source_path`.
+        The stored name cannot be matched back reliably: LS sanitizes it ("img 0.png" -> "img_0.png").
         """
         created: list[tuple[int, Path]] = []
         for item in paths:

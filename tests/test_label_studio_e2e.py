@@ -172,15 +172,27 @@ def test_a_submitted_annotation_reaches_the_coco_store(
             "rectanglelabels": [truth.label],
         },
     }
-    label_studio.create_annotation(task["id"], [region])
+    annotation = label_studio.create_annotation(task["id"], [region])
     coco_path = backend["corrections"] / "annotations.json"
-    deadline = time.monotonic() + 30  # webhooks may be delivered after the API call returns
-    while time.monotonic() < deadline and not (coco_path.exists() and json.loads(coco_path.read_text())["images"]):
-        time.sleep(0.2)
-    assert coco_path.exists(), backend["log"].read_text()[-3000:]
+    _wait_for(lambda: coco_path.exists() and json.loads(coco_path.read_text())["images"] != [])
     coco = load_with_pycocotools(coco_path)
     (image,) = coco.dataset["images"]
     assert (image["width"], image["height"]) == (record.width, record.height)
     (stored,) = read_coco(coco_path).images[0].annotations
     assert stored.label == truth.label
     assert stored.box.xyxy == pytest.approx(truth.box.xyxy, abs=0.01)
+
+    # a labeller fixes the label, then deletes the annotation: the store follows both
+    other = next(label for label in ("square", "circle", "triangle") if label != truth.label)
+    fixed = {**region, "value": {**region["value"], "rectanglelabels": [other]}}
+    label_studio.update_annotation(annotation["id"], [fixed])
+    _wait_for(lambda: [a.label for a in read_coco(coco_path).images[0].annotations] == [other])
+    label_studio.delete_annotation(annotation["id"])
+    _wait_for(lambda: json.loads(coco_path.read_text())["images"] == [])
+
+
+def _wait_for(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout  # webhooks may be delivered after the API call returns
+    while not condition():
+        assert time.monotonic() < deadline, "the webhook did not arrive"
+        time.sleep(0.2)

@@ -252,7 +252,8 @@ def test_webhooks_keep_a_coco_dataset_that_finetune_reads(shapes: Path, ground_t
     assert sorted(a.label for a in dataset.images[0].annotations) == ["Square", "circle"]
     assert [c.name for c in dataset.categories] == ["circle", "Square"]  # ids stay stable as labels arrive
 
-    deleted = {"action": "ANNOTATION_DELETED", "annotation": {"id": 501, "task": 41}, "project": {"id": 1}}
+    # what Label Studio 1.23.2 sends when an annotation is deleted (measured): a list of ids, no task
+    deleted = {"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 501}], "project": {"id": 1}}
     assert client.post("/webhook", json=deleted).status_code == 201
     assert json.loads(coco_path.read_text())["images"] == []
     assert not list((store_dir / "images").iterdir())
