@@ -1,1 +1,1 @@
-"""Label Studio ML backend (built in a later issue on top of :mod:`model`)."""
+"""Label Studio ML backend: MiniGPT-v2 box suggestions in Label Studio, batch and interactive (see README)."""

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
@@ -110,3 +111,40 @@ def test_200_concurrent_requests_are_all_answered_correctly(server) -> None:
     metrics = requests.get(f"{url}/metrics", timeout=10).json()
     assert metrics["predict_calls"] == REQUESTS + len(tasks)
     assert metrics["failed_tasks"] == REQUESTS // 10
+
+
+def test_gunicorn_serves_the_wsgi_app_configured_by_the_environment(tmp_path: Path) -> None:
+    make_shapes(tmp_path, images=1, seed=3, max_shapes=1)
+    (name,) = [p.relative_to(tmp_path).as_posix() for p in (tmp_path / "images").iterdir()]
+    port = _free_port()
+    env = {
+        **os.environ,
+        "MINIGPT_MODEL": str(SHIPPED_DIR),
+        "MINIGPT_DEVICE": "cpu",
+        "MINIGPT_MODEL_VERSION": "shapes-v1",
+        "LOCAL_FILES_DOCUMENT_ROOT": str(tmp_path),
+        "HF_HUB_OFFLINE": "1",
+    }
+    gunicorn = Path(sys.executable).with_name("gunicorn")
+    command = [str(gunicorn), "--workers", "1", "--threads", "4", "--bind", f"127.0.0.1:{port}", "ml_backend.wsgi:app"]
+    with open(tmp_path / "gunicorn.log", "w") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    health = requests.get(f"{url}/health", timeout=2)
+                    if health.ok:
+                        break
+                except (requests.ConnectionError, requests.Timeout):  # the worker is still loading the model
+                    pass
+                assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "gunicorn.log").read_text()
+                time.sleep(0.2)
+            assert health.json()["model_version"] == "shapes-v1"
+            (prediction,) = _predict(url, [{"id": 1, "data": {"image": f"/data/local-files/?d={name}"}}])
+            assert prediction["model_version"] == "shapes-v1"
+            assert all(r["type"] == "rectanglelabels" for r in prediction["result"])
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
