@@ -28,6 +28,7 @@ from .regions import rectangle_region
 log = logging.getLogger(__name__)
 
 # Label Studio 1.23 sends deletions as ANNOTATIONS_DELETED with a list of ids; the singular form is accepted too.
+TASKS_PER_CHUNK = 16  # images decoded and encoded together
 WEBHOOK_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED", "ANNOTATION_DELETED")
 
 
@@ -47,11 +48,11 @@ class Metrics:
 
 
 class _ImageCache:
-    """The last few decoded images by URL: interactive prompts on one task reuse its image."""
+    """The last few decoded images by URL: interactive prompts on one task reuse its image. Bounded in pixels."""
 
-    def __init__(self, size: int = 16):
+    def __init__(self, max_pixels: int = 64_000_000):
         self._items: OrderedDict[str, LoadedImage] = OrderedDict()
-        self._size = size
+        self._max_pixels = max_pixels
         self._lock = threading.Lock()
 
     def get(self, key: str) -> LoadedImage | None:
@@ -65,7 +66,7 @@ class _ImageCache:
         with self._lock:
             self._items[key] = image
             self._items.move_to_end(key)
-            while len(self._items) > self._size:
+            while len(self._items) > 1 and sum(i.width * i.height for i in self._items.values()) > self._max_pixels:
                 self._items.popitem(last=False)
 
 
@@ -108,8 +109,19 @@ class MiniGPTBackend:
         raise MiniGPTError("the request carries no label_config and the project never called /setup")
 
     def predict(self, tasks: Sequence[dict], context: dict | None, label_config: str) -> list[dict]:
-        """One prediction per task, in order. A task whose image cannot be read gets an empty result."""
+        """One prediction per task, in order. A task whose image cannot be read gets an empty result.
+
+        Tasks are handled in chunks, so a 100-task request never holds 100 decoded images at once.
+        """
         labels = ProjectLabels.parse(label_config)
+        predictions: list[dict] = []
+        for start in range(0, len(tasks), TASKS_PER_CHUNK):
+            predictions.extend(self._predict_chunk(tasks[start : start + TASKS_PER_CHUNK], context, labels))
+        with self.metrics.lock:
+            self.metrics.predict_calls += 1
+        return predictions
+
+    def _predict_chunk(self, tasks: Sequence[dict], context: dict | None, labels: ProjectLabels) -> list[dict]:
         with ThreadPoolExecutor(max_workers=min(8, max(1, len(tasks)))) as pool:  # downloads overlap
             images = list(pool.map(lambda task: self._image(task, labels), tasks))
         jobs: list[tuple[int, Query]] = []
@@ -137,7 +149,6 @@ class MiniGPTBackend:
 
         predictions = [self._prediction(task, found, labels) for task, found in zip(tasks, regions, strict=True)]
         with self.metrics.lock:
-            self.metrics.predict_calls += 1
             self.metrics.tasks += len(tasks)
             self.metrics.failed_tasks += sum(image is None for image in images)
             self.metrics.regions += sum(len(p["result"]) for p in predictions)
@@ -231,7 +242,7 @@ class MiniGPTBackend:
         assert query.label is not None
         kept = [p for p in proposals if p.score >= self.score_threshold]
         if query.task == Task.refer:
-            kept = kept[:1]  # one phrase, one object
+            kept = sorted(kept, key=lambda p: p.score, reverse=True)[:1]  # one phrase, one object
         return [
             rectangle_region(
                 p.box,

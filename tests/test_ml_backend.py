@@ -292,3 +292,19 @@ def test_settings_from_the_environment_name_the_bad_variable() -> None:
     assert (settings.model, settings.score_threshold, settings.basic_auth) == ("m", 0.25, ("u", "p"))
     with pytest.raises(MiniGPTError, match="MINIGPT_SCORE_THRESHOLD"):
         BackendSettings.from_env({"MINIGPT_MODEL": "m", "MINIGPT_SCORE_THRESHOLD": "high"})
+
+
+def test_a_large_request_is_answered_in_order_across_chunks(client, ground_truth: dict) -> None:
+    names = sorted(ground_truth)
+    tasks = [_task(i, names[i % len(names)]) for i in range(40)]  # more than one chunk of tasks
+    results = client.post("/predict", json={"tasks": tasks, "label_config": CONFIG}).get_json()["results"]
+    assert len(results) == 40
+
+    def boxes(prediction: dict) -> list:
+        return [
+            (r["value"]["rectanglelabels"], round(r["value"]["x"], 4), round(r["score"], 4))
+            for r in prediction["result"]
+        ]
+
+    for i, prediction in enumerate(results):
+        assert boxes(prediction) == boxes(results[i % len(names)])
