@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from backend_process import running_backend, serve_command  # noqa: E402
 from ls_harness import LabelStudioServer, free_port  # noqa: E402
 
 from model.proposer import Proposer, ProposeRequest  # noqa: E402
@@ -55,32 +55,19 @@ def through_label_studio(images: list[Path], work: Path) -> dict:
     with LabelStudioServer(work / "ls-data") as ls:
         port = free_port()
         env = {**os.environ, "LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": ls.personal_access_token}
-        command = [sys.executable, "-m", "model.cli", "serve", "--model", str(SHIPPED_DIR), "--device", "cpu"]
-        with open(work / "serve.log", "w") as log:
-            server = subprocess.Popen([*command, "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
-            try:
-                url = f"http://127.0.0.1:{port}"
-                for _ in range(600):
-                    try:
-                        if requests.get(f"{url}/health", timeout=2).ok:
-                            break
-                    except requests.ConnectionError:
-                        time.sleep(0.2)
-                project = ls.create_project("bench", CONFIG)
-                tasks = ls.import_images(project, images)
-                ls.connect_ml_backend(project, url, "minigpt-annotate", is_interactive=False)
-                warm = [t["id"] for t in tasks[:4]]
-                ls.retrieve_predictions(project, warm)
-                rest = [t["id"] for t in tasks[4:]]
-                before = requests.get(f"{url}/metrics", timeout=10).json()
-                started = time.perf_counter()
-                ls.retrieve_predictions(project, rest)
-                seconds = time.perf_counter() - started
-                after = requests.get(f"{url}/metrics", timeout=10).json()
-                stored = sum(len(ls.predictions(task_id)) for task_id in rest)
-            finally:
-                server.terminate()
-                server.wait(timeout=30)
+        with running_backend(serve_command(port), port, work / "serve.log", env) as url:
+            project = ls.create_project("bench", CONFIG)
+            tasks = ls.import_images(project, images)
+            ls.connect_ml_backend(project, url, "minigpt-annotate", is_interactive=False)
+            warm = [t["id"] for t in tasks[:4]]
+            ls.retrieve_predictions(project, warm)
+            rest = [t["id"] for t in tasks[4:]]
+            before = requests.get(f"{url}/metrics", timeout=10).json()
+            started = time.perf_counter()
+            ls.retrieve_predictions(project, rest)
+            seconds = time.perf_counter() - started
+            after = requests.get(f"{url}/metrics", timeout=10).json()
+            stored = sum(len(ls.predictions(task_id)) for task_id in rest)
     return {
         "tasks": len(rest),
         "predictions_stored": stored,

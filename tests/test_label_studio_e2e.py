@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
+from backend_process import running_backend, serve_command
 from ls_harness import LabelStudioServer, free_port
 
+from ml_backend.regions import value_to_box
 from model.annotations import Box
 from model.coco import load_with_pycocotools, read_coco
 from model.shapes import make_shapes
-from model.shapes_model import SHIPPED_DIR
 
 pytestmark = pytest.mark.slow
 
@@ -57,32 +55,12 @@ def backend(label_studio: LabelStudioServer, tmp_path_factory: pytest.TempPathFa
     port = free_port()
     env = {
         **os.environ,
-        "HF_HUB_OFFLINE": "1",
         "LABEL_STUDIO_URL": label_studio.url,
         "LABEL_STUDIO_API_KEY": label_studio.personal_access_token,
     }
-    command = [sys.executable, "-m", "model.cli", "serve", "--model", str(SHIPPED_DIR), "--device", "cpu"]
-    command += ["--port", str(port), "--corrections", str(folder / "corrections")]
-    with open(folder / "serve.log", "w") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            _wait_up(url, process, folder / "serve.log")
-            yield {"url": url, "corrections": folder / "corrections", "log": folder / "serve.log"}
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
-
-
-def _wait_up(url: str, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            if requests.get(f"{url}/health", timeout=2).ok:
-                return
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    raise RuntimeError(f"minigpt-annotate serve did not come up:\n{log.read_text()[-3000:]}")
+    command = serve_command(port, "--corrections", str(folder / "corrections"))
+    with running_backend(command, port, folder / "serve.log", env) as url:
+        yield {"url": url, "corrections": folder / "corrections", "log": folder / "serve.log"}
 
 
 @pytest.fixture(scope="module")
@@ -96,13 +74,9 @@ def project(label_studio: LabelStudioServer, backend: dict, shapes: Path) -> dic
 
 
 def _pixel_box(region: dict) -> Box:
-    v, w, h = region["value"], region["original_width"], region["original_height"]
-    return Box(
-        x0=v["x"] * w / 100,
-        y0=v["y"] * h / 100,
-        x1=(v["x"] + v["width"]) * w / 100,
-        y1=(v["y"] + v["height"]) * h / 100,
-    )
+    box = value_to_box(region["value"], region["original_width"], region["original_height"])
+    assert box is not None
+    return box
 
 
 def test_retrieved_predictions_hit_the_shapes(label_studio: LabelStudioServer, project: dict) -> None:

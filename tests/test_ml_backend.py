@@ -16,6 +16,7 @@ from ml_backend.backend import MiniGPTBackend
 from ml_backend.corrections import CorrectionStore
 from ml_backend.label_config import ProjectLabels
 from ml_backend.media import MediaFetcher, MediaSettings
+from ml_backend.regions import value_to_box
 from ml_backend.server import create_app
 from ml_backend.settings import load_proposer
 from model.annotations import Box
@@ -63,17 +64,12 @@ def _task(task_id: int, name: str) -> dict:
 
 
 def _boxes(prediction: dict) -> list[tuple[str, Box]]:
+    """(label, pixel box) of each region, from the percent geometry and the original size Label Studio gets."""
     out = []
     for region in prediction["result"]:
-        value = region["value"]
-        w, h = region["original_width"], region["original_height"]
-        box = Box(
-            x0=value["x"] * w / 100,
-            y0=value["y"] * h / 100,
-            x1=(value["x"] + value["width"]) * w / 100,
-            y1=(value["y"] + value["height"]) * h / 100,
-        )
-        out.append((value["rectanglelabels"][0], box))
+        box = value_to_box(region["value"], region["original_width"], region["original_height"])
+        assert box is not None
+        out.append((region["value"]["rectanglelabels"][0], box))
     return out
 
 

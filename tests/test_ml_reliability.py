@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import requests
+from backend_process import running_backend, serve_command
+from ls_harness import free_port
 
 from model.shapes import make_shapes
 from model.shapes_model import SHIPPED_DIR
@@ -24,53 +23,15 @@ REQUESTS = 200
 TIMEOUT_S = 120  # per request: a bound, not a speed claim
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("served")
     make_shapes(root, images=6, seed=5, max_shapes=2)
-    port = _free_port()
-    env = {**os.environ, "LOCAL_FILES_DOCUMENT_ROOT": str(root), "HF_HUB_OFFLINE": "1"}
+    port = free_port()
+    env = {**os.environ, "LOCAL_FILES_DOCUMENT_ROOT": str(root)}
     env.pop("LABEL_STUDIO_URL", None)
-    log = open(root / "serve.log", "w")  # noqa: SIM115 - closed in teardown
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "model.cli",
-            "serve",
-            "--model",
-            str(SHIPPED_DIR),
-            "--port",
-            str(port),
-            "--device",
-            "cpu",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if requests.get(f"{url}/health", timeout=2).ok:
-                break
-        except requests.ConnectionError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"serve did not come up:\n{(root / 'serve.log').read_text()[-3000:]}")
-        time.sleep(0.2)
-    yield url, sorted(p.relative_to(root).as_posix() for p in (root / "images").iterdir())
-    process.terminate()
-    process.wait(timeout=30)
-    log.close()
+    with running_backend(serve_command(port), port, root / "serve.log", env) as url:
+        yield url, sorted(p.relative_to(root).as_posix() for p in (root / "images").iterdir())
 
 
 def _predict(url: str, tasks: list[dict]) -> list[dict]:
@@ -116,35 +77,18 @@ def test_200_concurrent_requests_are_all_answered_correctly(server) -> None:
 def test_gunicorn_serves_the_wsgi_app_configured_by_the_environment(tmp_path: Path) -> None:
     make_shapes(tmp_path, images=1, seed=3, max_shapes=1)
     (name,) = [p.relative_to(tmp_path).as_posix() for p in (tmp_path / "images").iterdir()]
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "MINIGPT_MODEL": str(SHIPPED_DIR),
         "MINIGPT_DEVICE": "cpu",
         "MINIGPT_MODEL_VERSION": "shapes-v1",
         "LOCAL_FILES_DOCUMENT_ROOT": str(tmp_path),
-        "HF_HUB_OFFLINE": "1",
     }
     gunicorn = Path(sys.executable).with_name("gunicorn")
     command = [str(gunicorn), "--workers", "1", "--threads", "4", "--bind", f"127.0.0.1:{port}", "ml_backend.wsgi:app"]
-    with open(tmp_path / "gunicorn.log", "w") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    health = requests.get(f"{url}/health", timeout=2)
-                    if health.ok:
-                        break
-                except (requests.ConnectionError, requests.Timeout):  # the worker is still loading the model
-                    pass
-                assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "gunicorn.log").read_text()
-                time.sleep(0.2)
-            assert health.json()["model_version"] == "shapes-v1"
-            (prediction,) = _predict(url, [{"id": 1, "data": {"image": f"/data/local-files/?d={name}"}}])
-            assert prediction["model_version"] == "shapes-v1"
-            assert all(r["type"] == "rectanglelabels" for r in prediction["result"])
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
+    with running_backend(command, port, tmp_path / "gunicorn.log", env) as url:
+        assert requests.get(f"{url}/health", timeout=10).json()["model_version"] == "shapes-v1"
+        (prediction,) = _predict(url, [{"id": 1, "data": {"image": f"/data/local-files/?d={name}"}}])
+        assert prediction["model_version"] == "shapes-v1"
+        assert all(r["type"] == "rectanglelabels" for r in prediction["result"])
