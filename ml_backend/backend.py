@@ -90,7 +90,7 @@ class MiniGPTBackend:
         self.metrics = Metrics()
         self._model_lock = threading.Lock()
         self._images = _ImageCache()
-        self._configs: dict[str, str] = {}  # project key → label config, from /setup
+        self._configs: dict[str, str] = {}  # project id → label config, from /setup
 
     # --- the label-studio-ml contract ---------------------------------------------------------------------------
     def setup(self, project: str | None, label_config: str | None) -> str:
@@ -98,15 +98,19 @@ class MiniGPTBackend:
         if label_config:
             ProjectLabels.parse(label_config)
             if project:
-                self._configs[project] = label_config
+                self._configs[_project_id(project)] = label_config
         return self.model_version
 
-    def label_config_for(self, project: str | None, label_config: str | None) -> str:
+    def label_config_for(self, project: object, label_config: str | None) -> str:
+        """The config a request carries, else the one its project sent to /setup.
+
+        `project` is what Label Studio names it by: "<id>.<created timestamp>" in /predict, the id in webhooks.
+        """
         if label_config:
             return label_config
-        if project and project in self._configs:
-            return self._configs[project]
-        raise MiniGPTError("the request carries no label_config and the project never called /setup")
+        if project is not None and _project_id(project) in self._configs:
+            return self._configs[_project_id(project)]
+        raise MiniGPTError(f"no label config for project {project}: the request carries none and /setup was not called")
 
     def predict(self, tasks: Sequence[dict], context: dict | None, label_config: str) -> list[dict]:
         """One prediction per task, in order. A task whose image cannot be read gets an empty result.
@@ -200,13 +204,8 @@ class MiniGPTBackend:
 
     def _webhook_label_config(self, data: dict) -> str:
         project = data.get("project") if isinstance(data.get("project"), dict) else {}
-        if project.get("label_config"):
-            return project["label_config"]
         project_id = project.get("id") or (data.get("task") or {}).get("project")
-        for key, config in self._configs.items():
-            if key.split(".")[0] == str(project_id):
-                return config
-        raise MiniGPTError("the webhook carries no label config and the project never called /setup")
+        return self.label_config_for(project_id, project.get("label_config"))
 
     # --- steps ---------------------------------------------------------------------------------------------------
     def _image(self, task: dict, labels: ProjectLabels) -> LoadedImage | None:
@@ -291,3 +290,7 @@ class MiniGPTBackend:
             else:
                 kept.append(region)
         return kept
+
+
+def _project_id(project: object) -> str:
+    return str(project).split(".")[0]

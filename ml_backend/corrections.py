@@ -112,20 +112,15 @@ class CorrectionStore:
                         (self.root / task.image).unlink()
             return {"task": task_id, "annotation": annotation_id, "removed": removed}
 
-    def state(self) -> StoreState:
-        with self._locked(write=False) as state:
-            return state
-
     # --- internals -----------------------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _locked(self, write: bool = True) -> Iterator[StoreState]:
+    def _locked(self) -> Iterator[StoreState]:
         with self._lock, open(self.root / ".lock", "a") as lock_file:
             if fcntl is not None:
                 fcntl.flock(lock_file, fcntl.LOCK_EX)
             state = self._read_state()
             yield state
-            if write:
-                self._write(state)
+            self._write(state)
 
     def _read_state(self) -> StoreState:
         if not self._state_path.exists():

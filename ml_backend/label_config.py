@@ -50,18 +50,21 @@ class ProjectLabels:
 
         The longest match wins, so "traffic light" beats "light".
         """
+        exact = self.find_exact(text)
+        if exact is not None:
+            return exact
         wanted = _normalise(text)
-        if not wanted:
-            return None
-        for spec in self.labels:
-            if wanted in spec.names:
-                return spec
         best: tuple[int, LabelSpec] | None = None
         for spec in self.labels:
             for name in spec.names:
                 if re.search(rf"(?<!\w){re.escape(name)}(?!\w)", wanted) and (best is None or len(name) > best[0]):
                     best = (len(name), spec)
         return best[1] if best else None
+
+    def find_exact(self, text: str) -> LabelSpec | None:
+        """The label whose name (ignoring case and a plural 's') the whole text is."""
+        wanted = _normalise(text)
+        return next((spec for spec in self.labels if wanted and wanted in spec.names), None)
 
     def validation_errors(self, prediction: dict) -> list[str]:
         """The SDK's verdict on one prediction (`{"result": [...], "score": ...}`); empty when it is valid."""

@@ -72,13 +72,14 @@ def prompt_query(prompt: str, labels: ProjectLabels) -> Query:
     every = _ALL.match(prompt)
     if every:
         text = every.group(1).strip()
-        named = labels.find(text)
-        exact = named is not None and " ".join(text.lower().split()) in named.names
-        return Query(Task.detection, named.prompt if exact else text, named or labels.labels[0])
-    named = labels.find(prompt)
-    if named is not None and " ".join(prompt.lower().split()) in named.names:
-        return Query(Task.detection, named.prompt, named)
-    return Query(Task.refer, prompt.strip(), named or labels.labels[0])
+        exact = labels.find_exact(text)
+        if exact is not None:
+            return Query(Task.detection, exact.prompt, exact)
+        return Query(Task.detection, text, labels.find(text) or labels.labels[0])
+    exact = labels.find_exact(prompt)
+    if exact is not None:
+        return Query(Task.detection, exact.prompt, exact)
+    return Query(Task.refer, prompt.strip(), labels.find(prompt) or labels.labels[0])
 
 
 def identify_query(region: dict, labels: ProjectLabels, width: int, height: int) -> Query | None:

@@ -6,14 +6,13 @@ Production deployments run gunicorn on `ml_backend.wsgi:app` instead (see the Do
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from werkzeug.serving import make_server
 
 from .media import MediaSettings
 from .server import create_app
-from .settings import BackendSettings, build_backend
+from .settings import BackendSettings, build_backend, configure_logging
 
 log = logging.getLogger("ml_backend")
 
@@ -29,7 +28,7 @@ def serve(
     device: str = "auto",
     dtype: str = "auto",
 ) -> int:
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(message)s")
+    configure_logging()
     settings = BackendSettings.from_env(
         model=model,
         corrections_dir=corrections_dir,

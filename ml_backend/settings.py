@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Mapping
@@ -58,6 +59,13 @@ class BackendSettings(BaseModel):
         if self.basic_auth_user and self.basic_auth_pass:
             return self.basic_auth_user, self.basic_auth_pass.get_secret_value()
         return None
+
+
+def configure_logging() -> None:
+    """One log format for `serve` and gunicorn; LOG_LEVEL picks the level."""
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 _proposers: dict[tuple[str, str, str], Proposer] = {}

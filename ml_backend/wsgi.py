@@ -7,13 +7,10 @@ Each worker process loads the model once, when gunicorn imports this module.
 
 from __future__ import annotations
 
-import logging
-import os
-
 from .server import create_app
-from .settings import BackendSettings, build_backend
+from .settings import BackendSettings, build_backend, configure_logging
 
-logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+configure_logging()
 
 _settings = BackendSettings.from_env()
 app = create_app(build_backend(_settings), basic_auth=_settings.basic_auth)
