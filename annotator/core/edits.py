@@ -1,0 +1,94 @@
+"""Undoable edits, Qt-free. The GUI wraps each in a ``QUndoCommand``; tests drive them against a real store.
+
+Every change a person or the model makes to boxes is one :class:`BoxChange`: the rows before and after, keyed by
+id. Adding, deleting, moving, relabelling, accepting and rejecting are all the same operation, so undo and redo are
+exact, and one AI run (all its proposals) is one step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .records import BoxRow
+from .store import ProjectStore
+
+
+@dataclass
+class BoxChange:
+    """Replace ``before`` by ``after`` on one image. New rows (id None) get their ids on the first redo."""
+
+    text: str
+    image_id: int
+    before: Sequence[BoxRow]
+    after: Sequence[BoxRow]
+    _applied: bool = field(default=False, repr=False)
+
+    def redo(self, store: ProjectStore) -> None:
+        with store.batch():
+            kept = {row.id for row in self.after}
+            store.delete_boxes(row.id for row in self.before if row.id is not None and row.id not in kept)
+            self.after = store.put_boxes(self.after)  # fills in the ids of new rows; later redos reuse them
+        self._applied = True
+
+    def undo(self, store: ProjectStore) -> None:
+        with store.batch():
+            kept = {row.id for row in self.before}
+            store.delete_boxes(row.id for row in self.after if row.id is not None and row.id not in kept)
+            store.put_boxes(self.before)
+        self._applied = False
+
+    @property
+    def box_ids(self) -> set[int]:
+        return {row.id for row in (*self.before, *self.after) if row.id is not None}
+
+
+@dataclass
+class ReviewedChange:
+    """Mark an image reviewed or not."""
+
+    text: str
+    image_id: int
+    reviewed: bool
+    was: bool
+
+    def redo(self, store: ProjectStore) -> None:
+        store.set_reviewed(self.image_id, self.reviewed)
+
+    def undo(self, store: ProjectStore) -> None:
+        store.set_reviewed(self.image_id, self.was)
+
+
+Edit = BoxChange | ReviewedChange
+
+
+def add_boxes(text: str, image_id: int, rows: Sequence[BoxRow]) -> BoxChange:
+    return BoxChange(text, image_id, before=[], after=list(rows))
+
+
+def remove_boxes(text: str, rows: Sequence[BoxRow]) -> BoxChange:
+    return BoxChange(text, _one_image(rows), before=list(rows), after=[])
+
+
+def replace_boxes(text: str, before: Sequence[BoxRow], after: Sequence[BoxRow]) -> BoxChange:
+    return BoxChange(text, _one_image([*before, *after]), before=list(before), after=list(after))
+
+
+def accept(rows: Sequence[BoxRow]) -> BoxChange:
+    """Turn proposals into annotations (the ids stay, so the canvas keeps its selection)."""
+    proposals = [row for row in rows if row.is_proposal]
+    noun = "proposal" if len(proposals) == 1 else f"{len(proposals)} proposals"
+    return replace_boxes(f"Accept {noun}", proposals, [row.accepted() for row in proposals])
+
+
+def reject(rows: Sequence[BoxRow]) -> BoxChange:
+    proposals = [row for row in rows if row.is_proposal]
+    noun = "proposal" if len(proposals) == 1 else f"{len(proposals)} proposals"
+    return remove_boxes(f"Reject {noun}", proposals)
+
+
+def _one_image(rows: Sequence[BoxRow]) -> int:
+    images = {row.image_id for row in rows}
+    if len(images) != 1:
+        raise ValueError(f"an edit changes the boxes of exactly one image, got images {sorted(images)}")
+    return images.pop()

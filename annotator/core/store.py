@@ -1,0 +1,343 @@
+"""The project store: one SQLite file (WAL mode) holding a folder's images, labels, boxes and the session state.
+
+* Every change is its own committed transaction (or one transaction for a group, see :meth:`ProjectStore.batch`),
+  so the store *is* the autosave. WAL with ``synchronous=NORMAL`` keeps every committed change when the process is
+  killed (``kill -9``); only a power cut can lose the last few.
+* The schema version is SQLite's ``user_version``. Opening an older file runs the missing migrations in one
+  transaction; a file from a newer version of the app is refused rather than damaged.
+* Image paths are stored relative to the folder, so a folder moved together with its store still opens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from model.annotations import Box, Origin, Task
+from model.errors import MiniGPTError
+
+from .colors import color_for
+from .records import BoxRow, BoxState, ImageRow, LabelRow
+
+STORE_SUFFIX = ".minigpt.sqlite"
+
+
+class StoreError(MiniGPTError):
+    """The project store cannot be opened or written."""
+
+
+def default_store_path(folder: str | Path) -> Path:
+    """The store of ``folder`` sits next to it: ``photos/`` → ``photos.minigpt.sqlite``."""
+    folder = Path(folder).resolve()
+    return folder.with_name(folder.name + STORE_SUFFIX)
+
+
+def _run_script(db: sqlite3.Connection, script: str) -> None:
+    # executescript() would commit the migration's transaction half-way; one statement at a time keeps it whole.
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def _create_v1(db: sqlite3.Connection) -> None:
+    _run_script(
+        db,
+        """
+        CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE images (
+            id INTEGER PRIMARY KEY,
+            path TEXT NOT NULL UNIQUE,
+            width INTEGER,
+            height INTEGER,
+            reviewed INTEGER NOT NULL DEFAULT 0,
+            error TEXT
+        );
+        CREATE TABLE labels (
+            name TEXT PRIMARY KEY,
+            color TEXT NOT NULL,
+            prompt TEXT,
+            position INTEGER NOT NULL
+        );
+        CREATE TABLE boxes (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+            label TEXT NOT NULL,
+            x0 REAL NOT NULL, y0 REAL NOT NULL, x1 REAL NOT NULL, y1 REAL NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('proposal', 'annotation')),
+            origin TEXT,
+            score REAL,
+            task TEXT,
+            prompt TEXT,
+            phrase TEXT
+        );
+        CREATE INDEX boxes_by_image ON boxes(image_id);
+        """,
+    )
+
+
+# MIGRATIONS[i] takes a store from schema version i to i + 1. Append, never edit a shipped step.
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_create_v1,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class ProjectStore:
+    """A folder's annotation project. Not thread-safe: use it from one thread (the GUI thread)."""
+
+    def __init__(self, path: Path, db: sqlite3.Connection):
+        self.path = path
+        self._db = db
+        self._depth = 0  # nesting of batch(); only the outermost commits
+
+    # --- opening ---------------------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | Path) -> ProjectStore:
+        """Open (or create) the store at ``path`` and bring its schema up to date."""
+        path = Path(path)
+        if path.is_dir():
+            raise StoreError(f"{path} is a folder; the project store is a file, e.g. {path}{STORE_SUFFIX}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(path, isolation_level=None)  # autocommit; transactions are explicit
+            db.execute("PRAGMA foreign_keys = ON")
+            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            db.execute("PRAGMA synchronous = NORMAL")
+        except (OSError, sqlite3.Error) as err:
+            raise StoreError(
+                f"cannot open the project store {path}: {err}; choose a writable place with --store"
+            ) from err
+        if mode.lower() != "wal":
+            db.close()
+            raise StoreError(
+                f"{path}: the file system does not support SQLite's WAL mode; choose a local disk with --store"
+            )
+        store = cls(path, db)
+        try:
+            store._migrate()
+        except BaseException:
+            db.close()
+            raise
+        return store
+
+    def _migrate(self) -> None:
+        try:
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as err:
+            raise StoreError(
+                f"{self.path} is not a project store ({err}); move it away or choose another --store"
+            ) from err
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} was written by a newer minigpt-annotate (schema {version}, this one knows up to "
+                f"{SCHEMA_VERSION}); upgrade minigpt-annotate to open it"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        with self.batch():
+            for step in MIGRATIONS[version:]:
+                step(self._db)
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._db.close()
+
+    # --- transactions ----------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group changes into one transaction: all of them are saved, or (on an error or a crash) none."""
+        outer = self._depth == 0
+        if outer:
+            self._db.execute("BEGIN IMMEDIATE")
+        self._depth += 1
+        try:
+            yield
+        except BaseException:
+            self._depth -= 1
+            if outer:
+                self._db.execute("ROLLBACK")
+            raise
+        self._depth -= 1
+        if outer:
+            self._db.execute("COMMIT")
+
+    def _write(self, sql: str, params: Sequence[object] = ()) -> sqlite3.Cursor:
+        try:
+            with self.batch():
+                return self._db.execute(sql, params)
+        except sqlite3.Error as err:
+            raise StoreError(f"cannot save to {self.path}: {err}") from err
+
+    # --- settings (session state) ----------------------------------------------------------------------------------
+    def setting(self, key: str, default: str | None = None) -> str | None:
+        row = self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_setting(self, key: str, value: str | None) -> None:
+        if value is None:
+            self._write("DELETE FROM settings WHERE key = ?", (key,))
+        else:
+            self._write("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)", (key, value))
+
+    # --- images ----------------------------------------------------------------------------------------------------
+    def add_images(self, paths: Iterable[str]) -> int:
+        """Add folder-relative paths not yet in the store; existing images keep their boxes. Returns how many."""
+        with self.batch():
+            before = self._count("images")
+            self._db.executemany("INSERT OR IGNORE INTO images (path) VALUES (?)", [(p,) for p in paths])
+            return self._count("images") - before
+
+    def images(self) -> list[ImageRow]:
+        """All images in path order, with their box counts."""
+        rows = self._db.execute(
+            """
+            SELECT i.id, i.path, i.width, i.height, i.reviewed, i.error,
+                   COALESCE(SUM(b.state = 'annotation'), 0), COALESCE(SUM(b.state = 'proposal'), 0)
+            FROM images i LEFT JOIN boxes b ON b.image_id = i.id
+            GROUP BY i.id ORDER BY i.path
+            """
+        ).fetchall()
+        return [_image_row(r) for r in rows]
+
+    def image(self, image_id: int) -> ImageRow:
+        row = self._db.execute(
+            """
+            SELECT i.id, i.path, i.width, i.height, i.reviewed, i.error,
+                   (SELECT COUNT(*) FROM boxes WHERE image_id = i.id AND state = 'annotation'),
+                   (SELECT COUNT(*) FROM boxes WHERE image_id = i.id AND state = 'proposal')
+            FROM images i WHERE i.id = ?
+            """,
+            (image_id,),
+        ).fetchone()
+        if row is None:
+            raise StoreError(f"no image with id {image_id} in {self.path}")
+        return _image_row(row)
+
+    def image_id(self, path: str) -> int | None:
+        row = self._db.execute("SELECT id FROM images WHERE path = ?", (path,)).fetchone()
+        return row[0] if row else None
+
+    def set_image_size(self, image_id: int, width: int, height: int) -> None:
+        self._write("UPDATE images SET width = ?, height = ?, error = NULL WHERE id = ?", (width, height, image_id))
+
+    def set_image_error(self, image_id: int, error: str | None) -> None:
+        self._write("UPDATE images SET error = ? WHERE id = ?", (error, image_id))
+
+    def set_reviewed(self, image_id: int, reviewed: bool) -> None:
+        self._write("UPDATE images SET reviewed = ? WHERE id = ?", (int(reviewed), image_id))
+
+    # --- labels ----------------------------------------------------------------------------------------------------
+    def labels(self) -> list[LabelRow]:
+        rows = self._db.execute("SELECT name, color, prompt FROM labels ORDER BY position, name").fetchall()
+        return [LabelRow(name=r[0], color=r[1], prompt=r[2]) for r in rows]
+
+    def ensure_label(self, name: str) -> LabelRow:
+        """The label called ``name``, created with its fixed colour if it is new."""
+        name = name.strip()
+        if not name:
+            raise StoreError("a label needs a name")
+        with self.batch():
+            row = self._db.execute("SELECT name, color, prompt FROM labels WHERE name = ?", (name,)).fetchone()
+            if row is not None:
+                return LabelRow(name=row[0], color=row[1], prompt=row[2])
+            self._db.execute(
+                "INSERT INTO labels (name, color, prompt, position) VALUES (?, ?, NULL, ?)",
+                (name, color_for(name), self._count("labels")),
+            )
+        return LabelRow(name=name, color=color_for(name))
+
+    def set_label_prompt(self, name: str, prompt: str | None) -> None:
+        self.ensure_label(name)
+        self._write("UPDATE labels SET prompt = ? WHERE name = ?", ((prompt or "").strip() or None, name))
+
+    # --- boxes -----------------------------------------------------------------------------------------------------
+    def boxes(self, image_id: int) -> list[BoxRow]:
+        rows = self._db.execute(f"SELECT {_BOX_COLUMNS} FROM boxes WHERE image_id = ? ORDER BY id", (image_id,))
+        return [_box_row(r) for r in rows.fetchall()]
+
+    def all_boxes(self, state: BoxState | None = None) -> dict[int, list[BoxRow]]:
+        """Every image's boxes (optionally of one state), keyed by image id; one query for exports."""
+        sql = f"SELECT {_BOX_COLUMNS} FROM boxes"
+        params: tuple[object, ...] = ()
+        if state is not None:
+            sql += " WHERE state = ?"
+            params = (state.value,)
+        grouped: dict[int, list[BoxRow]] = {}
+        for r in self._db.execute(sql + " ORDER BY image_id, id", params).fetchall():
+            row = _box_row(r)
+            grouped.setdefault(row.image_id, []).append(row)
+        return grouped
+
+    def put_boxes(self, rows: Sequence[BoxRow]) -> list[BoxRow]:
+        """Insert or replace ``rows`` in one transaction. Rows without an id get a new, never reused one."""
+        saved: list[BoxRow] = []
+        with self.batch():
+            for row in rows:
+                if row.label.strip():
+                    self.ensure_label(row.label)
+                values = (
+                    row.id,
+                    row.image_id,
+                    row.label,
+                    *row.box.xyxy,
+                    row.state.value,
+                    row.origin.value if row.origin else None,
+                    row.score,
+                    row.task.value if row.task else None,
+                    row.prompt,
+                    row.phrase,
+                )
+                cursor = self._db.execute(_PUT_BOX, values)
+                saved.append(row if row.id is not None else _with_id(row, int(cursor.lastrowid or 0)))
+        return saved
+
+    def delete_boxes(self, ids: Iterable[int]) -> None:
+        with self.batch():
+            self._db.executemany("DELETE FROM boxes WHERE id = ?", [(i,) for i in ids])
+
+    # --- helpers ---------------------------------------------------------------------------------------------------
+    def _count(self, table: str) -> int:
+        return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+
+_BOX_COLUMNS = "id, image_id, label, x0, y0, x1, y1, state, origin, score, task, prompt, phrase"
+_PUT_BOX = f"INSERT OR REPLACE INTO boxes ({_BOX_COLUMNS}) VALUES ({', '.join('?' * len(_BOX_COLUMNS.split(', ')))})"
+
+
+def _box_row(r: tuple) -> BoxRow:
+    return BoxRow(
+        id=r[0],
+        image_id=r[1],
+        label=r[2],
+        box=Box(x0=r[3], y0=r[4], x1=r[5], y1=r[6]),
+        state=BoxState(r[7]),
+        origin=Origin(r[8]) if r[8] else None,
+        score=r[9],
+        task=Task(r[10]) if r[10] else None,
+        prompt=r[11],
+        phrase=r[12],
+    )
+
+
+def _image_row(r: tuple) -> ImageRow:
+    return ImageRow(
+        id=r[0],
+        path=r[1],
+        width=r[2],
+        height=r[3],
+        reviewed=bool(r[4]),
+        error=r[5],
+        annotations=int(r[6]),
+        proposals=int(r[7]),
+    )
+
+
+def _with_id(row: BoxRow, box_id: int) -> BoxRow:
+    return replace(row, id=box_id)
