@@ -59,9 +59,6 @@ class ReviewedChange:
         store.set_reviewed(self.image_id, self.was)
 
 
-Edit = BoxChange | ReviewedChange
-
-
 def add_boxes(text: str, image_id: int, rows: Sequence[BoxRow]) -> BoxChange:
     return BoxChange(text, image_id, before=[], after=list(rows))
 
@@ -92,3 +89,34 @@ def _one_image(rows: Sequence[BoxRow]) -> int:
     if len(images) != 1:
         raise ValueError(f"an edit changes the boxes of exactly one image, got images {sorted(images)}")
     return images.pop()
+
+
+@dataclass
+class BatchProposals:
+    """Proposals a folder-wide batch run stored image by image, as one undo step.
+
+    The rows are saved as they arrive (so a crash or cancel keeps what was done) while the person goes on
+    working, possibly accepting some of them. Undo therefore removes only the rows that are still untouched
+    proposals: it never takes away a box someone accepted or edited in the meantime.
+    """
+
+    text: str
+    rows: list[BoxRow]  # as stored, with ids
+
+    def redo(self, store: ProjectStore) -> None:
+        present = {row.id for rows in store.all_boxes().values() for row in rows}
+        store.put_boxes([row for row in self.rows if row.id not in present])
+
+    def undo(self, store: ProjectStore) -> None:
+        untouched = set(self.rows)
+        current = store.all_boxes()
+        store.delete_boxes(
+            row.id for rows in current.values() for row in rows if row in untouched and row.id is not None
+        )
+
+    @property
+    def image_ids(self) -> set[int]:
+        return {row.image_id for row in self.rows}
+
+
+Edit = BoxChange | ReviewedChange | BatchProposals

@@ -1,0 +1,89 @@
+"""What one "run the model" asks for, Qt-free: the task and the typed query become model prompts, and each prompt
+knows which label its boxes get.
+
+* ``[detection]`` with an empty query asks for every label of the project (each label's prompt, else its name).
+  A query may list several things, comma-separated: "cat, red balloon". A box gets the label the thing names,
+  else the thing itself becomes a new label.
+* ``[refer]`` and ``[grounding]`` need a query. A ``[refer]`` box gets the label its phrase names as a whole word
+  (longest match, "the dog on the left" → dog), else the current label, else the phrase. ``[grounding]`` boxes
+  take the phrases the model attaches.
+* ``[identify]`` asks what is inside the selected box; ``[vqa]``, ``[caption]`` and chat answer with text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from model.annotations import Box, Task
+from model.errors import MiniGPTError
+
+from .records import LabelRow
+
+
+class RunError(MiniGPTError):
+    """The run cannot be asked as typed; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Prompt:
+    task: Task
+    query: str | None
+    box: Box | None = None
+    label: str | None = None  # the label its boxes get; None: the proposal's own label (phrase or query)
+
+
+def plan_run(
+    task: Task,
+    query: str,
+    labels: Sequence[LabelRow],
+    *,
+    current_label: str | None = None,
+    selected_box: Box | None = None,
+) -> list[Prompt]:
+    query = " ".join(query.split())
+    if task is Task.detection:
+        return detection_prompts(labels, query)
+    if task is Task.refer:
+        if not query:
+            raise RunError("[refer] needs a description of one object, e.g. 'the dog on the left'")
+        return [Prompt(task, query, label=label_named(query, labels) or current_label or query)]
+    if task is Task.grounding:
+        return [Prompt(task, query or "describe this image in detail")]
+    if task is Task.identify:
+        if selected_box is None:
+            raise RunError("[identify] needs a box: select one box on the image first")
+        return [Prompt(task, query or "what is this?", box=selected_box)]
+    if task in (Task.vqa, Task.chat) and not query:
+        raise RunError(f"{task.identifier or 'chat'} needs a question")
+    return [Prompt(task, query or None)]
+
+
+def detection_prompts(labels: Sequence[LabelRow], query: str = "") -> list[Prompt]:
+    """``[detection]`` prompts for a comma-separated query, or for every label when the query is empty."""
+    if not query:
+        if not labels:
+            raise RunError("type what to detect (e.g. 'circle'), or add labels to detect them all")
+        return [Prompt(Task.detection, label.prompt or label.name, label=label.name) for label in labels]
+    things = [part.strip() for part in query.split(",") if part.strip()]
+    return [Prompt(Task.detection, thing, label=exact_label(thing, labels) or thing) for thing in things]
+
+
+def exact_label(text: str, labels: Sequence[LabelRow]) -> str | None:
+    """The label ``text`` is the name, plural or prompt of (case-insensitive), if any."""
+    key = text.casefold()
+    for label in labels:
+        names = {label.name.casefold(), *((label.prompt.casefold(),) if label.prompt else ())}
+        if key in names or key in {n + "s" for n in names} or key in {n + "es" for n in names}:
+            return label.name
+    return None
+
+
+def label_named(phrase: str, labels: Sequence[LabelRow]) -> str | None:
+    """The label whose name (or plural) occurs in ``phrase`` as a whole word; the longest name wins."""
+    for label in sorted(labels, key=lambda row: len(row.name), reverse=True):
+        pattern = rf"\b{re.escape(label.name)}(?:s|es)?\b"
+        if re.search(pattern, phrase, re.IGNORECASE):
+            return label.name
+    return None

@@ -1,0 +1,44 @@
+"""The keyboard shortcuts, in labelme / X-AnyLabeling conventions, as data: the window binds them and the help
+dialog lists them from this one table, so the two never disagree."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Shortcut:
+    action: str  # the window's action name
+    keys: tuple[str, ...]  # Qt key sequences, portable text form
+    text: str  # what it does, for the menu and the help dialog
+
+
+SHORTCUTS: tuple[Shortcut, ...] = (
+    Shortcut("open_folder", ("Ctrl+U",), "Open a folder of images"),
+    Shortcut("save", ("Ctrl+S",), "Save now (everything is also saved on every change)"),
+    Shortcut("export_coco", ("Ctrl+Shift+E",), "Export COCO"),
+    Shortcut("next_image", ("D",), "Next image"),
+    Shortcut("previous_image", ("A",), "Previous image"),
+    Shortcut("next_unreviewed", ("Ctrl+Shift+D",), "Next unreviewed image"),
+    Shortcut("previous_unreviewed", ("Ctrl+Shift+A",), "Previous unreviewed image"),
+    Shortcut("toggle_reviewed", ("Ctrl+Alt+K",), "Mark the image reviewed (or not)"),
+    Shortcut("draw_box", ("R", "Ctrl+R"), "Draw a box (drag on the image)"),
+    Shortcut("edit_mode", ("Escape",), "Stop drawing; select and edit boxes"),
+    Shortcut("delete", ("Delete", "Backspace"), "Delete the selected boxes (rejects proposals)"),
+    Shortcut("relabel", ("Ctrl+E",), "Give the selected boxes the current label"),
+    Shortcut("undo", ("Ctrl+Z",), "Undo"),
+    Shortcut("redo", ("Ctrl+Y", "Ctrl+Shift+Z"), "Redo"),
+    Shortcut("run_model", ("I",), "Run the model on this image (task and query of the AI panel)"),
+    Shortcut("focus_query", ("Ctrl+L",), "Type a query for the model"),
+    Shortcut("batch_run", ("Ctrl+B",), "Run detection over the whole folder"),
+    Shortcut("cancel_run", ("Ctrl+.",), "Cancel the running model job"),
+    Shortcut("accept_selected", ("Return", "Enter"), "Accept the selected proposals"),
+    Shortcut("accept_all", ("Ctrl+Return",), "Accept all shown proposals on this image"),
+    Shortcut("reject_all", ("Ctrl+Backspace",), "Reject all proposals on this image"),
+    Shortcut("fit", ("Ctrl+F",), "Fit the image in the window"),
+    Shortcut("zoom_in", ("Ctrl++", "Ctrl+="), "Zoom in (or the mouse wheel)"),
+    Shortcut("zoom_out", ("Ctrl+-",), "Zoom out (or the mouse wheel)"),
+    Shortcut("help", ("F1",), "Show these shortcuts"),
+)
+
+BY_ACTION = {shortcut.action: shortcut for shortcut in SHORTCUTS}
