@@ -1,0 +1,126 @@
+"""Images for the canvas: upright, RGB, and never bigger in memory than the screen can use.
+
+A 12000×9000 camera JPEG is 324 MB decoded; the canvas needs at most a few megapixels of it. So the header is read
+first, a JPEG is decoded at a reduced scale by libjpeg itself (``draft``), the result is downscaled to fit
+``max_pixels``, and only then is the EXIF orientation applied, to the small image. Other formats are decoded at full
+size (their decoders cannot reduce) and downscaled at once; the 250 MP decompression-bomb limit of
+:func:`model.images.load_image` bounds them.
+
+Boxes stay in full-resolution upright pixels: ``DisplayImage.scale`` maps display pixels to image pixels. Errors are
+:class:`~model.errors.ImageLoadError` with the same messages as :func:`model.images.load_image`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps
+
+from model.errors import ImageLoadError
+
+# The private helpers are the machinery load_image itself uses, so both report a bad file identically.
+from model.images import (
+    _LOAD_ERRORS,
+    _SWAPPING_ORIENTATIONS,
+    DEFAULT_MAX_PIXELS,
+    _check_pixel_count,
+    _decode_error,
+    _fail,
+    _header_orientation,
+    _identify,
+    _open_source,
+    _pil_bomb_warning_ignored,
+    _stored_size,
+    to_rgb,
+)
+
+__all__ = ["DISPLAY_MAX_PIXELS", "DisplayImage", "load_display_image"]
+
+DISPLAY_MAX_PIXELS = 16_000_000  # a 5K screen at 100 %, or a 4K one zoomed in a little: plenty for review
+
+
+@dataclass(frozen=True)
+class DisplayImage:
+    """An upright RGB image to draw, and the full-resolution size its boxes are measured in."""
+
+    image: Image.Image  # mode "RGB", upright, at most max_pixels pixels
+    width: int  # full upright width: the frame boxes live in (same as model.images.image_size)
+    height: int
+    scale: float  # full / display, >= 1: a display pixel x is image pixel x * scale
+
+    @property
+    def reduced(self) -> bool:
+        return self.image.size != (self.width, self.height)
+
+
+def load_display_image(path: str | os.PathLike[str], max_pixels: int = DISPLAY_MAX_PIXELS) -> DisplayImage:
+    """Decode ``path`` upright and RGB, reduced to at most ``max_pixels`` pixels, with bounded memory for JPEG.
+
+    Raises:
+        ImageLoadError: the file is missing, unreadable, truncated, corrupt or above the decompression-bomb limit;
+            the message names the file, the cause and the fix.
+    """
+    if max_pixels <= 0:
+        raise ValueError(f"max_pixels must be positive, got {max_pixels}")
+    with _open_source(path) as (fp, name):
+        image = _identify(fp, name)
+        try:
+            stored_width, stored_height = _stored_size(image)
+            _check_pixel_count((stored_width, stored_height), DEFAULT_MAX_PIXELS, name)
+            swap = _header_orientation(image, fp) in _SWAPPING_ORIENTATIONS
+            width, height = (stored_height, stored_width) if swap else (stored_width, stored_height)
+            with _pil_bomb_warning_ignored():
+                shown = _decode_reduced(image, name, max_pixels)
+            return DisplayImage(image=shown, width=width, height=height, scale=width / shown.width)
+        except ImageLoadError:
+            raise
+        except _LOAD_ERRORS as exc:
+            raise _decode_error(name, exc, fp) from exc
+        finally:
+            image.close()
+
+
+def _decode_reduced(image: Image.Image, name: str, max_pixels: int) -> Image.Image:
+    """Decode (reduced if the format allows), convert to RGB, downscale, then orient: in that order, so no
+    full-size copy is ever made of a big JPEG, and the rotation works on the small image."""
+    target = _fit(image.size, max_pixels)  # image.size: the decoder's frame (upright already for a TIFF)
+    if target != image.size and image.format == "JPEG":
+        image.draft(None, target)  # libjpeg decodes at 1/2, 1/4 or 1/8 scale, never below target
+    image.load()  # truncation and corruption surface here, inside the caller's error translation
+    try:
+        rgb = to_rgb(image)
+    except ImageLoadError as exc:
+        raise _fail(
+            name,
+            f"its pixel mode {image.mode!r} cannot be converted to RGB ({exc.__cause__ or exc})",
+            "save it as RGB or greyscale with an image editor first",
+        ) from exc
+    if rgb.size != target:
+        reduced = rgb.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        del rgb  # free the draft-sized decode before the rotation allocates
+        return _upright(reduced, image, in_place=True)
+    return _upright(rgb, image, in_place=rgb is not image)
+
+
+def _upright(pixels: Image.Image, original: Image.Image, *, in_place: bool) -> Image.Image:
+    """Apply the EXIF orientation exactly as load_image does (ImageOps.exif_transpose), to the reduced pixels.
+
+    ``pixels`` carries ``original``'s metadata (convert and resize copy ``info``). An image that is the opened file
+    itself is copied, since the file is closed (and its pixels released) when loading ends.
+    """
+    if in_place:
+        ImageOps.exif_transpose(pixels, in_place=True)
+        return pixels
+    if pixels is not original:
+        pixels.info = dict(original.info)
+    return ImageOps.exif_transpose(pixels)
+
+
+def _fit(size: tuple[int, int], max_pixels: int) -> tuple[int, int]:
+    width, height = size
+    if width * height <= max_pixels:
+        return size
+    factor = math.sqrt(max_pixels / (width * height))
+    return max(1, math.floor(width * factor)), max(1, math.floor(height * factor))

@@ -1,0 +1,172 @@
+"""Model work for the window: load a model source, run it on the current image or over the folder, and turn the
+answers into proposals through undoable edits. One job at a time; the UI stays responsive meanwhile."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from PySide6.QtCore import QObject, Signal
+
+from annotator.core import edits
+from annotator.core.edits import BatchProposals
+from annotator.core.engines import Engine
+from annotator.core.merging import proposal_rows
+from annotator.core.records import BoxRow
+from annotator.core.runs import Prompt
+from annotator.core.sources import ModelSource
+from model.proposer import ProposalResult
+
+from .session import Session
+from .workers import ImageJob, ModelLoader, ProposeWorker
+
+
+class AIController(QObject):
+    engine_changed = Signal(str)  # what the model status line says
+    busy_changed = Signal(bool, str)  # busy, what is running
+    progress = Signal(int, int)
+    answer = Signal(str)  # text answers ([identify], [vqa], caption, chat, or what detection said)
+    message = Signal(str)  # the outcome of a run, for the status bar
+    failed = Signal(str)  # errors the user must see
+    finished = Signal()  # a run (single or batch) ended, cancelled or not
+
+    def __init__(self, session: Session, parent: QObject | None = None):
+        super().__init__(parent)
+        self.session = session
+        self.engine: Engine | None = None
+        self.source: ModelSource | None = None
+        self._loader: ModelLoader | None = None
+        self._worker: ProposeWorker | None = None
+        self._batch_rows: list[BoxRow] | None = None  # set while a batch runs
+        self._failures = 0
+
+    # --- model sources ---------------------------------------------------------------------------------------------
+    def load(self, source: ModelSource) -> None:
+        if self.loading:
+            self.failed.emit("a model is already loading; wait for it to finish")
+            return
+        self.source = source
+        self.engine_changed.emit(f"Loading {source.describe()}…")
+        self.busy_changed.emit(True, f"Loading {source.describe()}…")
+        loader = ModelLoader(source, self)
+        loader.loaded.connect(self._loaded)
+        loader.failed.connect(self._load_failed)
+        loader.finished.connect(loader.deleteLater)
+        self._loader = loader
+        loader.start()
+
+    @property
+    def loading(self) -> bool:
+        return self._loader is not None
+
+    @property
+    def busy(self) -> bool:
+        return self._worker is not None or self._loader is not None
+
+    def _loaded(self, engine: Engine) -> None:
+        self._loader = None
+        self.engine = engine
+        if self.source is not None:
+            self.session.store.set_setting("model_source", self.source.to_setting())
+        self.busy_changed.emit(False, "")
+        self.engine_changed.emit(f"Ready: {engine.description}")
+
+    def _load_failed(self, message: str) -> None:
+        self._loader = None
+        self.engine = None
+        self.busy_changed.emit(False, "")
+        self.engine_changed.emit("No model loaded: choose one in the Model menu")
+        self.failed.emit(f"Cannot load the model: {message}")
+
+    # --- runs ------------------------------------------------------------------------------------------------------
+    def run_on_image(self, image_id: int, prompts: Sequence[Prompt]) -> bool:
+        """Ask the model about one image; its proposals become one undo step."""
+        return self._start([ImageJob(image_id, self.session.path_of(self.session.image(image_id)), tuple(prompts))])
+
+    def run_batch(self, image_ids: Sequence[int], prompts: Sequence[Prompt]) -> bool:
+        """Detection over many images; each image's proposals are saved as they arrive, the batch is one undo step."""
+        jobs = [ImageJob(i, self.session.path_of(self.session.image(i)), tuple(prompts)) for i in image_ids]
+        if not jobs:
+            self.message.emit("No images to run on")
+            return False
+        self._batch_rows = []
+        return self._start(jobs)
+
+    def cancel(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            self.busy_changed.emit(True, "Cancelling after the current image…")
+
+    def wait(self, ms: int = 60_000) -> bool:
+        """Block until the running job ends (tests and closing the window)."""
+        worker = self._worker or self._loader
+        return worker.wait(ms) if worker is not None else True
+
+    def _start(self, jobs: list[ImageJob]) -> bool:
+        if self.engine is None:
+            self._batch_rows = None
+            self.failed.emit("No model loaded: load a model folder or connect to a server (Model menu)")
+            return False
+        if self.busy:
+            self._batch_rows = None
+            self.failed.emit("The model is busy; wait for the current run or cancel it")
+            return False
+        self._failures = 0
+        worker = ProposeWorker(self.engine, jobs, self)
+        worker.image_done.connect(self._image_done)
+        worker.image_failed.connect(self._image_failed)
+        worker.progress.connect(self.progress)
+        worker.finished.connect(self._worker_finished)
+        self._worker = worker
+        what = "Running over the folder…" if self._batch_rows is not None else "Running the model…"
+        self.busy_changed.emit(True, what)
+        worker.start()
+        return True
+
+    def _image_done(self, job: ImageJob, results: list[ProposalResult]) -> None:
+        existing = self.session.boxes(job.image_id)
+        new: list[BoxRow] = []
+        texts = []
+        for prompt, result in zip(job.prompts, results, strict=True):
+            if not result.task.answers_with_boxes:
+                texts.append(result.text)
+                continue
+            new += proposal_rows(result.proposals, job.image_id, [*existing, *new], label=prompt.label)
+        if texts:
+            self.answer.emit("\n\n".join(texts))
+        if self._batch_rows is not None:
+            stored = self.session.store.put_boxes(new)  # saved now: a cancel or crash keeps this image's results
+            self._batch_rows += stored
+            self.session.boxes_changed.emit(job.image_id)
+            self.session.images_changed.emit()
+            return
+        if new:
+            task = job.prompts[0].task.identifier
+            query = ", ".join(p.query or "" for p in job.prompts if p.query)
+            self.session.push(edits.add_boxes(f"Run {task} {query}".strip(), job.image_id, new))
+        boxes = any(p.task.answers_with_boxes for p in job.prompts)
+        if boxes:
+            found = sum(len(r.proposals) for r in results)
+            self.message.emit(f"{len(new)} new proposal(s) ({found} found, duplicates of existing boxes skipped)")
+
+    def _image_failed(self, job: ImageJob, message: str, unreadable: bool) -> None:
+        self._failures += 1
+        if self._batch_rows is None:
+            self.failed.emit(f"{job.path.name}: {message}")
+        if unreadable:  # marked in the file list, and skipped from now on
+            self.session.store.set_image_error(job.image_id, message)
+            self.session.images_changed.emit()
+
+    def _worker_finished(self) -> None:
+        worker, self._worker = self._worker, None
+        rows, self._batch_rows = self._batch_rows, None
+        if rows is not None and worker is not None:
+            images = len({row.image_id for row in rows})
+            if rows:
+                self.session.push(BatchProposals(f"Batch detection ({images} images)", rows), applied=True)
+            state = "cancelled" if worker.cancelled else "done"
+            failures = f", {self._failures} image(s) failed" if self._failures else ""
+            self.message.emit(f"Batch {state}: {len(rows)} proposal(s) on {images} image(s){failures}")
+        if worker is not None:
+            worker.deleteLater()
+        self.busy_changed.emit(False, "")
+        self.finished.emit()

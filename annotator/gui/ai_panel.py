@@ -1,0 +1,153 @@
+"""The AI panel: task, query (runs on Enter), score threshold, accept/reject, the model's text answers, batch."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
+
+from model.annotations import Task
+
+TASK_CHOICES: list[tuple[str, Task]] = [
+    ("[detection] every instance", Task.detection),
+    ("[refer] one object", Task.refer),
+    ("[grounding] describe with boxes", Task.grounding),
+    ("[identify] the selected box", Task.identify),
+    ("[vqa] answer a question", Task.vqa),
+    ("[caption] describe briefly", Task.caption),
+    ("chat", Task.chat),
+]
+
+PLACEHOLDERS = {
+    Task.detection: "what to find, e.g. red balloon, dog (empty: every label)",
+    Task.refer: "one object, e.g. the dog on the left",
+    Task.grounding: "optional: describe this image in detail",
+    Task.identify: "optional: what is this?",
+    Task.vqa: "a question about the image",
+    Task.caption: "optional",
+    Task.chat: "anything",
+}
+
+
+class AIPanel(QWidget):
+    run_requested = Signal()
+    cancel_requested = Signal()
+    batch_requested = Signal()
+    accept_all_requested = Signal()
+    reject_all_requested = Signal()
+    threshold_changed = Signal(float)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.model_status = QLabel("No model loaded: choose one in the Model menu")
+        self.model_status.setWordWrap(True)
+        self.task = QComboBox()
+        for text, task in TASK_CHOICES:
+            self.task.addItem(text, task)
+        self.task.currentIndexChanged.connect(self._task_changed)
+        self.query = QLineEdit()
+        self.query.returnPressed.connect(self.run_requested)
+        self.threshold = QSlider(Qt.Orientation.Horizontal)
+        self.threshold.setRange(0, 100)
+        self.threshold_value = QLabel()
+        self.threshold.valueChanged.connect(self._threshold_moved)
+        self.run_button = QPushButton("Run (I)")
+        self.run_button.clicked.connect(self.run_requested)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel_requested)
+        self.cancel_button.setEnabled(False)
+        self.accept_all = QPushButton("Accept all")
+        self.accept_all.clicked.connect(self.accept_all_requested)
+        self.reject_all = QPushButton("Reject all")
+        self.reject_all.clicked.connect(self.reject_all_requested)
+        self.batch_button = QPushButton("Detect over folder… (Ctrl+B)")
+        self.batch_button.clicked.connect(self.batch_requested)
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        self.answer = QPlainTextEdit()
+        self.answer.setReadOnly(True)
+        self.answer.setPlaceholderText("The model's text answers appear here.")
+        self.answer.setMaximumHeight(140)
+
+        form = QFormLayout()
+        form.addRow("Task", self.task)
+        form.addRow("Query", self.query)
+        slider = QHBoxLayout()
+        slider.addWidget(self.threshold)
+        slider.addWidget(self.threshold_value)
+        form.addRow("Min score", slider)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        review = QHBoxLayout()
+        review.addWidget(self.accept_all)
+        review.addWidget(self.reject_all)
+        proposals = QGroupBox("Proposals (dashed until accepted)")
+        proposals.setLayout(review)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.model_status)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(proposals)
+        layout.addWidget(self.batch_button)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addWidget(self.answer)
+        layout.addStretch(1)
+        self._task_changed()
+        self._threshold_moved(self.threshold.value())
+
+    # --- state -----------------------------------------------------------------------------------------------------
+    def current_task(self) -> Task:
+        return self.task.currentData()
+
+    def set_task(self, task: Task) -> None:
+        for i in range(self.task.count()):
+            if self.task.itemData(i) == task:
+                self.task.setCurrentIndex(i)
+
+    def threshold_value_f(self) -> float:
+        return self.threshold.value() / 100.0
+
+    def set_threshold(self, value: float) -> None:
+        self.threshold.setValue(round(value * 100))
+
+    def set_busy(self, busy: bool, text: str = "") -> None:
+        """While a model job runs: Cancel is the way out, and a second run cannot start."""
+        self.run_button.setEnabled(not busy)
+        self.batch_button.setEnabled(not busy)
+        self.cancel_button.setEnabled(busy)
+        self.progress.setVisible(busy)
+        if busy:
+            self.progress.setRange(0, 0)  # busy until the first progress report
+        self.status.setText(text)
+
+    def set_progress(self, done: int, total: int) -> None:
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(done)
+
+    def show_answer(self, text: str) -> None:
+        self.answer.setPlainText(text)
+
+    def _task_changed(self) -> None:
+        self.query.setPlaceholderText(PLACEHOLDERS[self.current_task()])
+
+    def _threshold_moved(self, value: int) -> None:
+        self.threshold_value.setText(f"{value / 100:.2f}")
+        self.threshold_changed.emit(value / 100.0)

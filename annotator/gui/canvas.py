@@ -1,0 +1,199 @@
+"""The image canvas: a ``QGraphicsView`` whose scene coordinates are pixels of the upright image.
+
+Wheel zooms around the cursor, the middle button (or Space + drag) pans, and Fit shows the whole image. In draw
+mode a left drag draws a box; otherwise boxes are selected, moved and resized through their handles. The canvas
+only reports what the person did (``box_drawn``, ``box_edited``); the window turns that into undoable edits.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QImage, QKeyEvent, QMouseEvent, QPainter, QPen, QPixmap, QResizeEvent, QWheelEvent
+from PySide6.QtWidgets import QGraphicsPixmapItem, QGraphicsRectItem, QGraphicsScene, QGraphicsView, QWidget
+
+from annotator.core import geometry
+from annotator.core.records import BoxRow
+from model.annotations import Box
+
+from .box_item import BoxItem
+
+ZOOM_STEP = 1.25
+MAX_ZOOM = 40.0  # screen pixels per image pixel
+
+
+class Canvas(QGraphicsView):
+    box_drawn = Signal(object)  # Box
+    box_edited = Signal(object, object)  # BoxRow as stored, Box after the drag
+    selection_changed = Signal()
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setScene(QGraphicsScene(self))
+        self.setRenderHints(QPainter.RenderHint.Antialiasing | QPainter.RenderHint.SmoothPixmapTransform)
+        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
+        self.setResizeAnchor(QGraphicsView.ViewportAnchor.AnchorViewCenter)
+        self.setBackgroundBrush(QColor("#303030"))
+        self.setDragMode(QGraphicsView.DragMode.NoDrag)
+        self.setMouseTracking(True)
+        self._pixmap = QGraphicsPixmapItem()
+        self._pixmap.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
+        self.scene().addItem(self._pixmap)
+        self.scene().selectionChanged.connect(self.selection_changed)
+        self._items: dict[int, BoxItem] = {}
+        self.image_size: tuple[float, float] = (0.0, 0.0)
+        self.drawing = False
+        self._draft: QGraphicsRectItem | None = None
+        self._draft_start: QPointF | None = None
+        self._panning: QPointF | None = None
+        self._space_down = False
+        self._fitted = True  # keep fitting on resize until the user zooms
+
+    # --- content ---------------------------------------------------------------------------------------------------
+    def show_image(self, image: QImage | None, width: int, height: int) -> None:
+        """Show ``image`` (possibly downscaled for display) stretched over the full ``width`` × ``height``."""
+        self.clear_boxes()
+        self.image_size = (float(width), float(height))
+        if image is None or image.isNull():
+            self._pixmap.setPixmap(QPixmap())
+        else:
+            self._pixmap.setPixmap(QPixmap.fromImage(image))
+            self._pixmap.setScale(width / image.width())
+        self.scene().setSceneRect(QRectF(0, 0, max(width, 1), max(height, 1)))
+        self.fit()
+
+    def set_boxes(self, rows: list[BoxRow], colors: dict[str, str]) -> None:
+        """Show exactly ``rows``, updating items in place so the selection survives."""
+        wanted = {row.id: row for row in rows if row.id is not None}
+        for box_id in list(self._items):
+            if box_id not in wanted:
+                self.scene().removeItem(self._items.pop(box_id))
+        for box_id, row in wanted.items():
+            color = colors.get(row.label, "#ffcc00")
+            item = self._items.get(box_id)
+            if item is None:
+                item = BoxItem(row, color, self.image_size, self._edited)
+                self._items[box_id] = item
+                self.scene().addItem(item)
+            elif item.row != row or item.color != QColor(color):
+                item.set_row(row, color)
+
+    def clear_boxes(self) -> None:
+        for item in self._items.values():
+            self.scene().removeItem(item)
+        self._items.clear()
+
+    def items_by_id(self) -> dict[int, BoxItem]:
+        return dict(self._items)
+
+    def selected_rows(self) -> list[BoxRow]:
+        return [item.row for item in self._items.values() if item.isSelected()]
+
+    def select(self, ids: set[int]) -> None:
+        self.scene().clearSelection()
+        for box_id in ids:
+            if box_id in self._items:
+                self._items[box_id].setSelected(True)
+
+    def _edited(self, row: BoxRow, box: Box) -> None:
+        self.box_edited.emit(row, box)
+
+    # --- modes and zoom --------------------------------------------------------------------------------------------
+    def set_drawing(self, drawing: bool) -> None:
+        self.drawing = drawing
+        self.viewport().setCursor(Qt.CursorShape.CrossCursor if drawing else Qt.CursorShape.ArrowCursor)
+        for item in self._items.values():
+            item.setFlag(item.GraphicsItemFlag.ItemIsSelectable, not drawing)
+        if drawing:
+            self.scene().clearSelection()
+
+    def fit(self) -> None:
+        self._fitted = True
+        self.fitInView(self.sceneRect(), Qt.AspectRatioMode.KeepAspectRatio)
+
+    def zoom(self, factor: float) -> None:
+        scale = self.transform().m11()
+        factor = min(factor, MAX_ZOOM / max(scale, 1e-9))
+        self._fitted = False
+        self.scale(factor, factor)
+
+    def zoom_level(self) -> float:
+        return self.transform().m11()
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        if self._fitted:
+            self.fit()
+
+    def wheelEvent(self, event: QWheelEvent) -> None:
+        steps = event.angleDelta().y() / 120.0
+        if steps:
+            self.zoom(ZOOM_STEP**steps)
+        event.accept()
+
+    # --- mouse: pan, draw ------------------------------------------------------------------------------------------
+    def mousePressEvent(self, event: QMouseEvent) -> None:
+        if event.button() == Qt.MouseButton.MiddleButton or (
+            event.button() == Qt.MouseButton.LeftButton and self._space_down
+        ):
+            self._panning = event.position()
+            self.viewport().setCursor(Qt.CursorShape.ClosedHandCursor)
+            event.accept()
+            return
+        if self.drawing and event.button() == Qt.MouseButton.LeftButton:
+            self._draft_start = self.mapToScene(event.position().toPoint())
+            self._draft = QGraphicsRectItem()
+            pen = QPen(QColor("#ffffff"), 1, Qt.PenStyle.DashLine)
+            pen.setCosmetic(True)
+            self._draft.setPen(pen)
+            self._draft.setZValue(10)
+            self.scene().addItem(self._draft)
+            event.accept()
+            return
+        super().mousePressEvent(event)
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:
+        if self._panning is not None:
+            delta = event.position() - self._panning
+            self._panning = event.position()
+            self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() - round(delta.x()))
+            self.verticalScrollBar().setValue(self.verticalScrollBar().value() - round(delta.y()))
+            event.accept()
+            return
+        if self._draft is not None and self._draft_start is not None:
+            here = self.mapToScene(event.position().toPoint())
+            self._draft.setRect(QRectF(self._draft_start, here).normalized())
+            event.accept()
+            return
+        super().mouseMoveEvent(event)
+
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:
+        if self._panning is not None:
+            self._panning = None
+            self.viewport().setCursor(Qt.CursorShape.CrossCursor if self.drawing else Qt.CursorShape.ArrowCursor)
+            event.accept()
+            return
+        if self._draft is not None and self._draft_start is not None:
+            end = self.mapToScene(event.position().toPoint())
+            self.scene().removeItem(self._draft)
+            self._draft = None
+            start, self._draft_start = self._draft_start, None
+            box = geometry.drawn_box(start.x(), start.y(), end.x(), end.y(), *self.image_size)
+            if box is not None:
+                self.box_drawn.emit(box)
+            event.accept()
+            return
+        super().mouseReleaseEvent(event)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
+            self._space_down = True
+            self.viewport().setCursor(Qt.CursorShape.OpenHandCursor)
+            return
+        super().keyPressEvent(event)
+
+    def keyReleaseEvent(self, event: QKeyEvent) -> None:
+        if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
+            self._space_down = False
+            self.viewport().setCursor(Qt.CursorShape.CrossCursor if self.drawing else Qt.CursorShape.ArrowCursor)
+            return
+        super().keyReleaseEvent(event)

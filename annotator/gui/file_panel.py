@@ -1,0 +1,136 @@
+"""The file list: every image of the folder with its status, a filter, and a reviewed counter."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QAbstractListModel, QModelIndex, QPersistentModelIndex, Qt, Signal
+from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
+from PySide6.QtWidgets import QComboBox, QLabel, QListView, QVBoxLayout, QWidget
+
+from annotator.core.records import ImageRow, ImageStatus
+
+STATUS_COLORS = {
+    ImageStatus.not_started: "#9e9e9e",
+    ImageStatus.has_proposals: "#ffb300",
+    ImageStatus.in_progress: "#42a5f5",
+    ImageStatus.reviewed: "#43a047",
+    ImageStatus.unreadable: "#e53935",
+}
+
+FILTERS: dict[str, set[ImageStatus] | None] = {
+    "All images": None,
+    "Unreviewed": {ImageStatus.not_started, ImageStatus.has_proposals, ImageStatus.in_progress},
+    "Has proposals": {ImageStatus.has_proposals},
+    "Reviewed": {ImageStatus.reviewed},
+    "Unreadable": {ImageStatus.unreadable},
+}
+
+_Index = QModelIndex | QPersistentModelIndex
+
+
+def _dot(color: str) -> QIcon:
+    pixmap = QPixmap(12, 12)
+    pixmap.fill(QColor(0, 0, 0, 0))
+    painter = QPainter(pixmap)
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+    painter.setBrush(QColor(color))
+    painter.setPen(QColor(color).darker(140))
+    painter.drawEllipse(1, 1, 10, 10)
+    painter.end()
+    return QIcon(pixmap)
+
+
+class FileListModel(QAbstractListModel):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[ImageRow] = []
+        self._icons = {status: _dot(color) for status, color in STATUS_COLORS.items()}
+
+    def set_rows(self, rows: list[ImageRow]) -> None:
+        if [r.id for r in rows] == [r.id for r in self.rows]:
+            self.rows = rows  # same files: repaint in place, keep the scroll position and selection
+            if rows:
+                self.dataChanged.emit(self.index(0), self.index(len(rows) - 1))
+            return
+        self.beginResetModel()
+        self.rows = rows
+        self.endResetModel()
+
+    def rowCount(self, parent: _Index = QModelIndex()) -> int:  # noqa: B008 - Qt's signature
+        return 0 if parent.isValid() else len(self.rows)
+
+    def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> object:
+        if not index.isValid():
+            return None
+        row = self.rows[index.row()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            counts = []
+            if row.annotations:
+                counts.append(f"{row.annotations} box{'es' if row.annotations != 1 else ''}")
+            if row.proposals:
+                counts.append(f"{row.proposals} proposed")
+            return row.path + (f"  ({', '.join(counts)})" if counts else "")
+        if role == Qt.ItemDataRole.DecorationRole:
+            return self._icons[row.status]
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return f"{row.path}\n{row.status.value}" + (f"\n{row.error}" if row.error else "")
+        if role == Qt.ItemDataRole.UserRole:
+            return row.id
+        return None
+
+    def row_of(self, image_id: int) -> int | None:
+        for i, row in enumerate(self.rows):
+            if row.id == image_id:
+                return i
+        return None
+
+
+class FilePanel(QWidget):
+    image_chosen = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.filter = QComboBox()
+        self.filter.addItems(list(FILTERS))
+        self.filter.setToolTip("Show only images with this status")
+        self.counter = QLabel()
+        self.model = FileListModel()
+        self.view = QListView()
+        self.view.setModel(self.model)
+        self.view.setUniformItemSizes(True)  # fast with 10k files
+        self.view.clicked.connect(self._clicked)
+        self.view.activated.connect(self._clicked)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.filter)
+        layout.addWidget(self.view)
+        layout.addWidget(self.counter)
+        self._all: list[ImageRow] = []
+        self._current: int | None = None
+        self.filter.currentTextChanged.connect(lambda _: self._refilter())
+
+    def set_images(self, rows: list[ImageRow]) -> None:
+        self._all = rows
+        reviewed = sum(row.reviewed for row in rows)
+        unreadable = sum(row.error is not None for row in rows)
+        text = f"{reviewed} / {len(rows)} reviewed"
+        self.counter.setText(text + (f", {unreadable} unreadable" if unreadable else ""))
+        self._refilter()
+
+    def set_current(self, image_id: int | None) -> None:
+        self._current = image_id
+        row = self.model.row_of(image_id) if image_id is not None else None
+        if row is None:
+            self.view.clearSelection()
+            return
+        index = self.model.index(row)
+        self.view.setCurrentIndex(index)
+        self.view.scrollTo(index)
+
+    def _refilter(self) -> None:
+        wanted = FILTERS[self.filter.currentText()]
+        rows = [r for r in self._all if wanted is None or r.status in wanted or r.id == self._current]
+        self.model.set_rows(rows)
+        self.set_current(self._current)
+
+    def _clicked(self, index: QModelIndex) -> None:
+        self.image_chosen.emit(int(self.model.data(index, Qt.ItemDataRole.UserRole)))  # type: ignore[arg-type]

@@ -1,0 +1,66 @@
+"""The label manager: the project's labels with their fixed colours, the current label, and adding labels."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor, QIcon, QPixmap
+from PySide6.QtWidgets import QHBoxLayout, QLineEdit, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout, QWidget
+
+from annotator.core.records import LabelRow
+
+
+def swatch(color: str) -> QIcon:
+    pixmap = QPixmap(14, 14)
+    pixmap.fill(QColor(color))
+    return QIcon(pixmap)
+
+
+class LabelPanel(QWidget):
+    label_added = Signal(str)
+    apply_requested = Signal(str)  # give the selected boxes this label
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.list = QListWidget()
+        self.list.setToolTip("The current label: new boxes get it. Double-click to give it to the selected boxes.")
+        self.list.itemDoubleClicked.connect(lambda item: self.apply_requested.emit(item.text()))
+        self.new_label = QLineEdit()
+        self.new_label.setPlaceholderText("New label…")
+        self.new_label.returnPressed.connect(self._add)
+        add = QPushButton("Add")
+        add.clicked.connect(self._add)
+        row = QHBoxLayout()
+        row.addWidget(self.new_label)
+        row.addWidget(add)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.list)
+        layout.addLayout(row)
+
+    def set_labels(self, labels: list[LabelRow]) -> None:
+        current = self.current_label()
+        self.list.clear()
+        for label in labels:
+            item = QListWidgetItem(swatch(label.color), label.name)
+            item.setData(Qt.ItemDataRole.UserRole, label.color)
+            if label.prompt:
+                item.setToolTip(f"asks the model for: {label.prompt}")
+            self.list.addItem(item)
+        self.set_current_label(current or (labels[0].name if labels else None))
+
+    def current_label(self) -> str | None:
+        item = self.list.currentItem()
+        return item.text() if item is not None else None
+
+    def set_current_label(self, name: str | None) -> None:
+        for i in range(self.list.count()):
+            if self.list.item(i).text() == name:
+                self.list.setCurrentRow(i)
+                return
+
+    def _add(self) -> None:
+        name = self.new_label.text().strip()
+        if name:
+            self.label_added.emit(name)
+            self.new_label.clear()
+            self.set_current_label(name)

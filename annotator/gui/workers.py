@@ -1,0 +1,110 @@
+"""Background threads for everything slow: loading the model, running it, probing image files.
+
+Workers get immutable inputs, never touch widgets or the store (which belongs to the GUI thread), and report by
+signals. Cancel is cooperative: a flag checked between images (and passed to the engine), never ``terminate()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QThread, Signal
+
+from annotator.core.engines import Cancelled, Engine, EngineRequest
+from annotator.core.folder import probe_image
+from annotator.core.runs import Prompt
+from annotator.core.sources import ModelSource
+from model.errors import ImageLoadError, MiniGPTError
+
+log = logging.getLogger(__name__)
+
+
+def describe(err: BaseException) -> str:
+    """A message for the UI: our errors already name cause and fix; anything else gets its type."""
+    return str(err) if isinstance(err, MiniGPTError) else f"{type(err).__name__}: {err}"
+
+
+class ModelLoader(QThread):
+    loaded = Signal(object)  # Engine
+    failed = Signal(str)
+
+    def __init__(self, source: ModelSource, parent: QObject | None = None):
+        super().__init__(parent)
+        self.source = source
+
+    def run(self) -> None:
+        try:
+            engine = self.source.open()
+        except Exception as err:  # the UI must show every failure, not lose it in a thread
+            log.exception("cannot open %s", self.source.describe())
+            self.failed.emit(describe(err))
+        else:
+            self.loaded.emit(engine)
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    image_id: int
+    path: Path
+    prompts: tuple[Prompt, ...]
+
+
+class ProposeWorker(QThread):
+    """Runs the prompts of each image in turn; each image's results arrive whole, or not at all."""
+
+    image_done = Signal(object, object)  # ImageJob, list[ProposalResult] in prompt order
+    image_failed = Signal(object, str, bool)  # ImageJob, message, whether the image file itself is unreadable
+    progress = Signal(int, int)  # images finished, total
+
+    def __init__(self, engine: Engine, jobs: Sequence[ImageJob], parent: QObject | None = None):
+        super().__init__(parent)
+        self.engine = engine
+        self.jobs = list(jobs)
+        self._stop = threading.Event()
+
+    def cancel(self) -> None:
+        self._stop.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self) -> None:
+        for done, job in enumerate(self.jobs, start=1):
+            if self._stop.is_set():
+                return
+            requests = [EngineRequest(image=job.path, task=p.task, query=p.query, box=p.box) for p in job.prompts]
+            try:
+                results = self.engine.propose(requests, should_stop=self._stop.is_set)
+            except Cancelled:
+                return
+            except Exception as err:  # one bad image must not end a batch
+                log.warning("%s: %s", job.path, describe(err))
+                self.image_failed.emit(job, describe(err), isinstance(err, ImageLoadError))
+            else:
+                self.image_done.emit(job, results)
+            self.progress.emit(done, len(self.jobs))
+
+
+class ProbeWorker(QThread):
+    """Reads the size of images not measured yet (headers only), so corrupt files are marked early."""
+
+    probed = Signal(int, object)  # image id, (width, height) or an error message
+
+    def __init__(self, files: Sequence[tuple[int, Path]], parent: QObject | None = None):
+        super().__init__(parent)
+        self.files = list(files)
+        self._stop = threading.Event()
+
+    def cancel(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        for image_id, path in self.files:
+            if self._stop.is_set():
+                return
+            self.probed.emit(image_id, probe_image(path))
