@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from model.annotations import Proposal, Task
+from model.annotations import Box, Proposal, Task
 from model.errors import MiniGPTError
 from model.images import LoadedImage, load_image
-from model.proposer import Proposer, ProposeRequest
+from model.proposer import GenerationOptions, ProposalResult, Proposer, ProposeRequest
 
 from .corrections import CorrectionStore
 from .label_config import ProjectLabels
@@ -158,6 +158,35 @@ class MiniGPTBackend:
             self.metrics.regions += sum(len(p["result"]) for p in predictions)
             self.metrics.model_seconds += elapsed
         return predictions
+
+    # --- the JSON API of `/propose` (the desktop app's remote engine) -------------------------------------------
+    def propose(
+        self,
+        image: LoadedImage,
+        prompts: Sequence[tuple[Task | str, str | None, Box | None]],
+        options: GenerationOptions | None = None,
+    ) -> list[ProposalResult]:
+        """Every (task, query, box) prompt about one decoded image, in request order.
+
+        One `propose_batch` under the model lock, like a `/predict` chunk, so the image is encoded once and
+        Label Studio's requests and these never run the model at the same time. Proposals carry this backend's
+        model version (which `--model-version` may set), the one `/health` and `/predict` report.
+        """
+        requests = [ProposeRequest(image, task, query, box) for task, query, box in prompts]
+        started = time.perf_counter()
+        with self._model_lock:
+            results = (
+                self.proposer.propose_batch(requests, options=options, batch_size=self.batch_size) if requests else []
+            )
+        with self.metrics.lock:
+            self.metrics.model_seconds += time.perf_counter() - started
+        version = self.model_version
+        return [
+            result.model_copy(
+                update={"proposals": [p.model_copy(update={"model_version": version}) for p in result.proposals]}
+            )
+            for result in results
+        ]
 
     def fit(self, event: str, data: dict) -> dict:
         """Store corrections from annotation webhooks in the on-disk COCO dataset."""

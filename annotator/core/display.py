@@ -32,6 +32,7 @@ from model.images import (
     _identify,
     _open_source,
     _pil_bomb_warning_ignored,
+    _pil_detail,
     _stored_size,
     to_rgb,
 )
@@ -39,6 +40,7 @@ from model.images import (
 __all__ = ["DISPLAY_MAX_PIXELS", "DisplayImage", "load_display_image"]
 
 DISPLAY_MAX_PIXELS = 16_000_000  # a 5K screen at 100 %, or a 4K one zoomed in a little: plenty for review
+_STRIP_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -83,39 +85,45 @@ def load_display_image(path: str | os.PathLike[str], max_pixels: int = DISPLAY_M
 
 
 def _decode_reduced(image: Image.Image, name: str, max_pixels: int) -> Image.Image:
-    """Decode (reduced if the format allows), convert to RGB, downscale, then orient: in that order, so no
-    full-size copy is ever made of a big JPEG, and the rotation works on the small image."""
-    target = _fit(image.size, max_pixels)  # image.size: the decoder's frame (upright already for a TIFF)
-    if target != image.size and image.format == "JPEG":
-        image.draft(None, target)  # libjpeg decodes at 1/2, 1/4 or 1/8 scale, never below target
+    """Decode (reduced, where the format allows), convert to RGB, downscale, then orient: in that order, so a big
+    JPEG is never held at full size and the rotation works on the small image."""
+    target = _fit(image.size, max_pixels)  # image.size: the decoder's frame (already upright for a TIFF)
+    if target != image.size:
+        image.draft(None, target)  # JPEG: libjpeg decodes at 1/2, 1/4 or 1/8 scale, never below target; else no-op
     image.load()  # truncation and corruption surface here, inside the caller's error translation
+    metadata = dict(image.info)  # the EXIF / XMP orientation exif_transpose reads
     try:
         rgb = to_rgb(image)
     except ImageLoadError as exc:
         raise _fail(
             name,
-            f"its pixel mode {image.mode!r} cannot be converted to RGB ({exc.__cause__ or exc})",
+            f"its pixel mode {image.mode!r} cannot be converted to RGB ({_pil_detail(exc.__cause__ or exc)})",
             "save it as RGB or greyscale with an image editor first",
         ) from exc
-    if rgb.size != target:
-        reduced = rgb.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
-        del rgb  # free the draft-sized decode before the rotation allocates
-        return _upright(reduced, image, in_place=True)
-    return _upright(rgb, image, in_place=rgb is not image)
+    if rgb.size == target:
+        if rgb is image:
+            return ImageOps.exif_transpose(rgb)  # a copy: the opened file's pixels are released when it is closed
+        ImageOps.exif_transpose(rgb, in_place=True)
+        return rgb
+    reduced = _resize_in_strips(rgb, target)
+    del rgb
+    image.close()  # release the decoded pixels before the rotation allocates its own
+    reduced.info = metadata
+    ImageOps.exif_transpose(reduced, in_place=True)
+    return reduced
 
 
-def _upright(pixels: Image.Image, original: Image.Image, *, in_place: bool) -> Image.Image:
-    """Apply the EXIF orientation exactly as load_image does (ImageOps.exif_transpose), to the reduced pixels.
-
-    ``pixels`` carries ``original``'s metadata (convert and resize copy ``info``). An image that is the opened file
-    itself is copied, since the file is closed (and its pixels released) when loading ends.
-    """
-    if in_place:
-        ImageOps.exif_transpose(pixels, in_place=True)
-        return pixels
-    if pixels is not original:
-        pixels.info = dict(original.info)
-    return ImageOps.exif_transpose(pixels)
+def _resize_in_strips(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """``image.resize(size)``, a band of rows at a time: one resize keeps a source-height intermediate (62 MB for a
+    6000×4500 draft) alive; bands of the same scale give the same pixels (the filter reads across band edges)."""
+    width, height = size
+    out = Image.new("RGB", size)
+    row_scale = image.height / height
+    for top in range(0, height, _STRIP_ROWS):
+        bottom = min(height, top + _STRIP_ROWS)
+        box = (0.0, top * row_scale, float(image.width), bottom * row_scale)
+        out.paste(image.resize((width, bottom - top), Image.Resampling.LANCZOS, box=box), (0, top))
+    return out
 
 
 def _fit(size: tuple[int, int], max_pixels: int) -> tuple[int, int]:

@@ -248,8 +248,9 @@ class _Upload:
     # what the local engine computes from the same answer; rounding W_sent to whole pixels does not matter because
     # each axis uses its own factor. Likewise an [identify] box x scaled by W_sent / W lands in the same grid cell,
     # int(x * W_sent / W / W_sent * 100) = int(x / W * 100), up to float noise that grammar's 1e-9 snap absorbs.
-    # The only difference left is the model's input: the server resizes the downscaled upload to 448 px instead of
-    # the original, which can move an answer by about one grid cell, never more than the model's own precision.
+    # The only difference left is the model's input: the server resizes the (JPEG-encoded) downscaled upload to
+    # 448 px instead of the original, nearly the same pixels, which can nudge an answer by a grid cell. Files sent
+    # unchanged give exactly the local engine's results.
 
     def box_to_sent(self, box: Box) -> list[float]:
         fx, fy = self.width / self.original_width, self.height / self.original_height

@@ -115,6 +115,7 @@ class AIController(QObject):
         worker.image_done.connect(self._image_done)
         worker.image_failed.connect(self._image_failed)
         worker.progress.connect(self.progress)
+        worker.engine_failed.connect(lambda message: self.failed.emit(f"The model stopped: {message}"))
         worker.finished.connect(self._worker_finished)
         self._worker = worker
         what = "Running over the folder…" if self._batch_rows is not None else "Running the model…"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QThread, Signal
 
-from annotator.core.engines import Cancelled, Engine, EngineRequest
+from annotator.core.engines import Cancelled, Engine, EngineError, EngineRequest
 from annotator.core.folder import probe_image
 from annotator.core.runs import Prompt
 from annotator.core.sources import ModelSource
@@ -59,6 +59,7 @@ class ProposeWorker(QThread):
     image_done = Signal(object, object)  # ImageJob, list[ProposalResult] in prompt order
     image_failed = Signal(object, str, bool)  # ImageJob, message, whether the image file itself is unreadable
     progress = Signal(int, int)  # images finished, total
+    engine_failed = Signal(str)  # the model itself failed (e.g. the server went down): the run stops
 
     def __init__(self, engine: Engine, jobs: Sequence[ImageJob], parent: QObject | None = None):
         super().__init__(parent)
@@ -81,6 +82,9 @@ class ProposeWorker(QThread):
             try:
                 results = self.engine.propose(requests, should_stop=self._stop.is_set)
             except Cancelled:
+                return
+            except EngineError as err:  # every later image would fail the same way
+                self.engine_failed.emit(describe(err))
                 return
             except Exception as err:  # one bad image must not end a batch
                 log.warning("%s: %s", job.path, describe(err))
