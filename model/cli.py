@@ -119,7 +119,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--llama-repo", default="meta-llama/Llama-2-7b-chat-hf")
     p.add_argument("--dtype", default="float16", choices=DTYPES[1:])
     _add_serve_parser(sub)
+    _add_gui_parser(sub)
     return parser
+
+
+def _add_gui_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "gui",
+        help="the desktop annotator: open a folder, ask the model, correct boxes, export COCO (needs the [gui] extra)",
+        description="Opens FOLDER (its project store, FOLDER.minigpt.sqlite, sits next to it) and returns to where "
+        "you left off. The model is a local folder (--model, on the GPU when there is one) or a remote "
+        "`minigpt-annotate serve` (--server); the last one used is remembered per project.",
+    )
+    p.add_argument("folder", nargs="?", type=Path, default=None, help="folder of images")
+    p.add_argument("--store", type=Path, default=None, help="project store file (default: next to the folder)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--model", default=None, help="local model folder or hub id, loaded in the background")
+    source.add_argument("--server", default=None, help="URL of a `minigpt-annotate serve`, e.g. http://gpu-box:9090")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda … (with --model)")
 
 
 def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
@@ -448,7 +465,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_gui(args: argparse.Namespace) -> int:
+    try:
+        from annotator.core.sources import ModelSource
+        from annotator.gui.app import run
+    except ImportError as err:
+        hint = "pip install 'minigpt-annotate[gui]'"
+        raise MiniGPTError(f"the desktop annotator needs its extra: {hint} ({err})") from err
+    source = None
+    if args.model:
+        source = ModelSource("local", str(args.model), device=args.device)
+    elif args.server:
+        source = ModelSource("server", args.server)
+    return run(args.folder, store=args.store, source=source)
+
+
 COMMANDS = {
+    "gui": cmd_gui,
     "serve": cmd_serve,
     "propose": cmd_propose,
     "parse": cmd_parse,

@@ -41,6 +41,9 @@ __all__ = ["DISPLAY_MAX_PIXELS", "DisplayImage", "load_display_image"]
 
 DISPLAY_MAX_PIXELS = 16_000_000  # a 5K screen at 100 %, or a 4K one zoomed in a little: plenty for review
 _STRIP_ROWS = 256
+# A JPEG slightly above max_pixels is decoded whole and downscaled (peak 2.5 × max_pixels, 4 bytes a pixel in
+# Pillow), not shown at a quarter of its pixels; one further above is decoded at the reduction that fits.
+_DRAFT_SLACK = 1.5
 
 
 @dataclass(frozen=True)
@@ -87,11 +90,11 @@ def load_display_image(path: str | os.PathLike[str], max_pixels: int = DISPLAY_M
 def _decode_reduced(image: Image.Image, name: str, max_pixels: int) -> Image.Image:
     """Decode (reduced, where the format allows), convert to RGB, downscale, then orient: in that order, so a big
     JPEG is never held at full size and the rotation works on the small image."""
-    target = _fit(image.size, max_pixels)  # image.size: the decoder's frame (already upright for a TIFF)
-    if target != image.size:
-        image.draft(None, target)  # JPEG: libjpeg decodes at 1/2, 1/4 or 1/8 scale, never below target; else no-op
+    scale = _draft_scale(image.size, max_pixels)
+    if scale > 1:  # JPEG: libjpeg decodes at exactly 1/scale; other formats ignore draft()
+        image.draft(None, (image.width // scale, image.height // scale))
     image.load()  # truncation and corruption surface here, inside the caller's error translation
-    metadata = dict(image.info)  # the EXIF / XMP orientation exif_transpose reads
+    metadata = dict(image.info)  # holds the EXIF / XMP orientation that exif_transpose reads
     try:
         rgb = to_rgb(image)
     except ImageLoadError as exc:
@@ -100,6 +103,7 @@ def _decode_reduced(image: Image.Image, name: str, max_pixels: int) -> Image.Ima
             f"its pixel mode {image.mode!r} cannot be converted to RGB ({_pil_detail(exc.__cause__ or exc)})",
             "save it as RGB or greyscale with an image editor first",
         ) from exc
+    target = _fit(rgb.size, max_pixels)
     if rgb.size == target:
         if rgb is image:
             return ImageOps.exif_transpose(rgb)  # a copy: the opened file's pixels are released when it is closed
@@ -111,6 +115,17 @@ def _decode_reduced(image: Image.Image, name: str, max_pixels: int) -> Image.Ima
     reduced.info = metadata
     ImageOps.exif_transpose(reduced, in_place=True)
     return reduced
+
+
+def _draft_scale(size: tuple[int, int], max_pixels: int) -> int:
+    """The JPEG reduction (1, 2, 4 or 8) to decode at: the finest whose decode stays within ``_DRAFT_SLACK`` ×
+    ``max_pixels``. A decode above ``max_pixels`` is then downscaled into a second buffer, so the peak stays under
+    (1 + slack) × ``max_pixels`` pixels, and a JPEG is shown at no less than 3/8 of ``max_pixels``."""
+    width, height = size
+    for scale in (1, 2, 4):
+        if math.ceil(width / scale) * math.ceil(height / scale) <= _DRAFT_SLACK * max_pixels:
+            return scale
+    return 8
 
 
 def _resize_in_strips(image: Image.Image, size: tuple[int, int]) -> Image.Image:

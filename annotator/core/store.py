@@ -78,6 +78,20 @@ def _create_v1(db: sqlite3.Connection) -> None:
     )
 
 
+def _read_version(db: sqlite3.Connection, path: Path) -> int:
+    """The schema version of the store at ``path``; refuses files that are not stores or are from a newer app."""
+    try:
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    except sqlite3.DatabaseError as err:
+        raise StoreError(f"{path} is not a project store ({err}); move it away or choose another --store") from err
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{path} was written by a newer minigpt-annotate (schema {version}, this one knows up to "
+            f"{SCHEMA_VERSION}); upgrade minigpt-annotate to open it"
+        )
+    return version
+
+
 # MIGRATIONS[i] takes a store from schema version i to i + 1. Append, never edit a shipped step.
 MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_create_v1,)
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -101,10 +115,22 @@ class ProjectStore:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(path, isolation_level=None)  # autocommit; transactions are explicit
+        except (OSError, sqlite3.Error) as err:
+            raise StoreError(
+                f"cannot open the project store {path}: {err}; choose a writable place with --store"
+            ) from err
+        try:
+            # Refuse a file that is not a store, or is from a newer version, before anything is written to it:
+            # switching the journal mode to WAL already rewrites the file header.
+            _read_version(db, path)
             db.execute("PRAGMA foreign_keys = ON")
             mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             db.execute("PRAGMA synchronous = NORMAL")
-        except (OSError, sqlite3.Error) as err:
+        except StoreError:
+            db.close()
+            raise
+        except sqlite3.Error as err:
+            db.close()
             raise StoreError(
                 f"cannot open the project store {path}: {err}; choose a writable place with --store"
             ) from err
@@ -122,17 +148,7 @@ class ProjectStore:
         return store
 
     def _migrate(self) -> None:
-        try:
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        except sqlite3.DatabaseError as err:
-            raise StoreError(
-                f"{self.path} is not a project store ({err}); move it away or choose another --store"
-            ) from err
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path} was written by a newer minigpt-annotate (schema {version}, this one knows up to "
-                f"{SCHEMA_VERSION}); upgrade minigpt-annotate to open it"
-            )
+        version = _read_version(self._db, self.path)
         if version == SCHEMA_VERSION:
             return
         with self.batch():

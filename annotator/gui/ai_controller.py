@@ -62,6 +62,11 @@ class AIController(QObject):
     def busy(self) -> bool:
         return self._worker is not None or self._loader is not None
 
+    def use(self, engine: Engine, source: ModelSource | None = None) -> None:
+        """Use an engine that is already loaded (another window's, or one a script made)."""
+        self.source = source
+        self._loaded(engine)
+
     def _loaded(self, engine: Engine) -> None:
         self._loader = None
         self.engine = engine

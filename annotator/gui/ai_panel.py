@@ -55,7 +55,7 @@ class AIPanel(QWidget):
         self.model_status.setWordWrap(True)
         self.task = QComboBox()
         for text, task in TASK_CHOICES:
-            self.task.addItem(text, task)
+            self.task.addItem(text, task.value)
         self.task.currentIndexChanged.connect(self._task_changed)
         self.query = QLineEdit()
         self.query.returnPressed.connect(self.run_requested)
@@ -115,11 +115,11 @@ class AIPanel(QWidget):
 
     # --- state -----------------------------------------------------------------------------------------------------
     def current_task(self) -> Task:
-        return self.task.currentData()
+        return Task(self.task.currentData())  # Qt hands back the plain string value
 
     def set_task(self, task: Task) -> None:
         for i in range(self.task.count()):
-            if self.task.itemData(i) == task:
+            if self.task.itemData(i) == Task(task).value:
                 self.task.setCurrentIndex(i)
 
     def threshold_value_f(self) -> float:

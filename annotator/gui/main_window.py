@@ -17,13 +17,12 @@ from PySide6.QtWidgets import QDockWidget, QFileDialog, QInputDialog, QLabel, QM
 from annotator.core import edits
 from annotator.core.display import load_display_image
 from annotator.core.exchange import ExportReport, ImportReport, export_coco, import_coco
-from annotator.core.folder import open_project, project_folder
+from annotator.core.folder import open_project, project_folder, reopen_project
 from annotator.core.merging import visible
 from annotator.core.records import BoxRow, BoxState
 from annotator.core.runs import Prompt, RunError, detection_prompts, plan_run
 from annotator.core.shortcuts import SHORTCUTS
 from annotator.core.sources import ModelSource
-from annotator.core.store import ProjectStore
 from model.annotations import Box, Origin, Task
 from model.errors import MiniGPTError
 
@@ -38,6 +37,8 @@ from .session import Session
 from .workers import ProbeWorker
 
 log = logging.getLogger(__name__)
+
+_CANVAS_ONLY = {"accept_selected", "delete", "reject_all"}
 
 
 class MainWindow(QMainWindow):
@@ -115,10 +116,13 @@ class MainWindow(QMainWindow):
         for shortcut in SHORTCUTS:
             action = QAction(shortcut.text, self)
             action.setShortcuts([QKeySequence(keys) for keys in shortcut.keys])
-            # Single-letter keys must not fire while typing a query or a label name.
-            action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
             action.triggered.connect(handlers[shortcut.action])
-            self.addAction(action)
+            if shortcut.action in _CANVAS_ONLY:
+                # Return and Backspace mean something else in the query and label fields.
+                action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+                self.canvas.addAction(action)
+            else:
+                self.addAction(action)  # letters still type into text fields: those take their own keys first
             actions[shortcut.action] = action
         load = QAction("Load a local model folder…", self)
         load.triggered.connect(self._choose_model_folder)
@@ -157,7 +161,7 @@ class MainWindow(QMainWindow):
     def open_folder(self, folder: str | Path | None = None, store: str | Path | None = None) -> None:
         """Open ``folder`` (with its store next to it, or at ``store``) and go back to where the user left off."""
         try:
-            project = open_project(folder, store) if folder is not None else ProjectStore.open(Path(store or ""))
+            project = open_project(folder, store) if folder is not None else reopen_project(store or "")
             root = Path(folder) if folder is not None else project_folder(project)
         except MiniGPTError as err:
             self.show_error(str(err))
@@ -389,6 +393,9 @@ class MainWindow(QMainWindow):
         if self.session is None or self.ai is None or self.session.current_id is None:
             return
         self._save_settings()
+        if self.ai.engine is None and not self.ai.loading:
+            self.show_error("No model loaded: load a model folder or connect to a server (Model menu)")
+            return
         selected = self.canvas.selected_rows()
         try:
             prompts = plan_run(

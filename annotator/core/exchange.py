@@ -1,0 +1,329 @@
+"""COCO in and out of a project: export what people annotated, import someone else's work to continue it.
+
+Export follows the checklist of what COCO exporters get wrong:
+
+* only annotations leave the project, never proposals;
+* ``width``/``height`` are re-read from each file (upright, EXIF applied), not taken from the store's cache, and an
+  image that cannot be read is skipped and reported rather than exported with a guessed size;
+* boxes are clipped to the image, and those under 1 px after clipping are skipped and reported;
+* category ids are the label order of the store (id = position + 1, every label, used or not), so they never shift
+  between exports; image and annotation ids count from 1 (COCOeval treats id 0 as "unmatched");
+* the file is written beside the target, read back with pycocotools and checked, and only then moved into place,
+  so a failed export never replaces a good file.
+
+Import matches images by folder-relative path (then by a unique file name), adds boxes as annotations in one
+transaction, and skips boxes the project already has, so importing the same file twice adds nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from model.annotations import Annotation, Box, Category, Dataset, ImageRecord, Origin
+from model.coco import CocoError, load_with_pycocotools, read_coco_with_report, write_coco
+from model.errors import MiniGPTError
+
+from .folder import is_image_name, natural_key, probe_image
+from .records import BoxRow, BoxState
+from .store import ProjectStore
+
+__all__ = [
+    "DUPLICATE_IOU",
+    "ExchangeError",
+    "ExportReport",
+    "ImportReport",
+    "export_coco",
+    "import_coco",
+]
+
+MIN_BOX_SIZE = 1.0  # pixels; a box thinner than this after clipping is a slip of the mouse, not an object
+DUPLICATE_IOU = 0.9  # an imported box overlapping an annotation of its label this much is that annotation
+
+
+class ExchangeError(MiniGPTError):
+    """An export or import cannot be done; the message names the cause and the fix."""
+
+
+@dataclass
+class ExportReport:
+    """What an export wrote, and what it left out and why."""
+
+    path: Path
+    images: int
+    annotations: int
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (image path, reason): images or single boxes
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (image path, message): exported, but check
+
+
+@dataclass
+class ImportReport:
+    """What an import added, and what it could not place."""
+
+    images_matched: int = 0
+    annotations_added: int = 0
+    duplicates_skipped: int = 0
+    unmatched: list[str] = field(default_factory=list)  # file names in the COCO file with no image in the folder
+    size_mismatches: list[tuple[str, str]] = field(default_factory=list)  # (image path, reason): boxes not imported
+    not_boxes: int = 0  # crowd regions and empty boxes in the file, which cannot be boxes here
+
+
+# --------------------------------------------------------------------------------------------------------
+# Export
+
+
+def export_coco(
+    store: ProjectStore,
+    folder: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    reviewed_only: bool = False,
+    include_unannotated: bool = True,
+) -> ExportReport:
+    """Write the project's annotations to ``out`` as COCO, validated before it replaces anything.
+
+    ``reviewed_only`` exports only images marked reviewed; ``include_unannotated`` keeps images without boxes
+    (negatives for training; with ``reviewed_only`` they are confirmed empty).
+
+    Raises:
+        ExchangeError: ``out`` cannot be written, or the written file does not read back as what was exported
+            (then ``out`` is left as it was).
+    """
+    root = Path(folder)
+    target = Path(out)
+    if target.is_dir():
+        raise ExchangeError(f"{target} is a folder; export to a .json file, e.g. {target / 'annotations.json'}")
+    if not target.parent.is_dir():
+        raise ExchangeError(f"cannot export to {target}: the folder {target.parent} does not exist; create it first")
+    if is_image_name(target.name):
+        raise ExchangeError(f"refusing to export over {target}: it is named like an image; export to a .json file")
+
+    categories = [Category(id=i, name=label.name) for i, label in enumerate(store.labels(), start=1)]
+    known = {category.name for category in categories}
+    boxes = store.all_boxes(BoxState.annotation)
+    report = ExportReport(path=target, images=0, annotations=0)
+    records: list[ImageRecord] = []
+    for row in sorted(store.images(), key=lambda r: natural_key(r.path)):
+        rows = boxes.get(row.id, [])
+        if (reviewed_only and not row.reviewed) or (not rows and not include_unannotated):
+            continue
+        size = probe_image(root / row.path)
+        if isinstance(size, str):
+            report.skipped.append((row.path, size))
+            continue
+        width, height = size
+        if row.width is not None and (row.width, row.height) != size:
+            report.warnings.append(
+                (
+                    row.path,
+                    f"the file is now {width}x{height} but was {row.width}x{row.height} when opened; "
+                    "check that its boxes still fit the picture",
+                )
+            )
+        exported = (_exported(box_row, row.path, width, height, known, report) for box_row in rows)
+        annotations = [annotation for annotation in exported if annotation is not None]
+        records.append(
+            ImageRecord(
+                path=root / row.path, width=width, height=height, annotations=annotations, reviewed=row.reviewed
+            )
+        )
+        report.annotations += len(annotations)
+    report.images = len(records)
+
+    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.export")
+    try:
+        try:
+            write_coco(Dataset(categories=categories, images=records), temp, images_dir=root)
+        except CocoError as err:
+            raise ExchangeError(f"cannot export to {target}: {err}") from err
+        _validate(temp, target, records, len(categories))
+        os.replace(temp, target)
+    finally:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+    return report
+
+
+def _exported(
+    row: BoxRow, where: str, width: int, height: int, known: set[str], report: ExportReport
+) -> Annotation | None:
+    """The annotation to export for ``row``, clipped to the image, or None (reported) if it cannot be one."""
+    if row.label not in known:
+        report.skipped.append((where, f"box {row.id} has no label; give it one to export it"))
+        return None
+    x0, y0 = max(0.0, row.box.x0), max(0.0, row.box.y0)
+    x1, y1 = min(float(width), row.box.x1), min(float(height), row.box.y1)
+    if x1 - x0 < MIN_BOX_SIZE or y1 - y0 < MIN_BOX_SIZE:
+        report.skipped.append(
+            (
+                where,
+                f"box {row.id} ({row.label}) at {_fmt(row.box.xyxy)} is under {MIN_BOX_SIZE:g} px inside the "
+                f"{width}x{height} image",
+            )
+        )
+        return None
+    return Annotation(
+        box=Box(x0=x0, y0=y0, x1=x1, y1=y1),
+        label=row.label,
+        phrase=row.phrase,
+        origin=row.origin or Origin.manual,
+        score=row.score,
+    )
+
+
+def _validate(written: Path, target: Path, records: Sequence[ImageRecord], n_categories: int) -> None:
+    """Read the file back the way consumers will (pycocotools) and check it holds exactly what was exported."""
+    try:
+        coco = load_with_pycocotools(written)
+        problems = _problems(coco.dataset, records, n_categories)
+    except Exception as err:  # pycocotools raises plain assertion/key errors for malformed files
+        problems = [f"pycocotools cannot read it ({type(err).__name__}: {err})"]
+    if problems:
+        raise ExchangeError(
+            f"the export to {target} failed validation, so {target} was left as it was: {'; '.join(problems[:5])}"
+        )
+
+
+def _problems(data: dict[str, Any], records: Sequence[ImageRecord], n_categories: int) -> list[str]:
+    problems: list[str] = []
+    images, annotations, categories = data["images"], data["annotations"], data["categories"]
+    expected = sum(len(record.annotations) for record in records)
+    if len(images) != len(records):
+        problems.append(f"it holds {len(images)} images, {len(records)} were exported")
+    if len(annotations) != expected:
+        problems.append(f"it holds {len(annotations)} annotations, {expected} were exported")
+    if len(categories) != n_categories:
+        problems.append(f"it holds {len(categories)} categories, {n_categories} were exported")
+    sizes = {image["id"]: (image["width"], image["height"]) for image in images}
+    category_ids = {category["id"] for category in categories}
+    for section, entries in (("image", images), ("annotation", annotations), ("category", categories)):
+        ids = [entry["id"] for entry in entries]
+        if len(set(ids)) != len(ids) or any(not isinstance(i, int) or i < 1 for i in ids):
+            problems.append(f"its {section} ids are not unique integers from 1")
+    for ann in annotations:
+        x, y, w, h = ann["bbox"]
+        width, height = sizes.get(ann["image_id"], (0, 0))
+        if ann["category_id"] not in category_ids or ann["image_id"] not in sizes:
+            problems.append(f"annotation {ann['id']} refers to a missing image or category")
+        elif not (w > 0 and h > 0 and x >= 0 and y >= 0 and x + w <= width + 1e-6 and y + h <= height + 1e-6):
+            problems.append(f"annotation {ann['id']} has bbox {ann['bbox']} outside its {width}x{height} image")
+        elif ann.get("area", 0) <= 0 or ann.get("iscrowd") != 0:
+            problems.append(f"annotation {ann['id']} lacks a positive area or iscrowd 0")
+    return problems
+
+
+def _fmt(values: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{v:g}" for v in values) + ")"
+
+
+# --------------------------------------------------------------------------------------------------------
+# Import
+
+
+def import_coco(store: ProjectStore, folder: str | os.PathLike[str], coco_path: str | os.PathLike[str]) -> ImportReport:
+    """Add the boxes of a COCO file to the project of ``folder`` as annotations, in one transaction.
+
+    Images are matched by folder-relative path, else by a file name that is unique in the project. Boxes that
+    repeat an annotation of the same label (IoU >= 0.9) are skipped, one for one, so importing twice adds nothing.
+    Labels are created in category id order, so a fresh project re-exports the file's ids. An image whose size in
+    the file differs from the real (upright) size keeps its boxes out: they were drawn on another frame, e.g. the
+    un-rotated pixels of an EXIF-rotated photo.
+
+    Raises:
+        CocoError: the file is missing or malformed.
+    """
+    root = Path(folder).resolve()
+    read = read_coco_with_report(coco_path, images_dir=root)
+    report = ImportReport(not_boxes=len(read.skipped))
+    images = store.images()
+    by_path = {row.path: row.id for row in images}
+    by_name: dict[str, list[int]] = defaultdict(list)
+    for row in images:
+        by_name[posixpath.basename(row.path)].append(row.id)
+
+    with store.batch():
+        for category in sorted(read.dataset.categories, key=lambda c: c.id):
+            store.ensure_label(category.name)
+        for record in read.dataset.images:
+            relative = _relative(record.path, root)
+            image_id = _match(store, root, relative, by_path, by_name)
+            if image_id is None:
+                report.unmatched.append(relative)
+                continue
+            report.images_matched += 1
+            path = store.image(image_id).path
+            size = probe_image(root / path)
+            if isinstance(size, tuple):  # an unreadable image keeps the file's boxes: nothing to check them against
+                if size != (record.width, record.height):
+                    report.size_mismatches.append(
+                        (
+                            path,
+                            f"the file says {record.width}x{record.height}, the image is {size[0]}x{size[1]} "
+                            "upright; its boxes were not imported",
+                        )
+                    )
+                    continue
+                store.set_image_size(image_id, *size)
+            new_rows, duplicates = _new_annotations(store.boxes(image_id), record, image_id)
+            store.put_boxes(new_rows)
+            report.annotations_added += len(new_rows)
+            report.duplicates_skipped += duplicates
+    return report
+
+
+def _relative(path: Path, root: Path) -> str:
+    """The folder-relative POSIX path of a COCO image (``..`` where it lies outside the folder)."""
+    return Path(os.path.relpath(os.path.abspath(path), root)).as_posix()
+
+
+def _match(
+    store: ProjectStore, root: Path, relative: str, by_path: dict[str, int], by_name: dict[str, list[int]]
+) -> int | None:
+    if relative in by_path:
+        return by_path[relative]
+    inside = not relative.startswith("../") and relative != ".."
+    parts = relative.split("/")
+    if inside and is_image_name(relative) and not any(p.startswith(".") for p in parts) and (root / relative).is_file():
+        store.add_images([relative])  # on disk but new since the folder was scanned
+        image_id = store.image_id(relative)
+        if image_id is not None:
+            by_path[relative] = image_id
+            return image_id
+    candidates = by_name.get(posixpath.basename(relative), [])
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def _new_annotations(existing: Sequence[BoxRow], record: ImageRecord, image_id: int) -> tuple[list[BoxRow], int]:
+    """The file's boxes not yet in the project, and how many were; each existing annotation absorbs one box."""
+    unused = [row for row in existing if row.state is BoxState.annotation]
+    added: list[BoxRow] = []
+    duplicates = 0
+    for annotation in record.annotations:
+        same = [
+            (annotation.box.iou(row.box), i)
+            for i, row in enumerate(unused)
+            if row.label == annotation.label and annotation.box.iou(row.box) >= DUPLICATE_IOU
+        ]
+        if same:
+            unused.pop(max(same)[1])
+            duplicates += 1
+            continue
+        added.append(
+            BoxRow(
+                image_id=image_id,
+                label=annotation.label,
+                box=annotation.box,
+                state=BoxState.annotation,
+                origin=Origin.manual,
+                score=annotation.score,
+                phrase=annotation.phrase,
+            )
+        )
+    return added, duplicates

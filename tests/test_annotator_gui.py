@@ -1,0 +1,370 @@
+"""The real desktop window, driven like a user would: keys, mouse drags, the AI panel, export (pytest-qt, offscreen).
+
+The model is the shipped tiny model trained on synthetic shapes, loaded in process on the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
+from PySide6.QtGui import QMouseEvent
+from PySide6.QtWidgets import QApplication
+from pytestqt.qtbot import QtBot
+
+from annotator.core.engines import LocalEngine
+from annotator.core.records import BoxState, ImageStatus
+from annotator.core.sources import ModelSource
+from annotator.gui.main_window import MainWindow
+from model.annotations import Origin, Task
+from model.coco import load_with_pycocotools
+from model.images import image_size
+from model.shapes import make_shapes
+from model.shapes_model import SHIPPED_DIR
+
+LABELS = ("square", "circle", "triangle")
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six synthetic-shape scenes (one EXIF-rotated), three real photos (one EXIF-rotated) and a corrupt file."""
+    from skimage import data
+
+    root = tmp_path_factory.mktemp("shapes")
+    make_shapes(root, images=6, seed=11, exif_fraction=0.0)
+    folder = root / "images"
+    Image.fromarray(data.astronaut()).save(folder / "photo-astronaut.jpg", quality=90)
+    Image.fromarray(data.coffee()).save(folder / "photo-coffee.jpg", quality=90)
+    # A phone photo stored sideways: EXIF orientation 6 means "rotate 90° clockwise to display".
+    chelsea = Image.fromarray(data.chelsea())  # a cat, 451 wide and 300 high when upright
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    chelsea.transpose(Image.Transpose.ROTATE_90).save(folder / "photo-rotated.jpg", quality=90, exif=exif)
+    (folder / "zz-broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def engine() -> LocalEngine:
+    return LocalEngine.load(SHIPPED_DIR, device="cpu")
+
+
+@pytest.fixture
+def window(qtbot: QtBot, image_folder: Path, tmp_path: Path, engine: LocalEngine) -> MainWindow:
+    win = MainWindow()
+    qtbot.addWidget(win)
+    win.open_folder(image_folder, tmp_path / "project.minigpt.sqlite")
+    win.resize(1200, 800)
+    win.show()
+    qtbot.waitExposed(win)
+    win.activateWindow()  # keyboard shortcuts go to the active window, as on a desktop
+    qtbot.waitUntil(win.isActiveWindow)
+    win.canvas.setFocus()
+    assert win.ai is not None
+    win.ai.use(engine, ModelSource("local", str(SHIPPED_DIR), device="cpu"))
+    return win
+
+
+def _wait_idle(qtbot: QtBot, win: MainWindow, timeout: int = 60_000) -> None:
+    assert win.ai is not None
+    qtbot.waitUntil(lambda: not win.ai.busy, timeout=timeout)
+
+
+def _go(win: MainWindow, name: str) -> int:
+    assert win.session is not None
+    image_id = win.session.store.image_id(name)
+    assert image_id is not None, name
+    win.go_to(image_id)
+    return image_id
+
+
+def _drag(win: MainWindow, start: QPointF, end: QPointF) -> None:
+    """A left-button drag on the canvas in scene (image pixel) coordinates, with intermediate moves."""
+    viewport = win.canvas.viewport()
+    a = win.canvas.mapFromScene(start)
+    b = win.canvas.mapFromScene(end)
+
+    def send(kind: QEvent.Type, pos: QPoint, button: Qt.MouseButton, buttons: Qt.MouseButton) -> None:
+        event = QMouseEvent(
+            kind, QPointF(pos), QPointF(viewport.mapToGlobal(pos)), button, buttons, Qt.KeyboardModifier.NoModifier
+        )
+        QApplication.sendEvent(viewport, event)
+
+    left, none = Qt.MouseButton.LeftButton, Qt.MouseButton.NoButton
+    send(QEvent.Type.MouseButtonPress, a, left, left)
+    for t in (0.25, 0.5, 0.75, 1.0):
+        send(QEvent.Type.MouseMove, a + (b - a) * t, none, left)
+    send(QEvent.Type.MouseButtonRelease, b, left, none)
+
+
+def test_detect_accept_drag_undo_redo_export(qtbot: QtBot, window: MainWindow, tmp_path: Path) -> None:
+    win = window
+    session = win.session
+    assert session is not None
+    first = _go(win, "000001.png")
+
+    # Ask for every shape by typing the query and pressing Enter in the AI panel.
+    win.ai_panel.set_task(Task.detection)
+    win.ai_panel.query.setFocus()  # the user clicks into the query field and types
+    win.ai_panel.query.clear()
+    qtbot.keyClicks(win.ai_panel.query, ", ".join(LABELS))
+    qtbot.keyClick(win.ai_panel.query, Qt.Key.Key_Return)
+    _wait_idle(qtbot, win)
+    proposals = [row for row in session.boxes(first) if row.is_proposal]
+    assert proposals, f"no proposals: {win.ai_panel.status.text()!r} {win.statusBar().currentMessage()!r}"
+    assert {row.label for row in proposals} <= set(LABELS)
+    assert all(0 < (row.score or 0) <= 1 for row in proposals)
+    shown = win.canvas.items_by_id()
+    assert set(shown) == {row.id for row in proposals}  # drawn, and distinct (dashed) until accepted
+    assert all(item.row.is_proposal for item in shown.values())
+    assert session.image(first).status is ImageStatus.has_proposals
+    assert session.undo_stack.count() == 1  # one AI run is one undo step
+
+    # Accept all with the keyboard.
+    win.canvas.setFocus()
+    qtbot.keyClick(win.canvas, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
+    rows = session.boxes(first)
+    assert rows and all(row.state is BoxState.annotation and row.origin is Origin.accepted for row in rows)
+
+    # Drag the first box by (+10, +5) image pixels with the mouse.
+    target = rows[0]
+    box = target.box
+    size = image_size(session.folder / "000001.png")
+    dx, dy = min(10.0, size[0] - box.x1), min(5.0, size[1] - box.y1)
+    centre = QPointF((box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2)
+    _drag(win, centre, centre + QPointF(dx, dy))
+    moved = next(row for row in session.boxes(first) if row.id == target.id)
+    assert moved.box.x0 == pytest.approx(box.x0 + dx, abs=1.5)
+    assert moved.box.y0 == pytest.approx(box.y0 + dy, abs=1.5)
+    assert moved.box.width == pytest.approx(box.width)
+    assert moved.origin is Origin.edited  # an accepted proposal a person moved
+
+    # Undo and redo with the keyboard.
+    qtbot.keyClick(win.canvas, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    back = next(row for row in session.boxes(first) if row.id == target.id)
+    assert back.box == box and back.origin is Origin.accepted
+    assert win.canvas.items_by_id()[target.id].box == box  # the canvas follows the store
+    qtbot.keyClick(win.canvas, Qt.Key.Key_Y, Qt.KeyboardModifier.ControlModifier)
+    again = next(row for row in session.boxes(first) if row.id == target.id)
+    assert again.box == moved.box
+
+    # Mark reviewed, export, and read the file with pycocotools.
+    qtbot.keyClick(win.canvas, Qt.Key.Key_K, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier)
+    assert session.image(first).reviewed
+    out = tmp_path / "export.json"
+    report = win.export_to(out)
+    assert report is not None
+    coco = load_with_pycocotools(out)
+    stored = session.boxes(first)
+    image_entry = next(img for img in coco.dataset["images"] if img["file_name"] == "000001.png")
+    assert (image_entry["width"], image_entry["height"]) == size
+    exported = coco.loadAnns(coco.getAnnIds(imgIds=[image_entry["id"]]))
+    assert sorted(tuple(round(v, 3) for v in a["bbox"]) for a in exported) == sorted(
+        tuple(round(v, 3) for v in row.box.xywh) for row in stored
+    )
+    names = {c["id"]: c["name"] for c in coco.dataset["categories"]}
+    assert sorted(names[a["category_id"]] for a in exported) == sorted(row.label for row in stored)
+    assert min(a["id"] for a in coco.dataset["annotations"]) == 1
+    # Only reviewed images: this one.
+    reviewed = tmp_path / "reviewed.json"
+    win.export_to(reviewed, reviewed_only=True)
+    assert [img["file_name"] for img in json.loads(reviewed.read_text())["images"]] == ["000001.png"]
+
+
+def test_drawn_box_survives_model_runs_and_proposals_can_be_rejected(qtbot: QtBot, window: MainWindow) -> None:
+    win = window
+    session = win.session
+    assert session is not None
+    image = _go(win, "000001.png")
+    win.labels.new_label.setFocus()
+    qtbot.keyClicks(win.labels.new_label, "circle")
+    qtbot.keyClick(win.labels.new_label, Qt.Key.Key_Return)
+    win.canvas.setFocus()
+    assert win.labels.current_label() == "circle"
+
+    qtbot.keyClick(win.canvas, Qt.Key.Key_R)  # draw mode
+    _drag(win, QPointF(20, 20), QPointF(120, 90))
+    (manual,) = session.boxes(image)
+    assert manual.origin is Origin.manual and manual.label == "circle"
+    assert manual.box.xyxy == pytest.approx((20, 20, 120, 90), abs=1.0)
+    qtbot.keyClick(win.canvas, Qt.Key.Key_Escape)
+
+    for _ in range(2):  # running twice adds no duplicates and never touches the manual box
+        win.ai_panel.query.setText("circle, square, triangle")
+        win.run_model()
+        _wait_idle(qtbot, win)
+    rows = session.boxes(image)
+    assert next(r for r in rows if r.id == manual.id) == manual
+    proposals = [r for r in rows if r.is_proposal]
+    assert proposals
+    keys = [(r.label, r.box.xyxy) for r in proposals]
+    assert len(keys) == len(set(keys))
+
+    # The threshold slider hides weak proposals without deleting them.
+    win.ai_panel.set_threshold(1.0)
+    assert set(win.canvas.items_by_id()) == {manual.id}
+    win.ai_panel.set_threshold(0.0)
+    assert len(win.canvas.items_by_id()) == len(rows)
+
+    win.reject_all()
+    assert session.boxes(image) == [manual]
+    session.undo_stack.undo()
+    assert len(session.boxes(image)) == len(rows)
+
+
+def test_text_answers_and_identify_need_a_box(qtbot: QtBot, window: MainWindow) -> None:
+    win = window
+    _go(win, "photo-astronaut.jpg")
+    win.ai_panel.set_task(Task.caption)
+    win.ai_panel.query.clear()
+    win.run_model()
+    _wait_idle(qtbot, win)
+    assert win.ai_panel.answer.toPlainText().strip()  # the model's text, shown as text
+    assert win.session is not None and not win.session.boxes(win.session.current_id or -1)
+
+    win.ai_panel.set_task(Task.identify)
+    win.canvas.scene().clearSelection()
+    win.run_model()
+    assert "select one box" in win.ai_panel.status.text()
+
+
+def test_rotated_photo_is_upright_and_corrupt_file_is_marked(qtbot: QtBot, window: MainWindow) -> None:
+    win = window
+    session = win.session
+    assert session is not None
+    rotated = _go(win, "photo-rotated.jpg")
+    assert win.canvas.image_size == (451.0, 300.0)  # upright, as the cat was photographed
+    assert (session.image(rotated).width, session.image(rotated).height) == (451, 300)
+
+    broken = _go(win, "zz-broken.jpg")
+    qtbot.waitUntil(lambda: session.image(broken).error is not None)
+    assert session.image(broken).status is ImageStatus.unreadable
+    assert "zz-broken.jpg" in session.image(broken).error
+    row = win.files.model.row_of(broken)
+    assert row is not None
+    assert "unreadable" in win.files.model.data(win.files.model.index(row), Qt.ItemDataRole.ToolTipRole)
+
+    # The app keeps working: next/previous, and a box on the rotated photo exports with upright size.
+    qtbot.keyClick(win.canvas, Qt.Key.Key_A)
+    assert session.current_id != broken
+    _go(win, "photo-rotated.jpg")
+    win.labels.new_label.setFocus()
+    qtbot.keyClicks(win.labels.new_label, "cat")
+    qtbot.keyClick(win.labels.new_label, Qt.Key.Key_Return)
+    win.canvas.setFocus()
+    qtbot.keyClick(win.canvas, Qt.Key.Key_R)
+    _drag(win, QPointF(100, 50), QPointF(300, 250))
+    out = session.folder.parent / "rotated-export.json"
+    report = win.export_to(out)
+    assert report is not None and any("zz-broken.jpg" in str(item) for item in report.skipped)
+    coco = load_with_pycocotools(out)
+    entry = next(img for img in coco.dataset["images"] if img["file_name"] == "photo-rotated.jpg")
+    assert (entry["width"], entry["height"]) == (451, 300)
+    (ann,) = coco.loadAnns(coco.getAnnIds(imgIds=[entry["id"]]))
+    assert ann["bbox"] == pytest.approx([100, 50, 200, 200], abs=1.0)
+
+
+def test_cancel_during_batch_leaves_a_consistent_store(qtbot: QtBot, window: MainWindow, tmp_path: Path) -> None:
+    win = window
+    session = win.session
+    ai = win.ai
+    assert session is not None and ai is not None
+    for label in LABELS:
+        session.add_label(label)
+    from annotator.core.runs import detection_prompts
+
+    prompts = detection_prompts(session.labels())
+    assert win.start_batch(prompts, unreviewed_only=True)
+    worker = ai._worker
+    assert worker is not None
+    with qtbot.waitSignal(worker.progress, timeout=60_000):
+        pass
+    ai.cancel()
+    qtbot.waitUntil(lambda: not ai.busy, timeout=60_000)
+
+    readable = [r for r in session.images() if r.error is None]
+    with_proposals = [r for r in readable if r.proposals]
+    assert 1 <= len([r for r in session.images() if r.proposals or r.error]) < len(session.images())
+    # Every image the batch finished has all its labels' runs; the rest have none.
+    for row in with_proposals:
+        assert {b.prompt for b in session.boxes(row.id) if b.prompt} <= {f"[detection] {p.query}" for p in prompts}
+    assert session.undo_stack.count() == 1
+    assert "Batch" in session.undo_stack.text(0)
+    session.undo_stack.undo()
+    assert all(not r.proposals for r in session.images())
+    session.undo_stack.redo()
+    assert [r.id for r in session.images() if r.proposals] == [r.id for r in with_proposals]
+
+    # What was saved survives reopening the store.
+    saved = {r.id: session.boxes(r.id) for r in with_proposals}
+    store_path = session.store.path
+    win.close_project()
+    from annotator.core.store import ProjectStore
+
+    reopened = ProjectStore.open(store_path)
+    try:
+        assert {image_id: reopened.boxes(image_id) for image_id in saved} == saved
+    finally:
+        reopened.close()
+
+
+def test_reopening_returns_to_where_the_user_left_off(
+    qtbot: QtBot, image_folder: Path, tmp_path: Path, engine: LocalEngine
+) -> None:
+    store = tmp_path / "resume.minigpt.sqlite"
+    first = MainWindow()
+    qtbot.addWidget(first)
+    first.open_folder(image_folder, store)
+    _go(first, "photo-coffee.jpg")
+    first.ai_panel.set_threshold(0.4)
+    first.ai_panel.set_task(Task.refer)
+    first.ai_panel.query.setText("the cup")
+    assert first.ai is not None
+    first.ai.use(engine, ModelSource("local", str(SHIPPED_DIR), device="cpu"))
+    first.close()
+
+    second = MainWindow()
+    qtbot.addWidget(second)
+    second.open_folder(image_folder, store)
+    assert second.session is not None and second.session.current_id is not None
+    assert second.session.image(second.session.current_id).path == "photo-coffee.jpg"
+    assert second.ai_panel.threshold_value_f() == pytest.approx(0.4)
+    assert second.ai_panel.current_task() is Task.refer
+    assert second.ai_panel.query.text() == "the cup"
+    # The model source is remembered and loads again in the background.
+    assert second.ai is not None
+    qtbot.waitUntil(lambda: second.ai.engine is not None, timeout=60_000)
+    assert "tiny" in second.model_status.text() or "Ready" in second.model_status.text()
+    second.close()
+
+
+def test_model_errors_show_in_the_ui(qtbot: QtBot, image_folder: Path, tmp_path: Path) -> None:
+    win = MainWindow()
+    qtbot.addWidget(win)
+    win.open_folder(image_folder, tmp_path / "errors.minigpt.sqlite")
+    win.run_model()  # no model yet
+    assert "No model loaded" in win.ai_panel.status.text()
+    missing = tmp_path / "no-such-model"
+    win.load_model(ModelSource("local", str(missing)))
+    assert win.ai is not None
+    qtbot.waitUntil(lambda: not win.ai.busy, timeout=30_000)
+    assert str(missing) in win.ai_panel.status.text()
+    win.load_model(ModelSource("server", "http://127.0.0.1:9"))
+    qtbot.waitUntil(lambda: not win.ai.busy, timeout=30_000)
+    assert "127.0.0.1:9" in win.ai_panel.status.text()
+    win.close()
+
+
+def test_help_lists_every_shortcut(qtbot: QtBot, window: MainWindow) -> None:
+    from annotator.core.shortcuts import SHORTCUTS
+    from annotator.gui.dialogs import ShortcutsDialog
+
+    dialog = ShortcutsDialog(window)
+    qtbot.addWidget(dialog)
+    texts = {dialog.table.item(row, 1).text() for row in range(dialog.table.rowCount())}
+    assert texts == {s.text for s in SHORTCUTS}
+    bound = {a.shortcut().toString() for a in window.actions_by_name.values() if not a.shortcut().isEmpty()}
+    assert {"D", "A", "Ctrl+Z", "Del", "I", "Ctrl+B", "Ctrl+S"} <= bound
