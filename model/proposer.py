@@ -20,15 +20,15 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field
 
 from .annotations import Box, Proposal, Task
 from .errors import CheckpointError, PromptError
-from .grammar import ParseResult, Skipped, parse_boxes, pixels_to_grid
+from .grammar import ParseResult, parse_boxes, pixels_to_grid
 from .images import LoadedImage, load_image
 from .network import MiniGPTv2ForConditionalGeneration
 from .processing import MiniGPTv2Processor, Turn
 from .prompts import build_instruction
+from .results import GenerationOptions, ProposalResult
 
 ADAPTER_CONFIG = "adapter_config.json"  # written by peft for LoRA adapters
 
@@ -46,25 +46,6 @@ DEFAULT_MAX_NEW_TOKENS: dict[Task, int] = {
 }
 
 
-class GenerationOptions(BaseModel):
-    """Greedy by default, like the official benchmark eval. The official demo samples with
-    temperature 0.6, top_p 0.9 and repetition_penalty 1.05 (`GenerationOptions.demo()`)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    max_new_tokens: int | None = Field(default=None, ge=1, description="None: a per-task default")
-    do_sample: bool = False
-    temperature: float = Field(default=1.0, gt=0)
-    top_p: float = Field(default=1.0, gt=0, le=1)
-    repetition_penalty: float = Field(default=1.0, gt=0)
-    seed: int | None = None
-
-    @classmethod
-    def demo(cls, **overrides: object) -> GenerationOptions:
-        demo = {"do_sample": True, "temperature": 0.6, "top_p": 0.9, "repetition_penalty": 1.05}
-        return cls.model_validate(demo | overrides)
-
-
 @dataclass(frozen=True)
 class ProposeRequest:
     image: ImageSource
@@ -72,36 +53,6 @@ class ProposeRequest:
     query: str | None = None
     box: Box | None = None  # pixels of the upright image; [identify] only
     history: tuple[Turn, ...] = ()
-
-
-class ProposalResult(BaseModel):
-    """Everything one request produced. `text` is the model's answer; `proposals` its boxes in pixels."""
-
-    image: str
-    width: int
-    height: int
-    task: Task
-    query: str | None
-    prompt: str
-    text: str
-    proposals: list[Proposal]
-    skipped: list[Skipped] = Field(default_factory=list)
-
-    def to_json_dict(self) -> dict:
-        """The CLI/API contract of DESIGN.md."""
-        return {
-            "image": self.image,
-            "width": self.width,
-            "height": self.height,
-            "task": self.task.value,
-            "query": self.query,
-            "text": self.text,
-            "proposals": [proposal_json(p) for p in self.proposals],
-        }
-
-
-def proposal_json(proposal: Proposal) -> dict:
-    return {"label": proposal.label, "bbox": list(proposal.box.xyxy), "score": proposal.score}
 
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

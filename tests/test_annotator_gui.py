@@ -368,3 +368,19 @@ def test_help_lists_every_shortcut(qtbot: QtBot, window: MainWindow) -> None:
     assert texts == {s.text for s in SHORTCUTS}
     bound = {a.shortcut().toString() for a in window.actions_by_name.values() if not a.shortcut().isEmpty()}
     assert {"D", "A", "Ctrl+Z", "Del", "I", "Ctrl+B", "Ctrl+S"} <= bound
+
+
+def test_huge_image_opens_within_bounded_memory() -> None:
+    """A 12000×9000 JPEG opens in the real window (fresh process, offscreen) without a full-size decode."""
+    import subprocess
+    import sys
+
+    bench = Path(__file__).resolve().parents[1] / "bench" / "annotator_startup.py"
+    done = subprocess.run([sys.executable, str(bench), "--huge"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    huge = report["huge_image"]
+    print("annotator start-up:", json.dumps(report))
+    assert huge["shown_as"] == [12000.0, 9000.0]  # boxes live in full-resolution pixels
+    assert huge["peak_increase_mb_at_most"] < huge["full_decode_mb"] / 2  # 309 MB decoded fully
+    assert report["model"] == "local model tiny-shapes on cpu"

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import requests
 from PIL import Image
@@ -28,7 +28,10 @@ from PIL import Image
 from model.annotations import Box, Task
 from model.errors import MiniGPTError
 from model.images import load_image
-from model.proposer import GenerationOptions, ProposalResult, Proposer, ProposeRequest
+from model.results import GenerationOptions, ProposalResult
+
+if TYPE_CHECKING:  # torch loads only with a local model, so the window opens fast and a remote-only app stays lean
+    from model.proposer import Proposer
 
 __all__ = [
     "MAX_PROMPTS_PER_CALL",
@@ -204,10 +207,14 @@ class LocalEngine(_ImageByImage):
         cls, model: str | os.PathLike, device: str = "auto", *, options: GenerationOptions | None = None
     ) -> LocalEngine:
         """Load a model folder (or hub id); raises CheckpointError naming the folder if it is not one."""
+        from model.proposer import Proposer
+
         return cls(Proposer.from_pretrained(model, device=device), options=options)
 
     def _propose_image(self, image: Path, requests: Sequence[EngineRequest]) -> list[ProposalResult]:
         loaded = load_image(image)  # ImageLoadError names the file; result.image is str(image)
+        from model.proposer import ProposeRequest
+
         batch = [ProposeRequest(loaded, r.task, r.query, r.box) for r in requests]
         with self._lock:
             return self.proposer.propose_batch(batch, options=self.options)

@@ -14,7 +14,7 @@ from annotator.core.merging import proposal_rows
 from annotator.core.records import BoxRow
 from annotator.core.runs import Prompt
 from annotator.core.sources import ModelSource
-from model.proposer import ProposalResult
+from model.results import ProposalResult
 
 from .session import Session
 from .workers import ImageJob, ModelLoader, ProposeWorker
