@@ -47,6 +47,7 @@ class LabelTag(QGraphicsItem):
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations)
         self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
         self.text = ""
+        self.inside = False  # drawn inside the box's top edge when there is no room above it
         self.color = QColor("white")
         self._font = QFont()
         self._font.setPointSizeF(9)
@@ -58,7 +59,7 @@ class LabelTag(QGraphicsItem):
 
     def boundingRect(self) -> QRectF:
         width = 7.0 * len(self.text) + 8
-        return QRectF(0, -18, width, 18)
+        return QRectF(0, 0 if self.inside else -18, width, 18)
 
     def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
         rect = self.boundingRect()
@@ -97,6 +98,11 @@ class BoxItem(QGraphicsItem):
         if self.row.is_proposal and self.row.score is not None:
             text += f" {self.row.score:.2f}"
         self.tag.set_text(text, self.color)
+        self._place_tag()
+
+    def _place_tag(self) -> None:
+        self.tag.prepareGeometryChange()
+        self.tag.inside = self.box.y0 * self._view_scale() < 18
         self.tag.setPos(self.box.x0, self.box.y0)
 
     def _view_scale(self) -> float:
@@ -166,7 +172,7 @@ class BoxItem(QGraphicsItem):
             moved = geometry.resize(box, handle, pos.x(), pos.y(), width, height)
         self.prepareGeometryChange()
         self.box = moved
-        self.tag.setPos(moved.x0, moved.y0)
+        self._place_tag()
         self.update()
 
     def mouseReleaseEvent(self, event: QGraphicsSceneMouseEvent) -> None:
