@@ -384,3 +384,51 @@ def test_huge_image_opens_within_bounded_memory() -> None:
     assert huge["shown_as"] == [12000.0, 9000.0]  # boxes live in full-resolution pixels
     assert huge["peak_increase_mb_at_most"] < huge["full_decode_mb"] / 2  # 309 MB decoded fully
     assert report["model"] == "local model tiny-shapes on cpu"
+
+
+def test_resize_by_handle_relabel_delete_and_review_navigation(qtbot: QtBot, window: MainWindow) -> None:
+    win = window
+    session = win.session
+    assert session is not None
+    image = _go(win, "000002.png")
+    for name in ("square", "circle"):
+        session.add_label(name)
+    win.labels.set_current_label("square")
+    win.set_drawing(True)
+    _drag(win, QPointF(30, 30), QPointF(90, 80))
+    win.set_drawing(False)
+    (row,) = session.boxes(image)
+
+    # Click the box to select it, then drag its bottom-right handle.
+    item = win.canvas.items_by_id()[row.id]
+    qtbot.mouseClick(win.canvas.viewport(), Qt.MouseButton.LeftButton, pos=win.canvas.mapFromScene(QPointF(60, 55)))
+    assert item.isSelected()
+    corner = QPointF(row.box.x1, row.box.y1)
+    _drag(win, corner, corner + QPointF(20, 15))
+    (resized,) = session.boxes(image)
+    assert resized.box.x0 == pytest.approx(row.box.x0) and resized.box.y0 == pytest.approx(row.box.y0)
+    assert resized.box.x1 == pytest.approx(row.box.x1 + 20, abs=1.5)
+    assert resized.box.y1 == pytest.approx(row.box.y1 + 15, abs=1.5)
+
+    # Relabel with Ctrl+E, then delete with the Delete key; both undo.
+    win.canvas.setFocus()
+    win.labels.set_current_label("circle")
+    qtbot.keyClick(win.canvas, Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)
+    assert session.boxes(image)[0].label == "circle"
+    win.canvas.select({row.id})
+    qtbot.keyClick(win.canvas, Qt.Key.Key_Delete)
+    assert session.boxes(image) == []
+    session.undo_stack.undo()
+    session.undo_stack.undo()
+    assert session.boxes(image)[0].label == "square"
+
+    # Mark reviewed; the "Unreviewed" filter hides it once we move on; Ctrl+Shift+D skips reviewed images.
+    qtbot.keyClick(win.canvas, Qt.Key.Key_K, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier)
+    assert session.image(image).status is ImageStatus.reviewed
+    win.files.filter.setCurrentText("Unreviewed")
+    qtbot.keyClick(win.canvas, Qt.Key.Key_D, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    assert session.current_id != image
+    assert not session.image(session.current_id or -1).reviewed
+    assert win.files.model.row_of(image) is None  # filtered out
+    qtbot.keyClick(win.canvas, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    assert session.current_id != image  # previous *unreviewed* skips it too

@@ -117,8 +117,15 @@ class FilePanel(QWidget):
         self._refilter()
 
     def set_current(self, image_id: int | None) -> None:
+        changed = image_id != self._current
         self._current = image_id
-        row = self.model.row_of(image_id) if image_id is not None else None
+        if changed:
+            self._refilter()  # the filter keeps the current image listed, and drops the one we left
+        else:
+            self._select_current()
+
+    def _select_current(self) -> None:
+        row = self.model.row_of(self._current) if self._current is not None else None
         if row is None:
             self.view.clearSelection()
             return
@@ -130,7 +137,7 @@ class FilePanel(QWidget):
         wanted = FILTERS[self.filter.currentText()]
         rows = [r for r in self._all if wanted is None or r.status in wanted or r.id == self._current]
         self.model.set_rows(rows)
-        self.set_current(self._current)
+        self._select_current()
 
     def _clicked(self, index: QModelIndex) -> None:
         self.image_chosen.emit(int(self.model.data(index, Qt.ItemDataRole.UserRole)))  # type: ignore[arg-type]
