@@ -209,6 +209,17 @@ def test_drawn_box_survives_model_runs_and_proposals_can_be_rejected(qtbot: QtBo
     win.ai_panel.set_threshold(0.0)
     assert len(win.canvas.items_by_id()) == len(rows)
 
+    # Double-clicking a proposal accepts just that one (the topmost box under the mouse).
+    from annotator.gui.box_item import BoxItem
+
+    chosen = proposals[0]
+    centre = win.canvas.mapFromScene(QPointF((chosen.box.x0 + chosen.box.x1) / 2, (chosen.box.y0 + chosen.box.y1) / 2))
+    top = next(item for item in win.canvas.items(centre) if isinstance(item, BoxItem))
+    qtbot.mouseDClick(win.canvas.viewport(), Qt.MouseButton.LeftButton, pos=centre)
+    accepted = [r for r in session.boxes(image) if r.origin is Origin.accepted]
+    assert [r.id for r in accepted] == [top.row.id]
+    session.undo_stack.undo()
+
     win.reject_all()
     assert session.boxes(image) == [manual]
     session.undo_stack.undo()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -133,3 +135,19 @@ def test_shortcuts_are_unique() -> None:
     keys = [key for shortcut in SHORTCUTS for key in shortcut.keys]
     assert len(keys) == len(set(keys))
     assert len({s.action for s in SHORTCUTS}) == len(SHORTCUTS)
+
+
+def test_label_colours_are_stable_and_a_project_s_labels_stay_apart(tmp_path: Path) -> None:
+    from annotator.core.colors import _hue, _hue_gap, color_for
+    from annotator.core.store import ProjectStore
+
+    names = ["person", "car", "dog", "cat", "bird", "bicycle", "bus", "truck", "horse", "sheep"]
+    store = ProjectStore.open(tmp_path / "colours.minigpt.sqlite")
+    created = [store.ensure_label(name).color for name in names]
+    store.close()
+    hues = [_hue(color) for color in created]
+    assert min(_hue_gap(a, b) for i, a in enumerate(hues) for b in hues[i + 1 :]) >= 0.05
+    assert created[0] == color_for("person")  # the first label keeps its name's own colour
+    reopened = ProjectStore.open(tmp_path / "colours.minigpt.sqlite")
+    assert [label.color for label in reopened.labels()] == created  # the same across sessions
+    reopened.close()

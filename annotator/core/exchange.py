@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
+import shutil
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -36,7 +37,8 @@ from .records import BoxRow, BoxState
 from .store import ProjectStore
 
 __all__ = [
-    "DUPLICATE_IOU",
+    "IMPORT_DUPLICATE_IOU",
+    "MIN_BOX_SIZE",
     "ExchangeError",
     "ExportReport",
     "ImportReport",
@@ -45,7 +47,7 @@ __all__ = [
 ]
 
 MIN_BOX_SIZE = 1.0  # pixels; a box thinner than this after clipping is a slip of the mouse, not an object
-DUPLICATE_IOU = 0.9  # an imported box overlapping an annotation of its label this much is that annotation
+IMPORT_DUPLICATE_IOU = 0.9  # an imported box overlapping an annotation of its label this much is that annotation
 
 
 class ExchangeError(MiniGPTError):
@@ -62,6 +64,14 @@ class ExportReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (image path, reason): images or single boxes
     warnings: list[tuple[str, str]] = field(default_factory=list)  # (image path, message): exported, but check
 
+    def __str__(self) -> str:
+        text = f"{self.annotations} boxes on {self.images} images to {self.path}"
+        if self.skipped:
+            text += f"; {len(self.skipped)} skipped"
+        if self.warnings:
+            text += f"; {len(self.warnings)} to check"
+        return text
+
 
 @dataclass
 class ImportReport:
@@ -73,6 +83,19 @@ class ImportReport:
     unmatched: list[str] = field(default_factory=list)  # file names in the COCO file with no image in the folder
     size_mismatches: list[tuple[str, str]] = field(default_factory=list)  # (image path, reason): boxes not imported
     not_boxes: int = 0  # crowd regions and empty boxes in the file, which cannot be boxes here
+
+    def __str__(self) -> str:
+        text = (
+            f"{self.annotations_added} boxes added on {self.images_matched} images, "
+            f"{self.duplicates_skipped} already there"
+        )
+        if self.unmatched:
+            text += f"; {len(self.unmatched)} images not in the folder"
+        if self.size_mismatches:
+            text += f"; {len(self.size_mismatches)} images with another size left out"
+        if self.not_boxes:
+            text += f"; {self.not_boxes} crowd or empty regions ignored"
+        return text
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -144,6 +167,8 @@ def export_coco(
         except CocoError as err:
             raise ExchangeError(f"cannot export to {target}: {err}") from err
         _validate(temp, target, records, len(categories))
+        with contextlib.suppress(OSError):
+            shutil.copymode(target, temp)  # a replaced export keeps its permissions
         os.replace(temp, target)
     finally:
         with contextlib.suppress(OSError):
@@ -306,10 +331,11 @@ def _new_annotations(existing: Sequence[BoxRow], record: ImageRecord, image_id: 
     added: list[BoxRow] = []
     duplicates = 0
     for annotation in record.annotations:
+        label = annotation.label.strip()  # the store keeps label names stripped
         same = [
             (annotation.box.iou(row.box), i)
             for i, row in enumerate(unused)
-            if row.label == annotation.label and annotation.box.iou(row.box) >= DUPLICATE_IOU
+            if row.label == label and annotation.box.iou(row.box) >= IMPORT_DUPLICATE_IOU
         ]
         if same:
             unused.pop(max(same)[1])
@@ -318,7 +344,7 @@ def _new_annotations(existing: Sequence[BoxRow], record: ImageRecord, image_id: 
         added.append(
             BoxRow(
                 image_id=image_id,
-                label=annotation.label,
+                label=label,
                 box=annotation.box,
                 state=BoxState.annotation,
                 origin=Origin.manual,

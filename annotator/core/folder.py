@@ -18,6 +18,7 @@ from pathlib import Path
 from model.errors import ImageLoadError, MiniGPTError
 from model.images import image_size
 
+from .display import load_display_image
 from .records import ImageRow
 from .store import STORE_SUFFIX, ProjectStore, default_store_path
 
@@ -53,7 +54,7 @@ def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
 
 
-def natural_key(path: str) -> tuple[tuple[tuple[str, int], ...], str]:
+def natural_key(path: str) -> tuple[tuple[tuple[tuple[str, int], ...], ...], str]:
     """Sort key putting ``img2`` before ``img10``, case-insensitively, folder by folder."""
     parts = tuple(
         tuple((text.casefold(), int(number)) for text, number in _pairs(component)) for component in path.split("/")
@@ -149,6 +150,8 @@ def project_folder(store: ProjectStore) -> Path:
 
 def reopen_project(store_path: str | os.PathLike[str]) -> ProjectStore:
     """Open a project from its store file alone (e.g. the recent-projects list), rescanning its folder."""
+    if not Path(store_path).is_file():  # opening would create an empty store that records no folder
+        raise ProjectFolderError(f"there is no project store at {store_path}; open the image folder instead")
     store = ProjectStore.open(store_path)
     try:
         folder = project_folder(store)
@@ -186,8 +189,6 @@ def probe_image(path: str | os.PathLike[str], *, check_pixels: bool = False) -> 
 
 
 def _check_pixels(path: str | os.PathLike[str]) -> None:
-    from .display import load_display_image  # display imports nothing from here; kept local to stay light
-
     load_display_image(path, max_pixels=_CHECK_PIXELS)
 
 

@@ -168,28 +168,34 @@ class ProjectStore:
     # --- transactions ----------------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
-        """Group changes into one transaction: all of them are saved, or (on an error or a crash) none."""
+        """Group changes into one transaction: all of them are saved, or (on an error or a crash) none.
+
+        SQLite failures (a full disk, a locked or read-only file) become :class:`StoreError` naming the file.
+        """
         outer = self._depth == 0
-        if outer:
-            self._db.execute("BEGIN IMMEDIATE")
-        self._depth += 1
         try:
-            yield
-        except BaseException:
+            if outer:
+                self._db.execute("BEGIN IMMEDIATE")
+            self._depth += 1
+            try:
+                yield
+            except BaseException:
+                self._depth -= 1
+                if outer:
+                    self._db.execute("ROLLBACK")
+                raise
             self._depth -= 1
             if outer:
-                self._db.execute("ROLLBACK")
-            raise
-        self._depth -= 1
-        if outer:
-            self._db.execute("COMMIT")
-
-    def _write(self, sql: str, params: Sequence[object] = ()) -> sqlite3.Cursor:
-        try:
-            with self.batch():
-                return self._db.execute(sql, params)
+                self._db.execute("COMMIT")
+        except sqlite3.OperationalError as err:  # the file system's fault: full, read-only, locked
+            hint = "check that the disk has space and the file is writable and not open in another program"
+            raise StoreError(f"cannot save to {self.path}: {err}; {hint}") from err
         except sqlite3.Error as err:
             raise StoreError(f"cannot save to {self.path}: {err}") from err
+
+    def _write(self, sql: str, params: Sequence[object] = ()) -> sqlite3.Cursor:
+        with self.batch():
+            return self._db.execute(sql, params)
 
     # --- settings (session state) ----------------------------------------------------------------------------------
     def setting(self, key: str, default: str | None = None) -> str | None:
@@ -263,11 +269,12 @@ class ProjectStore:
             row = self._db.execute("SELECT name, color, prompt FROM labels WHERE name = ?", (name,)).fetchone()
             if row is not None:
                 return LabelRow(name=row[0], color=row[1], prompt=row[2])
+            color = color_for(name, taken=[label.color for label in self.labels()])
             self._db.execute(
                 "INSERT INTO labels (name, color, prompt, position) VALUES (?, ?, NULL, ?)",
-                (name, color_for(name), self._count("labels")),
+                (name, color, self._count("labels")),
             )
-        return LabelRow(name=name, color=color_for(name))
+        return LabelRow(name=name, color=color)
 
     def set_label_prompt(self, name: str, prompt: str | None) -> None:
         self.ensure_label(name)

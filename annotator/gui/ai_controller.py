@@ -14,6 +14,7 @@ from annotator.core.merging import proposal_rows
 from annotator.core.records import BoxRow
 from annotator.core.runs import Prompt
 from annotator.core.sources import ModelSource
+from model.errors import MiniGPTError
 from model.results import ProposalResult
 
 from .session import Session
@@ -140,7 +141,12 @@ class AIController(QObject):
         if texts:
             self.answer.emit("\n\n".join(texts))
         if self._batch_rows is not None:
-            stored = self.session.store.put_boxes(new)  # saved now: a cancel or crash keeps this image's results
+            try:
+                stored = self.session.store.put_boxes(new)  # saved now: a cancel or crash keeps this image's results
+            except MiniGPTError as err:  # e.g. the disk is full: stop rather than run on without saving
+                self.failed.emit(f"The batch stopped: {err}")
+                self.cancel()
+                return
             self._batch_rows += stored
             self.session.boxes_changed.emit(job.image_id)
             self.session.images_changed.emit()

@@ -70,8 +70,16 @@ class LabelTag(QGraphicsItem):
 
 
 class BoxItem(QGraphicsItem):
-    def __init__(self, row: BoxRow, color: str, bounds: tuple[float, float], on_edited: EditedCallback):
+    def __init__(
+        self,
+        row: BoxRow,
+        color: str,
+        bounds: tuple[float, float],
+        on_edited: EditedCallback,
+        on_activated: Callable[[BoxRow], None] | None = None,
+    ):
         super().__init__()
+        self._on_activated = on_activated
         self.row = row
         self.box = row.box  # follows the drag; row.box is what the store holds
         self.color = QColor(color)
@@ -174,6 +182,11 @@ class BoxItem(QGraphicsItem):
         self.box = moved
         self._place_tag()
         self.update()
+
+    def mouseDoubleClickEvent(self, event: QGraphicsSceneMouseEvent) -> None:
+        if event.button() == Qt.MouseButton.LeftButton and self._on_activated is not None:
+            self._on_activated(self.row)  # a double-click accepts a proposal
+        event.accept()
 
     def mouseReleaseEvent(self, event: QGraphicsSceneMouseEvent) -> None:
         super().mouseReleaseEvent(event)

@@ -25,6 +25,7 @@ class Canvas(QGraphicsView):
     box_drawn = Signal(object)  # Box
     box_edited = Signal(object, object)  # BoxRow as stored, Box after the drag
     selection_changed = Signal()
+    box_activated = Signal(object)  # BoxRow double-clicked
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -71,7 +72,7 @@ class Canvas(QGraphicsView):
             color = colors.get(row.label, "#ffcc00")
             item = self._items.get(box_id)
             if item is None:
-                item = BoxItem(row, color, self.image_size, self._edited)
+                item = BoxItem(row, color, self.image_size, self._edited, self.box_activated.emit)
                 self._items[box_id] = item
                 self.scene().addItem(item)
             elif item.row != row or item.color != QColor(color):

@@ -66,6 +66,9 @@ class MainWindow(QMainWindow):
         self._make_menus()
         self.canvas.box_drawn.connect(self._box_drawn)
         self.canvas.box_edited.connect(self._box_edited)
+        self.canvas.box_activated.connect(
+            lambda row: self.session and row.is_proposal and self.session.push(edits.accept([row]))
+        )
         self.files.image_chosen.connect(self.go_to)
         self.labels.label_added.connect(self._add_label)
         self.labels.apply_requested.connect(self._relabel_selected)
@@ -345,6 +348,10 @@ class MainWindow(QMainWindow):
             self._add_label(label)
         row = BoxRow(self.session.current_id, label.strip(), box, state=BoxState.annotation, origin=Origin.manual)
         self.session.push(edits.add_boxes(f"Draw {label}", self.session.current_id, [row]))
+
+    def _box_activated(self, row: BoxRow) -> None:
+        if self.session is not None and row.is_proposal:
+            self.session.push(edits.accept([row]))
 
     def _box_edited(self, row: BoxRow, box: Box) -> None:
         if self.session is not None:
