@@ -1031,6 +1031,7 @@ def test_export_rereads_sizes_clips_boxes_and_skips_unreadable_images(tmp_path: 
             ]
         )
         (folder / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 10)  # now corrupt
+        store.set_reviewed(image_id(store, "c.png"), True)  # a confirmed negative whose file is gone
         (folder / "c.png").unlink()
         out = tmp_path / "out.json"
         report = export_coco(store, folder, out)
@@ -1152,3 +1153,19 @@ def test_import_matches_by_file_name_and_reports_what_it_cannot_place(shapes: tu
         ]
     finally:
         store.close()
+
+
+def test_images_nobody_worked_on_are_not_exported_as_negatives(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    for name in ("boxed.png", "empty-reviewed.png", "untouched.png"):
+        _touch_image(folder / name, (40, 30))
+    store = open_project(folder)
+    try:
+        store.put_boxes([annotation(image_id(store, "boxed.png"), "cat", xyxy(1, 1, 20, 20))])
+        store.set_reviewed(image_id(store, "empty-reviewed.png"), True)  # looked at: truly nothing there
+        report = export_coco(store, folder, tmp_path / "all.json")
+    finally:
+        store.close()
+    names = [img["file_name"] for img in json.loads((tmp_path / "all.json").read_text())["images"]]
+    assert names == ["boxed.png", "empty-reviewed.png"]
+    assert report.unlabelled == 1 and "not reviewed left out" in str(report)

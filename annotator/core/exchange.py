@@ -63,9 +63,12 @@ class ExportReport:
     annotations: int
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (image path, reason): images or single boxes
     warnings: list[tuple[str, str]] = field(default_factory=list)  # (image path, message): exported, but check
+    unlabelled: int = 0  # images with no boxes, not marked reviewed: not negatives yet, so left out
 
     def __str__(self) -> str:
         text = f"{self.annotations} boxes on {self.images} images to {self.path}"
+        if self.unlabelled:
+            text += f"; {self.unlabelled} images with no boxes and not reviewed left out"
         if self.skipped:
             text += f"; {len(self.skipped)} skipped"
         if self.warnings:
@@ -112,8 +115,9 @@ def export_coco(
 ) -> ExportReport:
     """Write the project's annotations to ``out`` as COCO, validated before it replaces anything.
 
-    ``reviewed_only`` exports only images marked reviewed; ``include_unannotated`` keeps images without boxes
-    (negatives for training; with ``reviewed_only`` they are confirmed empty).
+    ``reviewed_only`` exports only images marked reviewed. An image without boxes is a negative for training, so it
+    is exported only when someone said so: it is marked reviewed (and ``include_unannotated`` is on). Images nobody
+    has worked on yet are left out and counted in ``report.unlabelled``.
 
     Raises:
         ExchangeError: ``out`` cannot be written, or the written file does not read back as what was exported
@@ -135,7 +139,10 @@ def export_coco(
     records: list[ImageRecord] = []
     for row in sorted(store.images(), key=lambda r: natural_key(r.path)):
         rows = boxes.get(row.id, [])
-        if (reviewed_only and not row.reviewed) or (not rows and not include_unannotated):
+        if reviewed_only and not row.reviewed:
+            continue
+        if not rows and not (include_unannotated and row.reviewed):
+            report.unlabelled += not row.reviewed
             continue
         size = probe_image(root / row.path)
         if isinstance(size, str):

@@ -479,12 +479,9 @@ class MainWindow(QMainWindow):
         except MiniGPTError as err:
             self.show_error(f"Export failed, nothing was written: {err}")
             return None
-        skipped = f"; {len(report.skipped)} skipped (see the log)" if report.skipped else ""
         for item in report.skipped:
             log.warning("export skipped %s", item)
-        self.statusBar().showMessage(
-            f"Exported {report.annotations} boxes on {report.images} images to {path}{skipped}", 15_000
-        )
+        self.statusBar().showMessage(f"Exported {report}", 15_000)
         return report
 
     def _choose_import(self) -> None:
