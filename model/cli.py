@@ -472,6 +472,10 @@ def cmd_gui(args: argparse.Namespace) -> int:
     except ImportError as err:
         hint = "pip install 'minigpt-annotate[gui]'"
         raise MiniGPTError(f"the desktop annotator needs its extra: {hint} ({err})") from err
+    if args.folder is not None and not args.folder.is_dir():
+        raise MiniGPTError(f"folder {args.folder} not found; pass a folder of images")
+    if args.folder is None and args.store is not None and not args.store.is_file():
+        raise MiniGPTError(f"project store {args.store} not found; pass the folder of images to start a project")
     source = None
     if args.model:
         source = ModelSource("local", str(args.model), device=args.device)

@@ -444,3 +444,19 @@ def test_resize_by_handle_relabel_delete_and_review_navigation(qtbot: QtBot, win
     assert win.files.model.row_of(image) is None  # filtered out
     qtbot.keyClick(win.canvas, Qt.Key.Key_A, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
     assert session.current_id != image  # previous *unreviewed* skips it too
+
+
+def test_the_gui_command_s_window_opens_the_folder_and_loads_the_model(
+    qtbot: QtBot, image_folder: Path, tmp_path: Path
+) -> None:
+    from annotator.gui.app import create_window
+
+    win = create_window(
+        image_folder, store=tmp_path / "cli.minigpt.sqlite", source=ModelSource("local", str(SHIPPED_DIR), "cpu")
+    )
+    qtbot.addWidget(win)
+    assert win.session is not None and win.ai is not None
+    assert len(win.session.images()) == len(list(image_folder.iterdir()))
+    assert win.session.current_id is not None  # the first image is shown straight away
+    qtbot.waitUntil(lambda: win.ai.engine is not None, timeout=60_000)
+    assert win.model_status.text().startswith("Ready: local model tiny-shapes")

@@ -166,3 +166,11 @@ def test_bad_input_exits_non_zero_with_a_one_line_cause(args, words, tiny_model_
     }
     proc = run(*(a.format(**names) if a.startswith("{") else a for a in args), stdin="")
     assert_one_line_error(proc, *words)
+
+
+def test_gui_refuses_a_missing_folder_with_one_line(tmp_path: Path) -> None:
+    proc = run("gui", str(tmp_path / "no-such-folder"))
+    assert_one_line_error(proc, "no-such-folder", "not found")
+    proc = run("gui", "--store", str(tmp_path / "nothing.minigpt.sqlite"))
+    assert_one_line_error(proc, "nothing.minigpt.sqlite", "not found")
+    assert "--server" in run("gui", "--help").stdout
