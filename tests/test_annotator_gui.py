@@ -460,3 +460,16 @@ def test_the_gui_command_s_window_opens_the_folder_and_loads_the_model(
     assert win.session.current_id is not None  # the first image is shown straight away
     qtbot.waitUntil(lambda: win.ai.engine is not None, timeout=60_000)
     assert win.model_status.text().startswith("Ready: local model tiny-shapes")
+
+
+def test_batch_dialog_offers_the_labels_and_the_scope(qtbot: QtBot) -> None:
+    from annotator.core.records import LabelRow
+    from annotator.gui.dialogs import BatchDialog
+
+    dialog = BatchDialog([LabelRow("square", "#000000"), LabelRow("circle", "#111111")])
+    qtbot.addWidget(dialog)
+    dialog.checks[1].setChecked(False)
+    dialog.extra.setText("kite")
+    dialog.everything.setChecked(True)
+    options = dialog.options()
+    assert (options.labels, options.extra, options.unreviewed_only) == (("square",), "kite", False)
