@@ -17,6 +17,7 @@ import requests
 from backend_process import running_backend, serve_command
 from ls_harness import free_port
 from PIL import Image
+from pytestqt.qtbot import QtBot
 
 from annotator.core.engines import (
     MAX_PROMPTS_PER_CALL,
@@ -309,3 +310,44 @@ def test_propose_refuses_an_oversized_body_before_reading_it(server_url: str) ->
 def test_engine_requests_accept_plain_strings(tmp_path: Path) -> None:
     request = EngineRequest(str(tmp_path / "a.jpg"), "refer", "the dog")  # type: ignore[arg-type]
     assert request.image == tmp_path / "a.jpg" and request.task is Task.refer
+
+
+def test_the_window_uses_a_remote_server_like_a_local_model(
+    qtbot: QtBot,
+    server_url: str,
+    shapes: dict[Path, ImageRecord],
+    local: LocalEngine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Model menu → server: the labeller's window runs [detection] on the GPU box and gets the local model's boxes."""
+    from annotator.core.merging import proposal_rows
+    from annotator.core.sources import ModelSource
+    from annotator.gui.main_window import MainWindow
+
+    folder = next(iter(shapes)).parent
+    monkeypatch.setenv("MINIGPT_SERVER_USER", AUTH[0])
+    monkeypatch.setenv("MINIGPT_SERVER_PASSWORD", AUTH[1])
+    win = MainWindow()
+    qtbot.addWidget(win)
+    win.open_folder(folder, tmp_path / "remote.minigpt.sqlite")
+    win.load_model(ModelSource("server", server_url))
+    assert win.ai is not None and win.session is not None
+    qtbot.waitUntil(lambda: not win.ai.busy, timeout=30_000)
+    assert win.model_status.text().startswith(f"Ready: server {server_url}")
+    image = win.session.current_id
+    assert image is not None
+    path = win.session.path_of(win.session.image(image))
+    win.ai_panel.query.setText(", ".join(CATEGORIES))
+    win.run_model()
+    qtbot.waitUntil(lambda: not win.ai.busy, timeout=60_000)
+    remote_boxes = sorted((r.label, r.box.xyxy) for r in win.session.boxes(image))
+    expected = local.propose([EngineRequest(path, Task.detection, name) for name in CATEGORIES])
+    rows: list = []
+    for name, result in zip(CATEGORIES, expected, strict=True):  # merged the way the window merges
+        rows += proposal_rows(result.proposals, image, rows, label=name)
+    local_boxes = sorted((r.label, r.box.xyxy) for r in rows)
+    assert [label for label, _ in remote_boxes] == [label for label, _ in local_boxes]
+    for (_, a), (_, b) in zip(remote_boxes, local_boxes, strict=True):
+        assert a == pytest.approx(b, abs=0.01)
+    win.close()

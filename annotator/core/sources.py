@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -17,11 +19,16 @@ class ModelSource:
     location: str  # a model folder or hub id; or the server's URL
     device: str = "auto"  # local only
 
-    def open(self) -> Engine:
-        """Load the model or connect to the server; slow, so the GUI calls it from a worker thread."""
+    def open(self, env: Mapping[str, str] = os.environ) -> Engine:
+        """Load the model or connect to the server; slow, so the GUI calls it from a worker thread.
+
+        A server behind basic auth takes its user and password from ``MINIGPT_SERVER_USER`` and
+        ``MINIGPT_SERVER_PASSWORD``, so the password never lands in the project store.
+        """
         if self.kind == "local":
             return LocalEngine.load(self.location, device=self.device)
-        return RemoteEngine.connect(self.location)
+        user, password = env.get("MINIGPT_SERVER_USER"), env.get("MINIGPT_SERVER_PASSWORD")
+        return RemoteEngine.connect(self.location, auth=(user, password or "") if user else None)
 
     def describe(self) -> str:
         return f"model {self.location}" if self.kind == "local" else f"server {self.location}"
