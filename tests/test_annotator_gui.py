@@ -336,6 +336,11 @@ def test_reopening_returns_to_where_the_user_left_off(
     first.ai_panel.query.setText("the cup")
     assert first.ai is not None
     first.ai.use(engine, ModelSource("local", str(SHIPPED_DIR), device="cpu"))
+    first.ai_panel.query.editingFinished.emit()  # the user leaves the field
+    # Saved as it changed: what a crash (no close) would leave behind.
+    assert first.session is not None
+    assert first.session.store.setting("query") == "the cup"
+    assert first.session.store.setting("task") == "refer"
     first.close()
 
     second = MainWindow()

@@ -50,6 +50,7 @@ class MainWindow(QMainWindow):
         self.ai: AIController | None = None
         self._probe: ProbeWorker | None = None
         self.threshold = 0.0
+        self._restoring = False
 
         self.canvas = Canvas()
         self.setCentralWidget(self.canvas)
@@ -78,6 +79,10 @@ class MainWindow(QMainWindow):
         self.ai_panel.accept_all_requested.connect(self.accept_all)
         self.ai_panel.reject_all_requested.connect(self.reject_all)
         self.ai_panel.threshold_changed.connect(self._threshold_changed)
+        # The panel's state is part of "where I left off": saved as it changes, like everything else.
+        self.ai_panel.threshold.sliderReleased.connect(self._save_settings)
+        self.ai_panel.task.currentIndexChanged.connect(lambda _: self._save_settings())
+        self.ai_panel.query.editingFinished.connect(self._save_settings)
         self._set_enabled(False)
 
     def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> None:
@@ -223,12 +228,16 @@ class MainWindow(QMainWindow):
     def _restore_settings(self) -> None:
         assert self.session is not None
         store = self.session.store
-        self.ai_panel.set_threshold(float(store.setting("threshold", "0") or 0))
-        self.ai_panel.set_task(Task(store.setting("task", Task.detection.value)))
-        self.ai_panel.query.setText(store.setting("query", "") or "")
+        self._restoring = True  # the panel's change signals must not save half-restored state
+        try:
+            self.ai_panel.set_threshold(float(store.setting("threshold", "0") or 0))
+            self.ai_panel.set_task(Task(store.setting("task", Task.detection.value)))
+            self.ai_panel.query.setText(store.setting("query", "") or "")
+        finally:
+            self._restoring = False
 
     def _save_settings(self) -> None:
-        if self.session is None:
+        if self.session is None or self._restoring:
             return
         store = self.session.store
         store.set_setting("threshold", f"{self.ai_panel.threshold_value_f():.2f}")
