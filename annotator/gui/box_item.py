@@ -47,7 +47,6 @@ class LabelTag(QGraphicsItem):
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations)
         self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
         self.text = ""
-        self.inside = False  # drawn inside the box's top edge when there is no room above it
         self.color = QColor("white")
         self._font = QFont()
         self._font.setPointSizeF(9)
@@ -59,7 +58,7 @@ class LabelTag(QGraphicsItem):
 
     def boundingRect(self) -> QRectF:
         width = 7.0 * len(self.text) + 8
-        return QRectF(0, 0 if self.inside else -18, width, 18)
+        return QRectF(0, -18, width, 18)
 
     def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
         rect = self.boundingRect()
@@ -89,7 +88,7 @@ class BoxItem(QGraphicsItem):
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIsSelectable)
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIsFocusable)
         self.setAcceptHoverEvents(True)
-        self.setZValue(2 if row.is_proposal else 1)
+        self.setZValue(self._base_z())
         self.tag = LabelTag(self)
         self._refresh_tag()
 
@@ -97,7 +96,7 @@ class BoxItem(QGraphicsItem):
     def set_row(self, row: BoxRow, color: str) -> None:
         self.prepareGeometryChange()
         self.row, self.box, self.color = row, row.box, QColor(color)
-        self.setZValue(2 if row.is_proposal else 1)
+        self.setZValue(3 if self.isSelected() else self._base_z())
         self._refresh_tag()
         self.update()
 
@@ -109,9 +108,15 @@ class BoxItem(QGraphicsItem):
         self._place_tag()
 
     def _place_tag(self) -> None:
-        self.tag.prepareGeometryChange()
-        self.tag.inside = self.box.y0 * self._view_scale() < 18
-        self.tag.setPos(self.box.x0, self.box.y0)
+        self.tag.setPos(self.box.x0, self.box.y0)  # above the box; the canvas keeps a margin above the image
+
+    def _base_z(self) -> float:
+        return 2 if self.row.is_proposal else 1
+
+    def itemChange(self, change: QGraphicsItem.GraphicsItemChange, value: object) -> object:
+        if change == QGraphicsItem.GraphicsItemChange.ItemSelectedHasChanged:
+            self.setZValue(3 if value else self._base_z())  # the selected box and its tag on top
+        return super().itemChange(change, value)
 
     def _view_scale(self) -> float:
         scene = self.scene()

@@ -109,7 +109,9 @@ class Canvas(QGraphicsView):
 
     def fit(self) -> None:
         self._fitted = True
-        self.fitInView(self.sceneRect(), Qt.AspectRatioMode.KeepAspectRatio)
+        rect = self.sceneRect()
+        margin = 0.04 * max(rect.width(), rect.height())  # room for the label tags of boxes at the top edge
+        self.fitInView(rect.adjusted(-margin, -margin, margin, margin), Qt.AspectRatioMode.KeepAspectRatio)
 
     def zoom(self, factor: float) -> None:
         scale = self.transform().m11()
