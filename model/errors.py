@@ -18,3 +18,7 @@ class CheckpointError(MiniGPTError):
 
 class PromptError(MiniGPTError, ValueError):
     """A task/query combination cannot be turned into a prompt."""
+
+
+class GenerationStopped(MiniGPTError):
+    """Generation was stopped on request (``should_stop``) before it finished; nothing was returned."""

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import torch
 from PIL import Image
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from .annotations import Box, Proposal, Task
-from .errors import CheckpointError, PromptError
+from .errors import CheckpointError, GenerationStopped, PromptError
 from .grammar import ParseResult, parse_boxes, pixels_to_grid
 from .images import LoadedImage, load_image
 from .network import MiniGPTv2ForConditionalGeneration
@@ -201,9 +202,15 @@ class Proposer:
         batch_size: int = 8,
         image_batch_size: int = 8,
         on_progress: Callable[[int, int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> list[ProposalResult]:
-        """Results in request order. Each distinct image is decoded and encoded once for all its requests."""
+        """Results in request order. Each distinct image is decoded and encoded once for all its requests.
+
+        ``should_stop`` is polled after every generated token (a long [grounding] answer of a 7B model takes a
+        while); once it returns True, generation ends early and :class:`GenerationStopped` is raised.
+        """
         options = options or GenerationOptions()
+        stop = _StopWhen(should_stop) if should_stop is not None else None
         images, image_of = self._load_images(requests)
         prepared = [self._prepare(request, images[image_of[i]]) for i, request in enumerate(requests)]
         features = self._encode_images([images[k].image for k in range(len(images))], image_batch_size)
@@ -215,8 +222,10 @@ class Proposer:
             rows = order[start : start + batch_size]
             max_new = max(self._max_new_tokens(prepared[i].task, options) for i in rows)
             generated = self._generate(
-                [prepared[i].ids for i in rows], features[[image_of[i] for i in rows]], max_new, options
+                [prepared[i].ids for i in rows], features[[image_of[i] for i in rows]], max_new, options, stop
             )
+            if stop is not None and stop.stopped:
+                raise GenerationStopped(f"stopped after {done} of {len(requests)} prompts, on request")
             for row, (tokens, logprobs) in zip(rows, generated, strict=True):
                 results[row] = self._result(prepared[row], images[image_of[row]], tokens, logprobs)
             done += len(rows)
@@ -261,6 +270,7 @@ class Proposer:
         features: torch.Tensor,
         max_new_tokens: int,
         options: GenerationOptions,
+        stop: _StopWhen | None = None,
     ) -> list[tuple[list[int], list[float]]]:
         input_ids, attention_mask = self.processor.pad_left(sequences)
         context = self.model.config.text_config.max_position_embeddings
@@ -289,6 +299,7 @@ class Proposer:
                 pad_token_id=self.processor.pad_token_id,
                 return_dict_in_generate=True,
                 output_logits=True,
+                stopping_criteria=StoppingCriteriaList([stop]) if stop is not None else None,
                 **sampling,
             )
         tokens = out.sequences  # only new tokens: the prompt went in as embeddings
@@ -344,6 +355,18 @@ class Proposer:
         if phrase:
             return phrase
         return (prepared.query or "").strip() or prepared.task.value
+
+
+class _StopWhen(StoppingCriteria):
+    """Ends generation for every row once ``should_stop()`` is True (a user pressed Cancel)."""
+
+    def __init__(self, should_stop: Callable[[], bool]):
+        self.should_stop = should_stop
+        self.stopped = False
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: object) -> torch.BoolTensor:
+        self.stopped = self.stopped or bool(self.should_stop())
+        return torch.full((input_ids.shape[0],), self.stopped, dtype=torch.bool, device=input_ids.device)
 
 
 @dataclass(frozen=True)

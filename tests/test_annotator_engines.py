@@ -351,3 +351,19 @@ def test_the_window_uses_a_remote_server_like_a_local_model(
     for (_, a), (_, b) in zip(remote_boxes, local_boxes, strict=True):
         assert a == pytest.approx(b, abs=0.01)
     win.close()
+
+
+def test_a_local_model_stops_mid_generation_and_drops_the_partial_answer(
+    local: LocalEngine, shapes: dict[Path, ImageRecord]
+) -> None:
+    path = next(iter(shapes))
+    polls: list[int] = []
+
+    def stop_on_the_first_token() -> bool:
+        polls.append(1)
+        return len(polls) > 1  # the first call is the check before the image, then one per generated token
+
+    with pytest.raises(Cancelled) as stopped:
+        local.propose([EngineRequest(path, Task.detection, "circle")], should_stop=stop_on_the_first_token)
+    assert stopped.value.results == [None]  # nothing half-done comes back
+    assert len(polls) == 2

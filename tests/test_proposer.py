@@ -12,7 +12,7 @@ from PIL import Image
 from skimage import data as skdata
 
 from model.annotations import Box, Task
-from model.errors import PromptError
+from model.errors import GenerationStopped, PromptError
 from model.proposer import GenerationOptions, Proposer, ProposeRequest
 
 COFFEE = Path(skdata.__file__).parent / "coffee.png"  # a real 600x400 photo shipped with scikit-image
@@ -186,3 +186,20 @@ def test_hf_generate_on_input_ids_batches_with_left_padding(official_model) -> N
         return out[:, ids.shape[1] :].tolist()
 
     assert new_tokens(prompts) == new_tokens(prompts[:1]) + new_tokens(prompts[1:])
+
+
+def test_should_stop_ends_generation_mid_answer(box_proposer: Proposer) -> None:
+    """Cancel stops a long answer after the current token instead of running to max_new_tokens."""
+    image = Image.fromarray(skdata.astronaut())
+    requests = [ProposeRequest(image, Task.detection, "person")]
+    assert box_proposer.propose_batch(requests, should_stop=lambda: False)[0].text == DETECTION_ANSWER
+
+    polls = []
+
+    def stop_after_three_tokens() -> bool:
+        polls.append(1)
+        return len(polls) >= 3
+
+    with pytest.raises(GenerationStopped, match="on request"):
+        box_proposer.propose_batch(requests, should_stop=stop_after_three_tokens)
+    assert len(polls) == 3  # polled once per generated token, and no further once it said stop

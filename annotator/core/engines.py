@@ -26,7 +26,7 @@ import requests
 from PIL import Image
 
 from model.annotations import Box, Task
-from model.errors import MiniGPTError
+from model.errors import GenerationStopped, MiniGPTError
 from model.images import load_image
 from model.results import GenerationOptions, ProposalResult
 
@@ -72,7 +72,8 @@ class EngineRequest:
 
 
 class Cancelled(MiniGPTError):
-    """``should_stop()`` turned true; raised between images, never in the middle of one.
+    """``should_stop()`` turned true. Checked between images; a local model also stops mid-generation, and then
+    that image's partial answer is dropped, never returned half-done.
 
     ``results`` holds what :meth:`Engine.propose` had finished, in request order (None for requests not run).
     """
@@ -143,7 +144,9 @@ class _ImageByImage:
 
     description: str
 
-    def _propose_image(self, image: Path, requests: Sequence[EngineRequest]) -> list[ProposalResult]:
+    def _propose_image(
+        self, image: Path, requests: Sequence[EngineRequest], should_stop: StopCallback | None = None
+    ) -> list[ProposalResult]:
         raise NotImplementedError
 
     def propose_each(
@@ -164,7 +167,7 @@ class _ImageByImage:
             image = requests[indices[0]].image
             outcome: list[ProposalResult] | MiniGPTError
             try:
-                outcome = self._propose_image(image, [requests[i] for i in indices])
+                outcome = self._propose_image(image, [requests[i] for i in indices], should_stop)
             except (EngineError, Cancelled):
                 raise
             except MiniGPTError as err:  # this image only: unreadable, or a prompt its task does not take
@@ -211,13 +214,18 @@ class LocalEngine(_ImageByImage):
 
         return cls(Proposer.from_pretrained(model, device=device), options=options)
 
-    def _propose_image(self, image: Path, requests: Sequence[EngineRequest]) -> list[ProposalResult]:
+    def _propose_image(
+        self, image: Path, requests: Sequence[EngineRequest], should_stop: StopCallback | None = None
+    ) -> list[ProposalResult]:
         loaded = load_image(image)  # ImageLoadError names the file; result.image is str(image)
         from model.proposer import ProposeRequest
 
         batch = [ProposeRequest(loaded, r.task, r.query, r.box) for r in requests]
         with self._lock:
-            return self.proposer.propose_batch(batch, options=self.options)
+            try:  # Cancel also stops a long answer mid-generation, not only between images
+                return self.proposer.propose_batch(batch, options=self.options, should_stop=should_stop)
+            except GenerationStopped as err:
+                raise Cancelled(f"stopped during {image.name}: {err}") from None
 
 
 @dataclass(frozen=True)
@@ -328,7 +336,10 @@ class RemoteEngine(_ImageByImage):
     def close(self) -> None:
         self._session.close()
 
-    def _propose_image(self, image: Path, requests: Sequence[EngineRequest]) -> list[ProposalResult]:
+    def _propose_image(
+        self, image: Path, requests: Sequence[EngineRequest], should_stop: StopCallback | None = None
+    ) -> list[ProposalResult]:
+        # A request in flight on the server is not interrupted; should_stop is checked between images.
         upload = _Upload.of(image)  # ImageLoadError for a broken file, before anything is sent
         encoded = base64.b64encode(upload.data).decode("ascii")
         options = self.options.model_dump(exclude_defaults=True) if self.options is not None else None

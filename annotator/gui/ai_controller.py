@@ -178,6 +178,8 @@ class AIController(QObject):
             state = "cancelled" if worker.cancelled else "done"
             failures = f", {self._failures} image(s) failed" if self._failures else ""
             self.message.emit(f"Batch {state}: {len(rows)} proposal(s) on {images} image(s){failures}")
+        elif worker is not None and worker.cancelled:
+            self.message.emit("Cancelled: the model stopped and nothing was added")
         if worker is not None:
             worker.deleteLater()
         self.busy_changed.emit(False, "")
