@@ -478,3 +478,29 @@ def test_batch_dialog_offers_the_labels_and_the_scope(qtbot: QtBot) -> None:
     dialog.everything.setChecked(True)
     options = dialog.options()
     assert (options.labels, options.extra, options.unreviewed_only) == (("square",), "kite", False)
+
+
+def test_label_manager_renames_merges_and_deletes_with_undo(qtbot: QtBot, window: MainWindow) -> None:
+    win = window
+    session = win.session
+    assert session is not None
+    image = _go(win, "000004.png")
+    session.add_label("sqare")
+    win.labels.set_current_label("sqare")
+    win.set_drawing(True)
+    _drag(win, QPointF(10, 10), QPointF(60, 60))
+    win.set_drawing(False)
+    (row,) = session.boxes(image)
+
+    win.rename_label("sqare", "square")
+    assert [win.labels.list.item(i).text() for i in range(win.labels.list.count())] == ["square"]
+    assert win.canvas.items_by_id()[row.id].row.label == "square"  # the canvas shows it at once
+    win.delete_label("square")  # still used: refused with the reason, nothing changes
+    assert "use the label" in win.ai_panel.status.text()
+    session.undo_stack.undo()
+    assert session.boxes(image)[0].label == "sqare"
+    session.add_label("spare")
+    win.delete_label("spare")
+    assert "spare" not in [label.name for label in session.labels()]
+    session.undo_stack.undo()
+    assert "spare" in [label.name for label in session.labels()]

@@ -151,3 +151,49 @@ def test_label_colours_are_stable_and_a_project_s_labels_stay_apart(tmp_path: Pa
     reopened = ProjectStore.open(tmp_path / "colours.minigpt.sqlite")
     assert [label.color for label in reopened.labels()] == created  # the same across sessions
     reopened.close()
+
+
+def test_renaming_a_label_relabels_its_boxes_merges_and_undoes_exactly(tmp_path: Path) -> None:
+    from annotator.core import edits
+    from annotator.core.records import BoxRow, BoxState
+    from annotator.core.store import ProjectStore, StoreError
+
+    store = ProjectStore.open(tmp_path / "labels.minigpt.sqlite")
+    store.add_images(["a.png", "b.png"])
+    a, b = (row.id for row in store.images())
+    box = Box(x0=1, y0=1, x1=9, y1=9)
+    store.put_boxes(
+        [
+            BoxRow(a, "dgo", box, BoxState.annotation),
+            BoxRow(b, "dgo", box, BoxState.proposal, score=0.4),
+            BoxRow(b, "cat", box, BoxState.annotation),
+        ]
+    )
+    typo = next(label for label in store.labels() if label.name == "dgo")
+
+    rename = edits.RenameLabel("Rename", "dgo", "dog")
+    rename.redo(store)
+    assert [label.name for label in store.labels()] == ["dog", "cat"]  # same place in the list
+    assert store.labels()[0].color == typo.color  # and the same colour
+    assert sorted(r.label for i in (a, b) for r in store.boxes(i)) == ["cat", "dog", "dog"]
+    assert rename.image_ids == {a, b}
+
+    merge = edits.RenameLabel("Merge", "dog", "cat")
+    merge.redo(store)
+    assert [label.name for label in store.labels()] == ["cat"]
+    merge.undo(store)
+    rename.undo(store)
+    assert store.labels()[0] == typo
+    assert sorted(r.label for i in (a, b) for r in store.boxes(i)) == ["cat", "dgo", "dgo"]
+
+    with pytest.raises(StoreError, match="2 box"):
+        store.remove_label("dgo")
+    store.ensure_label("unused")
+    position = store.label_position("unused")
+    assert position is not None
+    delete = edits.DeleteLabel("Delete", store.labels()[-1], position)
+    delete.redo(store)
+    assert "unused" not in [label.name for label in store.labels()]
+    delete.undo(store)
+    assert store.labels()[-1].name == "unused"
+    store.close()

@@ -8,9 +8,9 @@ exact, and one AI run (all its proposals) is one step.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from .records import BoxRow
+from .records import BoxRow, LabelRow
 from .store import ProjectStore
 
 
@@ -39,6 +39,10 @@ class BoxChange:
         self._applied = False
 
     @property
+    def image_ids(self) -> set[int]:
+        return {self.image_id}
+
+    @property
     def box_ids(self) -> set[int]:
         return {row.id for row in (*self.before, *self.after) if row.id is not None}
 
@@ -57,6 +61,10 @@ class ReviewedChange:
 
     def undo(self, store: ProjectStore) -> None:
         store.set_reviewed(self.image_id, self.was)
+
+    @property
+    def image_ids(self) -> set[int]:
+        return {self.image_id}
 
 
 def add_boxes(text: str, image_id: int, rows: Sequence[BoxRow]) -> BoxChange:
@@ -119,4 +127,67 @@ class BatchProposals:
         return {row.image_id for row in self.rows}
 
 
-Edit = BoxChange | ReviewedChange | BatchProposals
+@dataclass
+class RenameLabel:
+    """Rename a label on every box that has it; renaming onto an existing label merges the two.
+
+    Undo gives exactly those boxes their old label back and restores the old label's colour, prompt and place.
+    """
+
+    text: str
+    old: str
+    new: str
+    _boxes: list[int] = field(default_factory=list)
+    _images: set[int] = field(default_factory=set)
+    _old_label: LabelRow | None = None
+    _old_position: int = 0
+    _new_existed: bool = False
+
+    def redo(self, store: ProjectStore) -> None:
+        with store.batch():
+            self._old_label = next((label for label in store.labels() if label.name == self.old), None)
+            self._old_position = store.label_position(self.old) or 0
+            self._new_existed = store.label_position(self.new) is not None
+            self._boxes = store.box_ids_with_label(self.old)
+            self._images = {
+                row.image_id for rows in store.all_boxes().values() for row in rows if row.id in set(self._boxes)
+            }
+            if not self._new_existed and self._old_label is not None:
+                store.put_label(replace(self._old_label, name=self.new), self._old_position)  # keeps colour and place
+            store.set_box_labels(self._boxes, self.new)
+            if self._old_label is not None:
+                store.remove_label(self.old)
+
+    def undo(self, store: ProjectStore) -> None:
+        with store.batch():
+            if self._old_label is not None:
+                store.put_label(self._old_label, self._old_position)
+            store.set_box_labels(self._boxes, self.old)
+            if not self._new_existed:
+                store.remove_label(self.new)
+
+    @property
+    def image_ids(self) -> set[int]:
+        return set(self._images)
+
+
+@dataclass
+class DeleteLabel:
+    """Remove a label no box uses (the store refuses a used one)."""
+
+    text: str
+    label: LabelRow
+    position: int
+
+    def redo(self, store: ProjectStore) -> None:
+        store.remove_label(self.label.name)
+
+    def undo(self, store: ProjectStore) -> None:
+        store.put_label(self.label, self.position)
+
+    @property
+    def image_ids(self) -> set[int]:
+        return set()
+
+
+Edit = BoxChange | ReviewedChange | BatchProposals | RenameLabel | DeleteLabel

@@ -276,6 +276,32 @@ class ProjectStore:
             )
         return LabelRow(name=name, color=color)
 
+    def label_position(self, name: str) -> int | None:
+        row = self._db.execute("SELECT position FROM labels WHERE name = ?", (name,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def put_label(self, label: LabelRow, position: int) -> None:
+        """Insert or restore ``label`` as it was (colour, prompt, place in the list); undo uses this."""
+        self._write(
+            "INSERT OR REPLACE INTO labels (name, color, prompt, position) VALUES (?, ?, ?, ?)",
+            (label.name, label.color, label.prompt, position),
+        )
+
+    def remove_label(self, name: str) -> None:
+        """Remove an unused label; boxes still using it keep it (it is re-created with them), so refuse that."""
+        with self.batch():
+            used = self._db.execute("SELECT COUNT(*) FROM boxes WHERE label = ?", (name,)).fetchone()[0]
+            if used:
+                raise StoreError(f"{used} box(es) still use the label {name!r}; relabel or delete them first")
+            self._db.execute("DELETE FROM labels WHERE name = ?", (name,))
+
+    def box_ids_with_label(self, name: str) -> list[int]:
+        return [r[0] for r in self._db.execute("SELECT id FROM boxes WHERE label = ? ORDER BY id", (name,))]
+
+    def set_box_labels(self, ids: Sequence[int], label: str) -> None:
+        with self.batch():
+            self._db.executemany("UPDATE boxes SET label = ? WHERE id = ?", [(label, i) for i in ids])
+
     def set_label_prompt(self, name: str, prompt: str | None) -> None:
         self.ensure_label(name)
         self._write("UPDATE labels SET prompt = ? WHERE name = ?", ((prompt or "").strip() or None, name))

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QPoint, Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QPixmap
-from PySide6.QtWidgets import QHBoxLayout, QLineEdit, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QMenu,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from annotator.core.records import LabelRow
 
@@ -18,12 +27,17 @@ def swatch(color: str) -> QIcon:
 class LabelPanel(QWidget):
     label_added = Signal(str)
     apply_requested = Signal(str)  # give the selected boxes this label
+    rename_requested = Signal(str)
+    prompt_requested = Signal(str)  # set what the model is asked for this label
+    delete_requested = Signal(str)
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.list = QListWidget()
         self.list.setToolTip("The current label: new boxes get it. Double-click to give it to the selected boxes.")
         self.list.itemDoubleClicked.connect(lambda item: self.apply_requested.emit(item.text()))
+        self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.list.customContextMenuRequested.connect(self._menu)
         self.new_label = QLineEdit()
         self.new_label.setPlaceholderText("New label…")
         self.new_label.returnPressed.connect(self._add)
@@ -57,6 +71,18 @@ class LabelPanel(QWidget):
             if self.list.item(i).text() == name:
                 self.list.setCurrentRow(i)
                 return
+
+    def _menu(self, pos: QPoint) -> None:
+        item = self.list.itemAt(pos)
+        if item is None:
+            return
+        menu = QMenu(self)
+        name = item.text()
+        menu.addAction("Give to the selected boxes", lambda: self.apply_requested.emit(name))
+        menu.addAction("Rename…", lambda: self.rename_requested.emit(name))
+        menu.addAction("Set what the model is asked…", lambda: self.prompt_requested.emit(name))
+        menu.addAction("Delete (if unused)", lambda: self.delete_requested.emit(name))
+        menu.exec(self.list.viewport().mapToGlobal(pos))
 
     def _add(self) -> None:
         name = self.new_label.text().strip()

@@ -73,6 +73,9 @@ class MainWindow(QMainWindow):
         self.files.image_chosen.connect(self.go_to)
         self.labels.label_added.connect(self._add_label)
         self.labels.apply_requested.connect(self._relabel_selected)
+        self.labels.rename_requested.connect(self._ask_rename_label)
+        self.labels.prompt_requested.connect(self._ask_label_prompt)
+        self.labels.delete_requested.connect(self.delete_label)
         self.ai_panel.run_requested.connect(self.run_model)
         self.ai_panel.cancel_requested.connect(self._cancel)
         self.ai_panel.batch_requested.connect(self.batch_run)
@@ -369,6 +372,42 @@ class MainWindow(QMainWindow):
     def _add_label(self, name: str) -> None:
         if self.session is not None:
             self.session.add_label(name)
+
+    def _ask_rename_label(self, old: str) -> None:
+        new, ok = QInputDialog.getText(
+            self, "Rename label", f"New name for {old!r} (an existing name merges):", text=old
+        )
+        if ok:
+            self.rename_label(old, new)
+
+    def rename_label(self, old: str, new: str) -> None:
+        new = new.strip()
+        if self.session is None or not new or new == old:
+            return
+        self.session.push(edits.RenameLabel(f"Rename label {old} → {new}", old, new))
+        self.labels.set_current_label(new)
+
+    def delete_label(self, name: str) -> None:
+        if self.session is None:
+            return
+        used = len(self.session.store.box_ids_with_label(name))
+        position = self.session.store.label_position(name)
+        label = next((label for label in self.session.labels() if label.name == name), None)
+        if used or label is None or position is None:
+            self.show_error(f"{used} box(es) use the label {name!r}; relabel or delete them first")
+            return
+        self.session.push(edits.DeleteLabel(f"Delete label {name}", label, position))
+
+    def _ask_label_prompt(self, name: str) -> None:
+        if self.session is None:
+            return
+        current = next((label.prompt for label in self.session.labels() if label.name == name), None)
+        prompt, ok = QInputDialog.getText(
+            self, "Model prompt", f"What to ask the model for {name!r} (empty: the name itself):", text=current or ""
+        )
+        if ok:
+            self.session.store.set_label_prompt(name, prompt)
+            self.session.labels_changed.emit()
 
     def _relabel_selected(self, label: str | None) -> None:
         rows = self.canvas.selected_rows()

@@ -11,7 +11,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoCommand, QUndoStack
 
-from annotator.core.edits import BatchProposals, Edit
+from annotator.core.edits import Edit
 from annotator.core.records import BoxRow, ImageRow, LabelRow
 from annotator.core.store import ProjectStore
 from model.errors import MiniGPTError
@@ -55,13 +55,14 @@ class Session(QObject):
         self.undo_stack.push(EditCommand(self, edit, applied=applied))
 
     def apply(self, edit: Edit, *, undo: bool) -> None:
-        images = edit.image_ids if isinstance(edit, BatchProposals) else {edit.image_id}
+        images = edit.image_ids
         if self.current_id not in images and len(images) == 1:
             self.set_current(next(iter(images)))  # show what undo/redo changes
         try:
             edit.undo(self.store) if undo else edit.redo(self.store)
         except MiniGPTError as err:
             self.error.emit(str(err))
+        images = images | edit.image_ids  # a rename knows its images only once it ran
         for image_id in images:
             self.boxes_changed.emit(image_id)
         self.images_changed.emit()
