@@ -427,6 +427,19 @@ def test_resize_by_handle_relabel_delete_and_review_navigation(qtbot: QtBot, win
     assert resized.box.x1 == pytest.approx(row.box.x1 + 20, abs=1.5)
     assert resized.box.y1 == pytest.approx(row.box.y1 + 15, abs=1.5)
 
+    # Arrow keys nudge the selection: 1 px, Shift 10 px.
+    win.canvas.setFocus()
+    assert [r.id for r in win.canvas.selected_rows()] == [row.id], "the resized box stays selected"
+    qtbot.keyClick(win.canvas, Qt.Key.Key_Right)
+    qtbot.keyClick(win.canvas, Qt.Key.Key_Down, Qt.KeyboardModifier.ShiftModifier)
+    (nudged,) = session.boxes(image)
+    assert nudged.box.xyxy == pytest.approx(
+        (resized.box.x0 + 1, resized.box.y0 + 10, resized.box.x1 + 1, resized.box.y1 + 10)
+    )
+    session.undo_stack.undo()
+    session.undo_stack.undo()
+    win.canvas.select({row.id})
+
     # Relabel with Ctrl+E, then delete with the Delete key; both undo.
     win.canvas.setFocus()
     win.labels.set_current_label("circle")

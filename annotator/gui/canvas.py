@@ -26,6 +26,7 @@ class Canvas(QGraphicsView):
     box_edited = Signal(object, object)  # BoxRow as stored, Box after the drag
     selection_changed = Signal()
     box_activated = Signal(object)  # BoxRow double-clicked
+    nudge_requested = Signal(float, float)  # arrow keys: move the selection by (dx, dy) image pixels
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -188,6 +189,12 @@ class Canvas(QGraphicsView):
         super().mouseReleaseEvent(event)
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
+        arrows = {Qt.Key.Key_Left: (-1, 0), Qt.Key.Key_Right: (1, 0), Qt.Key.Key_Up: (0, -1), Qt.Key.Key_Down: (0, 1)}
+        if event.key() in arrows and self.selected_rows():
+            step = 10.0 if event.modifiers() & Qt.KeyboardModifier.ShiftModifier else 1.0
+            dx, dy = arrows[Qt.Key(event.key())]
+            self.nudge_requested.emit(dx * step, dy * step)
+            return
         if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
             self._space_down = True
             self.viewport().setCursor(Qt.CursorShape.OpenHandCursor)

@@ -36,7 +36,12 @@ class ShortcutsDialog(QDialog):
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("Mouse: wheel zooms, middle button or Space + drag pans, drag handles to resize."))
+        layout.addWidget(
+            QLabel(
+                "Mouse: wheel zooms, middle button or Space + drag pans, drag a box to move it and its handles to\n"
+                "resize it, double-click a proposal to accept it. Arrow keys nudge the selection (Shift: 10 px)."
+            )
+        )
         layout.addWidget(table)
         layout.addWidget(buttons)
         self.resize(560, 640)

@@ -14,7 +14,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QCloseEvent, QImage, QKeySequence
 from PySide6.QtWidgets import QDockWidget, QFileDialog, QInputDialog, QLabel, QMainWindow, QWidget
 
-from annotator.core import edits
+from annotator.core import edits, geometry
 from annotator.core.display import load_display_image
 from annotator.core.exchange import ExportReport, ImportReport, export_coco, import_coco
 from annotator.core.folder import open_project, project_folder, reopen_project
@@ -67,9 +67,8 @@ class MainWindow(QMainWindow):
         self._make_menus()
         self.canvas.box_drawn.connect(self._box_drawn)
         self.canvas.box_edited.connect(self._box_edited)
-        self.canvas.box_activated.connect(
-            lambda row: self.session and row.is_proposal and self.session.push(edits.accept([row]))
-        )
+        self.canvas.box_activated.connect(self._box_activated)
+        self.canvas.nudge_requested.connect(self._nudge)
         self.files.image_chosen.connect(self.go_to)
         self.labels.label_added.connect(self._add_label)
         self.labels.apply_requested.connect(self._relabel_selected)
@@ -360,6 +359,14 @@ class MainWindow(QMainWindow):
             self._add_label(label)
         row = BoxRow(self.session.current_id, label.strip(), box, state=BoxState.annotation, origin=Origin.manual)
         self.session.push(edits.add_boxes(f"Draw {label}", self.session.current_id, [row]))
+
+    def _nudge(self, dx: float, dy: float) -> None:
+        rows = self.canvas.selected_rows()
+        if self.session is None or not rows:
+            return
+        width, height = self.canvas.image_size
+        moved = [row.moved_to(geometry.translate(row.box, dx, dy, width, height)) for row in rows]
+        self.session.push(edits.replace_boxes(f"Nudge {len(rows)} box(es)", rows, moved))
 
     def _box_activated(self, row: BoxRow) -> None:
         if self.session is not None and row.is_proposal:
