@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import CompileConfig, StoppingCriteria, StoppingCriteriaList
 
 from .annotations import Box, Proposal, Task
 from .errors import CheckpointError, GenerationStopped, PromptError
@@ -32,6 +32,7 @@ from .prompts import build_instruction
 from .results import GenerationOptions, ProposalResult
 
 ADAPTER_CONFIG = "adapter_config.json"  # written by peft for LoRA adapters
+CACHE_BUCKET = 256  # static KV caches are sized in steps of this many positions
 
 ImageSource = str | os.PathLike | bytes | Image.Image | LoadedImage
 
@@ -145,6 +146,7 @@ class Proposer:
         self.processor = processor
         self.model_version = model_version
         self.box_offset = box_offset  # 0: the official mapping c/100·W; 0.5: centre of the quantisation cell
+        self._compile_config: CompileConfig | None = None  # one per process: compiled graphs are reused
 
     @classmethod
     def from_pretrained(
@@ -218,12 +220,16 @@ class Proposer:
         results: list[ProposalResult | None] = [None] * len(requests)
         order = sorted(range(len(requests)), key=lambda i: len(prepared[i].ids))  # less padding per batch
         done = 0
+        cache = self.cache_mode(options)
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             max_new = max(self._max_new_tokens(prepared[i].task, options) for i in rows)
+            # Compiled decoding is specialised to the batch size: top a short last batch up with copies of its
+            # last row (dropped below), so one warm-up serves every batch of this size.
+            filled = rows + rows[-1:] * (batch_size - len(rows)) if cache == "compiled" else rows
             generated = self._generate(
-                [prepared[i].ids for i in rows], features[[image_of[i] for i in rows]], max_new, options, stop
-            )
+                [prepared[i].ids for i in filled], features[[image_of[i] for i in filled]], max_new, options, stop
+            )[: len(rows)]
             if stop is not None and stop.stopped:
                 raise GenerationStopped(f"stopped after {done} of {len(requests)} prompts, on request")
             for row, (tokens, logprobs) in zip(rows, generated, strict=True):
@@ -261,6 +267,26 @@ class Proposer:
             parts.append(self.model.get_image_features(pixels))
         return torch.cat(parts)
 
+    def cache_mode(self, options: GenerationOptions) -> str:
+        """The KV-cache strategy ``options.cache`` resolves to on this device."""
+        if options.cache != "auto":
+            return options.cache
+        return "compiled" if self.device.type == "cuda" else "dynamic"
+
+    def _cache_kwargs(self, mode: str, needed: int, context: int) -> dict[str, object]:
+        if mode == "dynamic":
+            return {}
+        # One cache length per bucket of 256 positions: later calls reuse the cache (and the compiled graphs)
+        # instead of reallocating for every prompt length.
+        length = min(context, -(-needed // CACHE_BUCKET) * CACHE_BUCKET)
+        if mode == "static":
+            return {"cache_implementation": "static", "max_cache_len": length, "disable_compile": True}
+        if self._compile_config is None:
+            compile_config = CompileConfig(fullgraph=True)
+            compile_config._compile_all_devices = True  # transformers compiles on CUDA only unless told otherwise
+            self._compile_config = compile_config
+        return {"cache_implementation": "static", "max_cache_len": length, "compile_config": self._compile_config}
+
     def _max_new_tokens(self, task: Task, options: GenerationOptions) -> int:
         return options.max_new_tokens or DEFAULT_MAX_NEW_TOKENS[task]
 
@@ -285,6 +311,7 @@ class Proposer:
             torch.manual_seed(options.seed)
         eos = self.processor.tokenizer.eos_token_id
         sampling = {"temperature": options.temperature, "top_p": options.top_p} if options.do_sample else {}
+        cache = self._cache_kwargs(self.cache_mode(options), input_ids.shape[1] + max_new_tokens, context)
         with warnings.catch_warnings():
             # transformers notes that the repetition penalty then only covers generated tokens: that is the
             # official behaviour (the official demo also generates from embeddings), so the note is noise here.
@@ -299,7 +326,9 @@ class Proposer:
                 pad_token_id=self.processor.pad_token_id,
                 return_dict_in_generate=True,
                 output_logits=True,
+                min_new_tokens=options.min_new_tokens,
                 stopping_criteria=StoppingCriteriaList([stop]) if stop is not None else None,
+                **cache,
                 **sampling,
             )
         tokens = out.sequences  # only new tokens: the prompt went in as embeddings

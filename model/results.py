@@ -6,6 +6,8 @@ app's remote engine, the backend's JSON) start without importing torch.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from .annotations import Proposal, Task
@@ -19,6 +21,12 @@ class GenerationOptions(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     max_new_tokens: int | None = Field(default=None, ge=1, description="None: a per-task default")
+    min_new_tokens: int | None = Field(default=None, ge=1, description="force at least this many (benchmarks)")
+    cache: Literal["auto", "dynamic", "static", "compiled"] = Field(
+        default="auto",
+        description="KV cache: dynamic (grows per token), static (preallocated), compiled (static + torch.compile, "
+        "warmed up once per process and batch size); auto is compiled on a GPU, dynamic on the CPU",
+    )
     do_sample: bool = False
     temperature: float = Field(default=1.0, gt=0)
     top_p: float = Field(default=1.0, gt=0, le=1)

@@ -203,3 +203,57 @@ def test_should_stop_ends_generation_mid_answer(box_proposer: Proposer) -> None:
     with pytest.raises(GenerationStopped, match="on request"):
         box_proposer.propose_batch(requests, should_stop=stop_after_three_tokens)
     assert len(polls) == 3  # polled once per generated token, and no further once it said stop
+
+
+def _mixed_requests(tmp_path: Path) -> list[ProposeRequest]:
+    other = tmp_path / "other.png"
+    Image.new("RGB", (50, 90), (10, 200, 40)).save(other)
+    return [
+        ProposeRequest(COFFEE, "refer", "cup"),
+        ProposeRequest(other, "detection", "a much longer query about the small green square on the left"),
+        ProposeRequest(COFFEE, "vqa", "what is on the table next to the cup and the saucer?"),
+        ProposeRequest(other, "chat", "hi"),
+        ProposeRequest(COFFEE, "caption", None),
+    ]
+
+
+def _tokens_and_scores(results: list) -> list[tuple[str, list[float]]]:
+    return [(r.text, [p.score for p in r.proposals]) for r in results]
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_static_cache_equals_dynamic_cache_token_for_token(official_model, tmp_path: Path, batch_size: int) -> None:
+    """The GPU path's preallocated cache gives the dynamic path's answers, left padding and a short last batch
+    included (the random model answers differently per request, so a mix-up would show)."""
+    model, processor = official_model
+    proposer = Proposer(model, processor)
+    requests = _mixed_requests(tmp_path)
+    dynamic = proposer.propose_batch(requests, options=GenerationOptions(max_new_tokens=12, cache="dynamic"))
+    static = proposer.propose_batch(
+        requests, options=GenerationOptions(max_new_tokens=12, cache="static"), batch_size=batch_size
+    )
+    assert [r.text for r in static] == [r.text for r in dynamic]
+    assert len({r.text for r in dynamic}) > 2
+    assert proposer.cache_mode(GenerationOptions()) == "dynamic"  # auto on a CPU
+
+
+@pytest.mark.slow
+def test_compiled_static_cache_equals_dynamic_and_reuses_its_warm_up(box_model_dir: Path, tmp_path: Path) -> None:
+    """torch.compile of the decoding step (what `auto` uses on a GPU), run on the CPU: same tokens and scores as
+    the dynamic path, and a second call with other prompts does not compile again."""
+    import torch._dynamo
+
+    proposer = Proposer.from_pretrained(box_model_dir, device="cpu", dtype="float32")
+    requests = _mixed_requests(tmp_path)
+    dynamic = proposer.propose_batch(requests, options=GenerationOptions(cache="dynamic"), batch_size=4)
+    torch._dynamo.reset()
+    compiled_options = GenerationOptions(cache="compiled")
+    compiled = proposer.propose_batch(requests, options=compiled_options, batch_size=4)
+    assert [r.text for r in compiled] == [r.text for r in dynamic]
+    for got, want in zip(_tokens_and_scores(compiled), _tokens_and_scores(dynamic), strict=True):
+        assert got[1] == pytest.approx(want[1], rel=1e-4)
+    frames = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    assert frames > 0, "the decoding step was compiled"
+    again = proposer.propose_batch(requests[::-1], options=compiled_options, batch_size=4)
+    assert [r.text for r in again] == [r.text for r in dynamic][::-1]
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == frames  # the warm-up was reused
