@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default=None, help="comma-separated (default 1,8,32,64,128; tiny 1,4)")
     parser.add_argument("--repeats", type=int, default=5, help="batch-1 latency: median of this many runs")
     parser.add_argument("--cache", default="auto", choices=["auto", "dynamic", "static", "compiled"])
+    parser.add_argument("--quantize", choices=["8bit", "4bit"], default=None, help="engine with bitsandbytes weights")
     args = parser.parse_args()
 
     device = torch.device("cpu" if args.tiny else "cuda")
@@ -77,8 +78,11 @@ def main() -> None:
     engine_dtype = torch.float32 if args.tiny else torch.bfloat16
     cast_keeping_fp32_parts(model, engine_dtype)
     proposer = Proposer(model, processor, model_version="bench")
+    if args.quantize:
+        proposer = quantized(proposer, args.quantize)
     options = GenerationOptions(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, cache=args.cache)
     report["engine"] = engine_figures(proposer, images, batch_sizes, options, args.repeats)
+    report["engine"]["quantization"] = args.quantize  # type: ignore[index]
     engine = report["engine"]
     assert isinstance(engine, dict)
     report["ratios"] = {
@@ -110,6 +114,19 @@ def cast_keeping_fp32_parts(model: torch.nn.Module, dtype: torch.dtype) -> None:
     for name, param in model.named_parameters():
         if keep & set(name.split(".")):
             param.data = param.data.float()
+
+
+def quantized(proposer: Proposer, quantization: str) -> Proposer:
+    """The same weights reloaded through from_pretrained with 8-/4-bit language-model weights."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="bench-engine-") as folder:
+        proposer.model.save_pretrained(folder)
+        proposer.processor.save_pretrained(folder)
+        device = proposer.device
+        proposer.model.to("cpu")  # free the GPU for the quantized copy
+        torch.cuda.empty_cache()
+        return Proposer.from_pretrained(folder, device=device, quantization=quantization, model_version="bench")
 
 
 def official_loop_latency(

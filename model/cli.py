@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--official-double-bos", action="store_true", help="start with two BOS, as official inference")
     p.add_argument("--box-offset", type=float, default=0.0, help="grid→pixel offset; 0 is official, 0.5 centres")
+    p.add_argument("--quantize", choices=["8bit", "4bit"], default=None, help="8-/4-bit LLM weights (CUDA, [lowmem])")
 
     p = sub.add_parser("parse", help="read model output text on stdin, print proposals JSON")
     p.add_argument("--width", type=_positive_int, required=True)
@@ -253,6 +254,7 @@ def cmd_propose(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         official_double_bos=args.official_double_bos,
         box_offset=args.box_offset,
+        quantization=args.quantize,
     )
     result = proposer.propose(image, args.task, args.query, args.box, options=options)
     if args.json:

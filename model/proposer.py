@@ -105,6 +105,35 @@ def _merge_adapters(
     return merged
 
 
+QUANTIZATIONS = ("8bit", "4bit")
+
+
+def _quantization_kwargs(quantization: str | None, device: torch.device, dtype: torch.dtype) -> dict[str, object]:
+    """from_pretrained arguments for 8-/4-bit weights, or a message saying what is missing."""
+    if quantization is None:
+        return {}
+    if quantization not in QUANTIZATIONS:
+        raise CheckpointError(f"unknown quantization {quantization!r}; use one of {', '.join(QUANTIZATIONS)}")
+    if device.type != "cuda":
+        raise CheckpointError(f"{quantization} weights need a CUDA GPU (bitsandbytes); on {device}, load without it")
+    try:
+        import bitsandbytes  # noqa: F401
+        from transformers import BitsAndBytesConfig
+    except ImportError as err:
+        raise CheckpointError(
+            f"{quantization} weights need bitsandbytes: pip install 'minigpt-annotate[lowmem]' ({err})"
+        ) from err
+    skip = ["vision_model", "llama_proj", "lm_head"]  # small, and precision-sensitive: keep them in `dtype`
+    config = (
+        BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+        if quantization == "8bit"
+        else BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype, llm_int8_skip_modules=skip
+        )
+    )
+    return {"quantization_config": config, "device_map": {"": device.index or 0}}
+
+
 def resolve_device(device: str | torch.device | None) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -159,20 +188,26 @@ class Proposer:
         attn_implementation: str = "sdpa",
         model_version: str | None = None,
         box_offset: float = 0.0,
+        quantization: str | None = None,
     ) -> Proposer:
+        """``quantization``: "8bit" or "4bit" loads the language model's weights with bitsandbytes (the vision
+        tower, projector and output layer stay in ``dtype``), for 12-16 GB GPUs; needs CUDA and the ``lowmem``
+        extra."""
         check_model_source(path_or_hub_id)
         device = resolve_device(device)
         dtype = resolve_dtype(dtype, device)
         adapter_base = _adapter_base(path_or_hub_id)
+        quantized = _quantization_kwargs(quantization, device, dtype)
         try:
             model = MiniGPTv2ForConditionalGeneration.from_pretrained(
-                adapter_base or path_or_hub_id, dtype=dtype, attn_implementation=attn_implementation
+                adapter_base or path_or_hub_id, dtype=dtype, attn_implementation=attn_implementation, **quantized
             )
             if adapter_base is not None:
                 model = _merge_adapters(model, path_or_hub_id)
         except OSError as err:
             raise CheckpointError(f"cannot load model {path_or_hub_id}: {err}") from err
-        model = model.to(device)  # from_pretrained already kept the official fp32 parts (EVA norms, biases) in fp32
+        if not quantized:
+            model = model.to(device)  # from_pretrained kept the official fp32 parts (EVA norms, biases) in fp32
         processor = MiniGPTv2Processor.from_pretrained(path_or_hub_id, official_double_bos=official_double_bos)
         version = model_version or Path(str(path_or_hub_id)).name
         return cls(model, processor, model_version=version, box_offset=box_offset)

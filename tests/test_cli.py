@@ -174,3 +174,27 @@ def test_gui_refuses_a_missing_folder_with_one_line(tmp_path: Path) -> None:
     proc = run("gui", "--store", str(tmp_path / "nothing.minigpt.sqlite"))
     assert_one_line_error(proc, "nothing.minigpt.sqlite", "not found")
     assert "--server" in run("gui", "--help").stdout
+
+
+def test_quantized_weights_explain_what_they_need(box_model_dir: Path, tmp_path: Path) -> None:
+    """8-/4-bit loading is for small GPUs; on a CPU-only machine it says so instead of failing deep in a library."""
+    import torch
+    from PIL import Image
+
+    if torch.cuda.is_available():
+        return  # a GPU machine loads it for real: `python bench/engine.py --quantize 8bit`
+    image = tmp_path / "photo.png"
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(image)
+    proc = run(
+        "propose",
+        str(image),
+        "--task",
+        "caption",
+        "--model",
+        str(box_model_dir),
+        "--quantize",
+        "8bit",
+        "--device",
+        "cpu",
+    )
+    assert_one_line_error(proc, "8bit", "CUDA GPU")
