@@ -317,7 +317,7 @@ class Proposer:
         if mode == "static":
             return {"cache_implementation": "static", "max_cache_len": length, "disable_compile": True}
         if self._compile_config is None:
-            compile_config = CompileConfig(fullgraph=True)
+            compile_config = CompileConfig()  # transformers defaults: reduce-overhead (CUDA graphs on a GPU)
             compile_config._compile_all_devices = True  # transformers compiles on CUDA only unless told otherwise
             self._compile_config = compile_config
         return {"cache_implementation": "static", "max_cache_len": length, "compile_config": self._compile_config}
