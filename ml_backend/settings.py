@@ -83,6 +83,10 @@ def load_proposer(model: str, device: str = "auto", dtype: str = "auto") -> Prop
 
 def build_backend(settings: BackendSettings, media: MediaSettings | None = None) -> MiniGPTBackend:
     proposer = load_proposer(settings.model, settings.device, settings.dtype)
+    # On a GPU, compile for a lone interactive prompt and for full chunks before the first request arrives.
+    warm = proposer.warm_up((1, settings.batch_size))
+    if warm:
+        logging.getLogger(__name__).info("compiled the decoding step in %.1f s", warm)
     return MiniGPTBackend(
         proposer,
         MediaFetcher(media or MediaSettings.from_env()),

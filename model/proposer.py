@@ -9,10 +9,13 @@ the model's probabilities for the tokens that spell it.
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
 import json
 import math
 import os
 import re
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -259,9 +262,11 @@ class Proposer:
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
             max_new = max(self._max_new_tokens(prepared[i].task, options) for i in rows)
-            # Compiled decoding is specialised to the batch size: top a short last batch up with copies of its
-            # last row (dropped below), so one warm-up serves every batch of this size.
-            filled = rows + rows[-1:] * (batch_size - len(rows)) if cache == "compiled" else rows
+            # Compiled decoding is specialised to the batch size: top a short batch up with copies of its last row
+            # (dropped below), so two warm-ups (1 and batch_size, see warm_up) serve every call. A lone request
+            # (an interactive click) keeps batch 1.
+            target = 1 if len(rows) == 1 else batch_size
+            filled = rows + rows[-1:] * (target - len(rows)) if cache == "compiled" else rows
             generated = self._generate(
                 [prepared[i].ids for i in filled], features[[image_of[i] for i in filled]], max_new, options, stop
             )[: len(rows)]
@@ -301,6 +306,29 @@ class Proposer:
             pixels = self.processor.preprocess(images[start : start + chunk]).to(self.device)
             parts.append(self.model.get_image_features(pixels))
         return torch.cat(parts)
+
+    def warm_up(self, batch_sizes: Sequence[int] = (1,), options: GenerationOptions | None = None) -> float:
+        """Compile the decoding step now for these batch sizes (only in ``compiled`` mode, i.e. on a GPU by
+        default), so the first real request answers at full speed. Returns the seconds it took.
+
+        The warm-up sizes the static cache for the longest answer any task asks for (transformers then keeps
+        that size for later calls, so they reuse the compiled graphs) and stops after a few tokens.
+        """
+        options = options or GenerationOptions()
+        if self.cache_mode(options) != "compiled":
+            return 0.0
+        started = time.perf_counter()
+        blank = load_image(Image.new("RGB", (64, 64), (127, 127, 127)))
+        request = ProposeRequest(blank, Task.detection, "object")
+        context = self.model.config.text_config.max_position_embeddings
+        longest = max(DEFAULT_MAX_NEW_TOKENS.values())
+        max_new = min(longest, context - len(self._prepare(request, blank).ids))
+        warm_options = options.model_copy(update={"max_new_tokens": max_new, "min_new_tokens": None})
+        for size in batch_sizes:
+            stop_soon = functools.partial(lambda polls: next(polls) >= 3, itertools.count())
+            with contextlib.suppress(GenerationStopped):  # a few decoding steps compile the graphs
+                self.propose_batch([request] * size, options=warm_options, batch_size=size, should_stop=stop_soon)
+        return time.perf_counter() - started
 
     def cache_mode(self, options: GenerationOptions) -> str:
         """The KV-cache strategy ``options.cache`` resolves to on this device."""

@@ -246,9 +246,15 @@ def test_compiled_static_cache_equals_dynamic_and_reuses_its_warm_up(box_model_d
     proposer = Proposer.from_pretrained(box_model_dir, device="cpu", dtype="float32")
     requests = _mixed_requests(tmp_path)
     dynamic = proposer.propose_batch(requests, options=GenerationOptions(cache="dynamic"), batch_size=4)
+    assert proposer.warm_up((1, 4)) == 0.0  # auto on a CPU is the dynamic cache: nothing to compile
     torch._dynamo.reset()
     compiled_options = GenerationOptions(cache="compiled")
+    assert proposer.warm_up((1, 4), compiled_options) > 0
+    warmed = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     compiled = proposer.propose_batch(requests, options=compiled_options, batch_size=4)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == warmed  # the warm-up covered the real calls
+    (alone,) = proposer.propose_batch(requests[:1], options=compiled_options, batch_size=4)  # a lone click
+    assert alone.text == dynamic[0].text
     assert [r.text for r in compiled] == [r.text for r in dynamic]
     for got, want in zip(_tokens_and_scores(compiled), _tokens_and_scores(dynamic), strict=True):
         assert got[1] == pytest.approx(want[1], rel=1e-4)

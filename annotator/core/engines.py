@@ -212,7 +212,9 @@ class LocalEngine(_ImageByImage):
         """Load a model folder (or hub id); raises CheckpointError naming the folder if it is not one."""
         from model.proposer import Proposer
 
-        return cls(Proposer.from_pretrained(model, device=device), options=options)
+        proposer = Proposer.from_pretrained(model, device=device)
+        proposer.warm_up((1,), options)  # on a GPU: compile now, so the first click answers at full speed
+        return cls(proposer, options=options)
 
     def _propose_image(
         self, image: Path, requests: Sequence[EngineRequest], should_stop: StopCallback | None = None
