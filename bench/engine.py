@@ -9,7 +9,7 @@ alive). Every answer is forced to exactly `--new-tokens` tokens (random weights 
 (b) our engine end to end (image → boxes): LoRA merged, bf16, static cache + torch.compile on a GPU, batched
     prefill, each image encoded once for all its prompts.
 
-    python bench/engine.py            # full size, needs a CUDA GPU (about 30 GB of GPU memory)
+    python bench/engine.py            # full size, needs a CUDA GPU (building the random fp32 weights peaks near 32 GB)
     python bench/engine.py --tiny     # tiny, CPU
 """
 
