@@ -517,3 +517,31 @@ def test_label_manager_renames_merges_and_deletes_with_undo(qtbot: QtBot, window
     assert "spare" not in [label.name for label in session.labels()]
     session.undo_stack.undo()
     assert "spare" in [label.name for label in session.labels()]
+
+
+def test_identify_suggests_a_label_for_the_selected_box(qtbot: QtBot, window: MainWindow) -> None:
+    win = window
+    session = win.session
+    assert session is not None
+    image = _go(win, "000001.png")
+    session.add_label("thing")
+    win.labels.set_current_label("thing")
+    win.set_drawing(True)
+    _drag(win, QPointF(5, 5), QPointF(120, 110))
+    win.set_drawing(False)
+    (row,) = session.boxes(image)
+    win.canvas.select({row.id})
+
+    win.ai_panel.set_task(Task.identify)
+    win.ai_panel.query.clear()
+    win.run_model()
+    _wait_idle(qtbot, win)
+    answer = win.ai_panel.answer.toPlainText()
+    assert answer  # the model's words are shown
+    assert session.boxes(image) == [row]  # and nothing was changed by the model itself
+    assert win.ai_panel.apply_answer.isVisible(), answer  # the shapes model answers with a shape's name
+    qtbot.mouseClick(win.ai_panel.apply_answer, Qt.MouseButton.LeftButton)
+    (relabelled,) = session.boxes(image)
+    assert relabelled.label == win._suggested_label and relabelled.label in answer
+    session.undo_stack.undo()
+    assert session.boxes(image)[0].label == "thing"

@@ -197,3 +197,13 @@ def test_renaming_a_label_relabels_its_boxes_merges_and_undoes_exactly(tmp_path:
     delete.undo(store)
     assert store.labels()[-1].name == "unused"
     store.close()
+
+
+def test_an_identify_answer_suggests_a_label() -> None:
+    from annotator.core.runs import label_from_answer
+
+    assert label_from_answer("hot dogs", LABELS) == "hot dog"
+    assert label_from_answer("It is a dog.", LABELS) == "dog"  # the label it names
+    assert label_from_answer(" kite ", LABELS) == "kite"  # a short answer can become a new label
+    assert label_from_answer("a large object that could be many things", LABELS) is None
+    assert label_from_answer("  ", LABELS) is None

@@ -87,3 +87,15 @@ def label_named(phrase: str, labels: Sequence[LabelRow]) -> str | None:
         if re.search(pattern, phrase, re.IGNORECASE):
             return label.name
     return None
+
+
+def label_from_answer(answer: str, labels: Sequence[LabelRow]) -> str | None:
+    """The label an ``[identify]`` answer names: a project label it names, else the answer itself when it is a
+    short name (at most three words), else None. Only ever a suggestion: the person applies it."""
+    text = " ".join(answer.replace("</s>", " ").split()).strip(" .,;:!?\"'")
+    if not text:
+        return None
+    named = exact_label(text, labels) or label_named(text, labels)
+    if named is not None:
+        return named
+    return text if len(text.split()) <= 3 else None

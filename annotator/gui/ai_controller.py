@@ -14,6 +14,7 @@ from annotator.core.merging import proposal_rows
 from annotator.core.records import BoxRow
 from annotator.core.runs import Prompt
 from annotator.core.sources import ModelSource
+from model.annotations import Task
 from model.errors import MiniGPTError
 from model.results import ProposalResult
 
@@ -26,6 +27,7 @@ class AIController(QObject):
     busy_changed = Signal(bool, str)  # busy, what is running
     progress = Signal(int, int)
     answer = Signal(str)  # text answers ([identify], [vqa], caption, chat, or what detection said)
+    identified = Signal(int, str)  # image id, the [identify] answer (the window may suggest it as a label)
     message = Signal(str)  # the outcome of a run, for the status bar
     failed = Signal(str)  # errors the user must see
     finished = Signal()  # a run (single or batch) ended, cancelled or not
@@ -136,6 +138,8 @@ class AIController(QObject):
         for prompt, result in zip(job.prompts, results, strict=True):
             if not result.task.answers_with_boxes:
                 texts.append(result.text)
+                if result.task is Task.identify and self._batch_rows is None:
+                    self.identified.emit(job.image_id, result.text)
                 continue
             new += proposal_rows(result.proposals, job.image_id, [*existing, *new], label=prompt.label)
         if texts:

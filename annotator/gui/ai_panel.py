@@ -48,6 +48,7 @@ class AIPanel(QWidget):
     accept_all_requested = Signal()
     reject_all_requested = Signal()
     threshold_changed = Signal(float)
+    apply_answer_requested = Signal()
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -82,6 +83,9 @@ class AIPanel(QWidget):
         self.answer.setReadOnly(True)
         self.answer.setPlaceholderText("The model's text answers appear here.")
         self.answer.setMaximumHeight(140)
+        self.apply_answer = QPushButton()
+        self.apply_answer.setVisible(False)  # shown when an [identify] answer names a label for the box
+        self.apply_answer.clicked.connect(self.apply_answer_requested)
 
         form = QFormLayout()
         form.addRow("Task", self.task)
@@ -109,6 +113,7 @@ class AIPanel(QWidget):
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
         layout.addWidget(self.answer)
+        layout.addWidget(self.apply_answer)
         layout.addStretch(1)
         self._task_changed()
         self._threshold_moved(self.threshold.value())

@@ -16,11 +16,11 @@ from PySide6.QtWidgets import QDockWidget, QFileDialog, QInputDialog, QLabel, QM
 
 from annotator.core import edits, geometry
 from annotator.core.display import load_display_image
-from annotator.core.exchange import ExportReport, ImportReport, export_coco, import_coco
+from annotator.core.exchange import ExportReport, ImportReport
 from annotator.core.folder import open_project, project_folder, reopen_project
 from annotator.core.merging import visible
 from annotator.core.records import BoxRow, BoxState
-from annotator.core.runs import Prompt, RunError, detection_prompts, plan_run
+from annotator.core.runs import Prompt, RunError, detection_prompts, label_from_answer, plan_run
 from annotator.core.shortcuts import SHORTCUTS
 from annotator.core.sources import ModelSource
 from model.annotations import Box, Origin, Task
@@ -81,6 +81,9 @@ class MainWindow(QMainWindow):
         self.ai_panel.accept_all_requested.connect(self.accept_all)
         self.ai_panel.reject_all_requested.connect(self.reject_all)
         self.ai_panel.threshold_changed.connect(self._threshold_changed)
+        self.ai_panel.apply_answer_requested.connect(self._apply_identified)
+        self._identify_target: int | None = None  # the box an [identify] run asked about
+        self._suggested_label: str | None = None
         # The panel's state is part of "where I left off": saved as it changes, like everything else.
         self.ai_panel.threshold.sliderReleased.connect(self._save_settings)
         self.ai_panel.task.currentIndexChanged.connect(lambda _: self._save_settings())
@@ -191,6 +194,7 @@ class MainWindow(QMainWindow):
         self.ai.busy_changed.connect(self.ai_panel.set_busy)
         self.ai.progress.connect(self.ai_panel.set_progress)
         self.ai.answer.connect(self.ai_panel.show_answer)
+        self.ai.identified.connect(self._identified)
         self.ai.message.connect(self.statusBar().showMessage)
         self.ai.failed.connect(self.show_error)
         self._restore_settings()
@@ -388,22 +392,12 @@ class MainWindow(QMainWindow):
             self.rename_label(old, new)
 
     def rename_label(self, old: str, new: str) -> None:
-        new = new.strip()
-        if self.session is None or not new or new == old:
-            return
-        self.session.push(edits.RenameLabel(f"Rename label {old} → {new}", old, new))
-        self.labels.set_current_label(new)
+        if self.session is not None and self.session.rename_label(old, new):
+            self.labels.set_current_label(new.strip())
 
     def delete_label(self, name: str) -> None:
-        if self.session is None:
-            return
-        used = len(self.session.store.box_ids_with_label(name))
-        position = self.session.store.label_position(name)
-        label = next((label for label in self.session.labels() if label.name == name), None)
-        if used or label is None or position is None:
-            self.show_error(f"{used} box(es) use the label {name!r}; relabel or delete them first")
-            return
-        self.session.push(edits.DeleteLabel(f"Delete label {name}", label, position))
+        if self.session is not None:
+            self.session.delete_label(name)
 
     def _ask_label_prompt(self, name: str) -> None:
         if self.session is None:
@@ -413,8 +407,7 @@ class MainWindow(QMainWindow):
             self, "Model prompt", f"What to ask the model for {name!r} (empty: the name itself):", text=current or ""
         )
         if ok:
-            self.session.store.set_label_prompt(name, prompt)
-            self.session.labels_changed.emit()
+            self.session.set_label_prompt(name, prompt)
 
     def _relabel_selected(self, label: str | None) -> None:
         rows = self.canvas.selected_rows()
@@ -470,7 +463,31 @@ class MainWindow(QMainWindow):
         except RunError as err:
             self.show_error(str(err))
             return
+        self._identify_target = selected[0].id if prompts[0].task is Task.identify else None
+        self.ai_panel.apply_answer.setVisible(False)
         self.ai.run_on_image(self.session.current_id, prompts)
+
+    def _identified(self, image_id: int, answer: str) -> None:
+        """Offer the answer as the box's label; the person decides (model output never relabels a box itself)."""
+        if self.session is None or self._identify_target is None:
+            return
+        suggested = label_from_answer(answer, self.session.labels())
+        self._suggested_label = suggested
+        if suggested is not None:
+            self.ai_panel.apply_answer.setText(f"Label the box “{suggested}”")
+        self.ai_panel.apply_answer.setVisible(suggested is not None)
+
+    def _apply_identified(self) -> None:
+        if self.session is None or self._identify_target is None or self._suggested_label is None:
+            return
+        row = next((r for r in self.current_rows() if r.id == self._identify_target), None)
+        if row is None:
+            self.show_error("The box the model was asked about is gone")
+            return
+        label = self._suggested_label
+        self.session.add_label(label)
+        self.session.push(edits.replace_boxes(f"Relabel as {label}", [row], [row.relabelled(label)]))
+        self.ai_panel.apply_answer.setVisible(False)
 
     def batch_run(self) -> None:
         if self.session is None or self.ai is None:
@@ -530,12 +547,10 @@ class MainWindow(QMainWindow):
         if self.session is None:
             return None
         try:
-            report = export_coco(self.session.store, self.session.folder, path, reviewed_only=reviewed_only)
+            report = self.session.export_coco(path, reviewed_only=reviewed_only)
         except MiniGPTError as err:
             self.show_error(f"Export failed, nothing was written: {err}")
             return None
-        for item in report.skipped:
-            log.warning("export skipped %s", item)
         self.statusBar().showMessage(f"Exported {report}", 15_000)
         return report
 
@@ -550,14 +565,10 @@ class MainWindow(QMainWindow):
         if self.session is None:
             return None
         try:
-            report = import_coco(self.session.store, self.session.folder, path)
+            report = self.session.import_coco(path)
         except MiniGPTError as err:
             self.show_error(f"Import failed, nothing was changed: {err}")
             return None
-        self.session.images_changed.emit()
-        self.session.labels_changed.emit()
-        if self.session.current_id is not None:
-            self.session.boxes_changed.emit(self.session.current_id)
         self.statusBar().showMessage(f"Imported {path.name}: {report}", 15_000)
         return report
 

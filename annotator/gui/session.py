@@ -6,15 +6,19 @@ and announced to every view that shows it.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoCommand, QUndoStack
 
-from annotator.core.edits import Edit
+from annotator.core.edits import DeleteLabel, Edit, RenameLabel
+from annotator.core.exchange import ExportReport, ImportReport, export_coco, import_coco
 from annotator.core.records import BoxRow, ImageRow, LabelRow
 from annotator.core.store import ProjectStore
 from model.errors import MiniGPTError
+
+log = logging.getLogger(__name__)
 
 
 class EditCommand(QUndoCommand):
@@ -88,6 +92,46 @@ class Session(QObject):
         label = self.store.ensure_label(name)
         self.labels_changed.emit()
         return label
+
+    # --- labels ----------------------------------------------------------------------------------------------------
+    def rename_label(self, old: str, new: str) -> bool:
+        """Rename (or merge onto an existing label) as one undo step; False when there is nothing to do."""
+        new = new.strip()
+        if not new or new == old:
+            return False
+        self.push(RenameLabel(f"Rename label {old} → {new}", old, new))
+        return True
+
+    def delete_label(self, name: str) -> bool:
+        """Delete an unused label as one undo step; a used one is refused with the reason (the error signal)."""
+        used = len(self.store.box_ids_with_label(name))
+        position = self.store.label_position(name)
+        label = next((label for label in self.labels() if label.name == name), None)
+        if used or label is None or position is None:
+            self.error.emit(f"{used} box(es) use the label {name!r}; relabel or delete them first")
+            return False
+        self.push(DeleteLabel(f"Delete label {name}", label, position))
+        return True
+
+    def set_label_prompt(self, name: str, prompt: str | None) -> None:
+        self.store.set_label_prompt(name, prompt)
+        self.labels_changed.emit()
+
+    # --- exchange --------------------------------------------------------------------------------------------------
+    def export_coco(self, path: Path, *, reviewed_only: bool = False) -> ExportReport:
+        report = export_coco(self.store, self.folder, path, reviewed_only=reviewed_only)
+        for item in report.skipped:
+            log.warning("export skipped %s", item)
+        return report
+
+    def import_coco(self, path: Path) -> ImportReport:
+        """Add another person's boxes (not an undo step: it reports what it added, and adds nothing twice)."""
+        report = import_coco(self.store, self.folder, path)
+        self.images_changed.emit()
+        self.labels_changed.emit()
+        if self.current_id is not None:
+            self.boxes_changed.emit(self.current_id)
+        return report
 
     # --- navigation ------------------------------------------------------------------------------------------------
     def set_current(self, image_id: int | None) -> None:
