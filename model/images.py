@@ -114,18 +114,10 @@ def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
         except _LOAD_ERRORS as exc:
             raise _decode_error(name, exc) from exc
 
-    with _open_source(source) as (fp, name):
-        image = _identify(fp, name)
-        try:
-            _check_pixel_count(image.size, max_pixels, name)
-            with _pil_bomb_warning_ignored():
-                return _decode(image, name)
-        except ImageLoadError:
-            raise
-        except _LOAD_ERRORS as exc:
-            raise _decode_error(name, exc, fp) from exc
-        finally:
-            image.close()
+    with _opened_image(source) as (image, _fp, name):
+        _check_pixel_count(image.size, max_pixels, name)
+        with _pil_bomb_warning_ignored():
+            return _decode(image, name)
 
 
 def image_size(source: str | os.PathLike[str]) -> tuple[int, int]:
@@ -137,17 +129,32 @@ def image_size(source: str | os.PathLike[str]) -> tuple[int, int]:
     Raises:
         ImageLoadError: the file is missing, empty, not an image, or its header is damaged.
     """
+    with _opened_image(source, errors=_READ_ERRORS) as (image, fp, _name):
+        return _upright_size(image, fp)
+
+
+@contextmanager
+def _opened_image(
+    source: str | os.PathLike[str] | bytes | bytearray | memoryview, errors: tuple[type[Exception], ...] = _LOAD_ERRORS
+) -> Iterator[tuple[ImageFile.ImageFile, IO[bytes], str]]:
+    """The identified (not yet decoded) image, its file and its name. ``errors`` raised inside become an
+    :class:`ImageLoadError` naming the file, the cause and the fix; the image is closed on the way out."""
     with _open_source(source) as (fp, name):
         image = _identify(fp, name)
         try:
-            width, height = _stored_size(image)
-            if _header_orientation(image, fp) in _SWAPPING_ORIENTATIONS:
-                width, height = height, width
-            return width, height
-        except _READ_ERRORS as exc:
+            yield image, fp, name
+        except ImageLoadError:
+            raise
+        except errors as exc:
             raise _decode_error(name, exc, fp) from exc
         finally:
             image.close()
+
+
+def _upright_size(image: ImageFile.ImageFile, fp: IO[bytes]) -> tuple[int, int]:
+    """(width, height) once the EXIF orientation is applied, from the header alone."""
+    width, height = _stored_size(image)
+    return (height, width) if _header_orientation(image, fp) in _SWAPPING_ORIENTATIONS else (width, height)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -22,18 +22,14 @@ from model.errors import ImageLoadError
 
 # The private helpers are the machinery load_image itself uses, so both report a bad file identically.
 from model.images import (
-    _LOAD_ERRORS,
-    _SWAPPING_ORIENTATIONS,
     DEFAULT_MAX_PIXELS,
     _check_pixel_count,
-    _decode_error,
     _fail,
-    _header_orientation,
-    _identify,
-    _open_source,
+    _opened_image,
     _pil_bomb_warning_ignored,
     _pil_detail,
     _stored_size,
+    _upright_size,
     to_rgb,
 )
 
@@ -69,22 +65,12 @@ def load_display_image(path: str | os.PathLike[str], max_pixels: int = DISPLAY_M
     """
     if max_pixels <= 0:
         raise ValueError(f"max_pixels must be positive, got {max_pixels}")
-    with _open_source(path) as (fp, name):
-        image = _identify(fp, name)
-        try:
-            stored_width, stored_height = _stored_size(image)
-            _check_pixel_count((stored_width, stored_height), DEFAULT_MAX_PIXELS, name)
-            swap = _header_orientation(image, fp) in _SWAPPING_ORIENTATIONS
-            width, height = (stored_height, stored_width) if swap else (stored_width, stored_height)
-            with _pil_bomb_warning_ignored():
-                shown = _decode_reduced(image, name, max_pixels)
-            return DisplayImage(image=shown, width=width, height=height, scale=width / shown.width)
-        except ImageLoadError:
-            raise
-        except _LOAD_ERRORS as exc:
-            raise _decode_error(name, exc, fp) from exc
-        finally:
-            image.close()
+    with _opened_image(path) as (image, fp, name):
+        _check_pixel_count(_stored_size(image), DEFAULT_MAX_PIXELS, name)
+        width, height = _upright_size(image, fp)
+        with _pil_bomb_warning_ignored():
+            shown = _decode_reduced(image, name, max_pixels)
+        return DisplayImage(image=shown, width=width, height=height, scale=width / shown.width)
 
 
 def _decode_reduced(image: Image.Image, name: str, max_pixels: int) -> Image.Image:
