@@ -66,14 +66,12 @@ class ExportReport:
     unlabelled: int = 0  # images with no boxes, not marked reviewed: not negatives yet, so left out
 
     def __str__(self) -> str:
-        text = f"{self.annotations} boxes on {self.images} images to {self.path}"
-        if self.unlabelled:
-            text += f"; {self.unlabelled} images with no boxes and not reviewed left out"
-        if self.skipped:
-            text += f"; {len(self.skipped)} skipped"
-        if self.warnings:
-            text += f"; {len(self.warnings)} to check"
-        return text
+        return _summary(
+            f"{self.annotations} boxes on {self.images} images to {self.path}",
+            (self.unlabelled, "images with no boxes and not reviewed left out"),
+            (len(self.skipped), "skipped"),
+            (len(self.warnings), "to check"),
+        )
 
 
 @dataclass
@@ -88,17 +86,18 @@ class ImportReport:
     not_boxes: int = 0  # crowd regions and empty boxes in the file, which cannot be boxes here
 
     def __str__(self) -> str:
-        text = (
+        return _summary(
             f"{self.annotations_added} boxes added on {self.images_matched} images, "
-            f"{self.duplicates_skipped} already there"
+            f"{self.duplicates_skipped} already there",
+            (len(self.unmatched), "images not in the folder"),
+            (len(self.size_mismatches), "images with another size left out"),
+            (self.not_boxes, "crowd or empty regions ignored"),
         )
-        if self.unmatched:
-            text += f"; {len(self.unmatched)} images not in the folder"
-        if self.size_mismatches:
-            text += f"; {len(self.size_mismatches)} images with another size left out"
-        if self.not_boxes:
-            text += f"; {self.not_boxes} crowd or empty regions ignored"
-        return text
+
+
+def _summary(head: str, *counts: tuple[int, str]) -> str:
+    """``head`` followed by "; N what" for each count that is not zero."""
+    return head + "".join(f"; {count} {what}" for count, what in counts if count)
 
 
 # --------------------------------------------------------------------------------------------------------
