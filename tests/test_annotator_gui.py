@@ -100,6 +100,16 @@ def _drag(win: MainWindow, start: QPointF, end: QPointF) -> None:
     send(QEvent.Type.MouseButtonRelease, b, left, none)
 
 
+def _draw(win: MainWindow, label: str, start: QPointF, end: QPointF) -> None:
+    """Draw a box with the mouse in draw mode, with ``label`` as the current label."""
+    assert win.session is not None
+    win.session.add_label(label)
+    win.labels.set_current_label(label)
+    win.set_drawing(True)
+    _drag(win, start, end)
+    win.set_drawing(False)
+
+
 def test_detect_accept_drag_undo_redo_export(qtbot: QtBot, window: MainWindow, tmp_path: Path) -> None:
     win = window
     session = win.session
@@ -410,10 +420,7 @@ def test_resize_by_handle_relabel_delete_and_review_navigation(qtbot: QtBot, win
     image = _go(win, "000002.png")
     for name in ("square", "circle"):
         session.add_label(name)
-    win.labels.set_current_label("square")
-    win.set_drawing(True)
-    _drag(win, QPointF(30, 30), QPointF(90, 80))
-    win.set_drawing(False)
+    _draw(win, "square", QPointF(30, 30), QPointF(90, 80))
     (row,) = session.boxes(image)
 
     # Click the box to select it, then drag its bottom-right handle.
@@ -498,11 +505,7 @@ def test_label_manager_renames_merges_and_deletes_with_undo(qtbot: QtBot, window
     session = win.session
     assert session is not None
     image = _go(win, "000004.png")
-    session.add_label("sqare")
-    win.labels.set_current_label("sqare")
-    win.set_drawing(True)
-    _drag(win, QPointF(10, 10), QPointF(60, 60))
-    win.set_drawing(False)
+    _draw(win, "sqare", QPointF(10, 10), QPointF(60, 60))
     (row,) = session.boxes(image)
 
     win.rename_label("sqare", "square")
@@ -524,11 +527,7 @@ def test_identify_suggests_a_label_for_the_selected_box(qtbot: QtBot, window: Ma
     session = win.session
     assert session is not None
     image = _go(win, "000001.png")
-    session.add_label("thing")
-    win.labels.set_current_label("thing")
-    win.set_drawing(True)
-    _drag(win, QPointF(5, 5), QPointF(120, 110))
-    win.set_drawing(False)
+    _draw(win, "thing", QPointF(5, 5), QPointF(120, 110))
     (row,) = session.boxes(image)
     win.canvas.select({row.id})
 
