@@ -483,6 +483,10 @@ def test_the_gui_command_s_window_opens_the_folder_and_loads_the_model(
     assert win.session is not None and win.ai is not None
     assert len(win.session.images()) == len(list(image_folder.iterdir()))
     assert win.session.current_id is not None  # the first image is shown straight away
+    # Headers are read in the background: every file gets its size, or is marked unreadable, without a visit.
+    qtbot.waitUntil(lambda: all(row.width is not None or row.error for row in win.session.images()), timeout=30_000)
+    broken = win.session.image(win.session.store.image_id("zz-broken.jpg") or -1)
+    assert broken.error is not None and broken.width is None
     qtbot.waitUntil(lambda: win.ai.engine is not None, timeout=60_000)
     assert win.model_status.text().startswith("Ready: local model tiny-shapes")
 

@@ -260,13 +260,16 @@ class MainWindow(QMainWindow):
         self._probe = probe
         probe.start()
 
-    def _probed(self, image_id: int, result: tuple[int, int] | str) -> None:
+    def _probed(self, results: list[tuple[int, tuple[int, int] | str]]) -> None:
         if self.session is None:
             return
-        if isinstance(result, str):
-            self.session.store.set_image_error(image_id, result)
-        else:
-            self.session.store.set_image_size(image_id, *result)
+        store = self.session.store
+        with store.batch():
+            for image_id, result in results:
+                if isinstance(result, str):
+                    store.set_image_error(image_id, result)
+                else:
+                    store.set_image_size(image_id, *result)
         self._refresh_files()
 
     # --- views -----------------------------------------------------------------------------------------------------

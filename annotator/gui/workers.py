@@ -97,7 +97,10 @@ class ProposeWorker(QThread):
 class ProbeWorker(QThread):
     """Reads the size of images not measured yet (headers only), so corrupt files are marked early."""
 
-    probed = Signal(int, object)  # image id, (width, height) or an error message
+    # [(image id, (width, height) or an error message)], in chunks: the window saves and repaints once per chunk,
+    # not once per file (a 10k-image folder would otherwise re-read the whole file list 10k times).
+    probed = Signal(object)
+    CHUNK = 256
 
     def __init__(self, files: Sequence[tuple[int, Path]], parent: QObject | None = None):
         super().__init__(parent)
@@ -108,7 +111,9 @@ class ProbeWorker(QThread):
         self._stop.set()
 
     def run(self) -> None:
-        for image_id, path in self.files:
+        for start in range(0, len(self.files), self.CHUNK):
             if self._stop.is_set():
                 return
-            self.probed.emit(image_id, probe_image(path))
+            self.probed.emit(
+                [(image_id, probe_image(path)) for image_id, path in self.files[start : start + self.CHUNK]]
+            )
