@@ -149,9 +149,7 @@ class RenameLabel:
             self._old_position = store.label_position(self.old) or 0
             self._new_existed = store.label_position(self.new) is not None
             self._boxes = store.box_ids_with_label(self.old)
-            self._images = {
-                row.image_id for rows in store.all_boxes().values() for row in rows if row.id in set(self._boxes)
-            }
+            self._images = store.image_ids_with_label(self.old)
             if not self._new_existed and self._old_label is not None:
                 store.put_label(replace(self._old_label, name=self.new), self._old_position)  # keeps colour and place
             store.set_box_labels(self._boxes, self.new)

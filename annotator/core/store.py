@@ -298,6 +298,9 @@ class ProjectStore:
     def box_ids_with_label(self, name: str) -> list[int]:
         return [r[0] for r in self._db.execute("SELECT id FROM boxes WHERE label = ? ORDER BY id", (name,))]
 
+    def image_ids_with_label(self, name: str) -> set[int]:
+        return {r[0] for r in self._db.execute("SELECT DISTINCT image_id FROM boxes WHERE label = ?", (name,))}
+
     def set_box_labels(self, ids: Sequence[int], label: str) -> None:
         with self.batch():
             self._db.executemany("UPDATE boxes SET label = ? WHERE id = ?", [(label, i) for i in ids])
