@@ -22,29 +22,22 @@ class BoxChange:
     image_id: int
     before: Sequence[BoxRow]
     after: Sequence[BoxRow]
-    _applied: bool = field(default=False, repr=False)
 
     def redo(self, store: ProjectStore) -> None:
         with store.batch():
             kept = {row.id for row in self.after}
             store.delete_boxes(row.id for row in self.before if row.id is not None and row.id not in kept)
             self.after = store.put_boxes(self.after)  # fills in the ids of new rows; later redos reuse them
-        self._applied = True
 
     def undo(self, store: ProjectStore) -> None:
         with store.batch():
             kept = {row.id for row in self.before}
             store.delete_boxes(row.id for row in self.after if row.id is not None and row.id not in kept)
             store.put_boxes(self.before)
-        self._applied = False
 
     @property
     def image_ids(self) -> set[int]:
         return {self.image_id}
-
-    @property
-    def box_ids(self) -> set[int]:
-        return {row.id for row in (*self.before, *self.after) if row.id is not None}
 
 
 @dataclass

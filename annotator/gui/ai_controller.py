@@ -30,7 +30,6 @@ class AIController(QObject):
     identified = Signal(int, str)  # image id, the [identify] answer (the window may suggest it as a label)
     message = Signal(str)  # the outcome of a run, for the status bar
     failed = Signal(str)  # errors the user must see
-    finished = Signal()  # a run (single or batch) ended, cancelled or not
 
     def __init__(self, session: Session, parent: QObject | None = None):
         super().__init__(parent)
@@ -187,4 +186,3 @@ class AIController(QObject):
         if worker is not None:
             worker.deleteLater()
         self.busy_changed.emit(False, "")
-        self.finished.emit()

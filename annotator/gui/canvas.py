@@ -24,7 +24,6 @@ MAX_ZOOM = 40.0  # screen pixels per image pixel
 class Canvas(QGraphicsView):
     box_drawn = Signal(object)  # Box
     box_edited = Signal(object, object)  # BoxRow as stored, Box after the drag
-    selection_changed = Signal()
     box_activated = Signal(object)  # BoxRow double-clicked
     nudge_requested = Signal(float, float)  # arrow keys: move the selection by (dx, dy) image pixels
 
@@ -40,7 +39,6 @@ class Canvas(QGraphicsView):
         self._pixmap = QGraphicsPixmapItem()
         self._pixmap.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
         self.scene().addItem(self._pixmap)
-        self.scene().selectionChanged.connect(self.selection_changed)
         self._items: dict[int, BoxItem] = {}
         self.image_size: tuple[float, float] = (0.0, 0.0)
         self.drawing = False
@@ -119,9 +117,6 @@ class Canvas(QGraphicsView):
         factor = min(factor, MAX_ZOOM / max(scale, 1e-9))
         self._fitted = False
         self.scale(factor, factor)
-
-    def zoom_level(self) -> float:
-        return self.transform().m11()
 
     def resizeEvent(self, event: QResizeEvent) -> None:
         super().resizeEvent(event)
