@@ -268,7 +268,12 @@ class Proposer:
             target = 1 if len(rows) == 1 else batch_size
             filled = rows + rows[-1:] * (target - len(rows)) if cache == "compiled" else rows
             generated = self._generate(
-                [prepared[i].ids for i in filled], features[[image_of[i] for i in filled]], max_new, options, stop
+                [prepared[i].ids for i in filled],
+                features[[image_of[i] for i in filled]],
+                max_new,
+                options,
+                cache,
+                stop,
             )[: len(rows)]
             if stop is not None and stop.stopped:
                 raise GenerationStopped(f"stopped after {done} of {len(requests)} prompts, on request")
@@ -359,6 +364,7 @@ class Proposer:
         features: torch.Tensor,
         max_new_tokens: int,
         options: GenerationOptions,
+        cache_mode: str,
         stop: _StopWhen | None = None,
     ) -> list[tuple[list[int], list[float]]]:
         input_ids, attention_mask = self.processor.pad_left(sequences)
@@ -374,7 +380,7 @@ class Proposer:
             torch.manual_seed(options.seed)
         eos = self.processor.tokenizer.eos_token_id
         sampling = {"temperature": options.temperature, "top_p": options.top_p} if options.do_sample else {}
-        cache = self._cache_kwargs(self.cache_mode(options), input_ids.shape[1] + max_new_tokens, context)
+        cache = self._cache_kwargs(cache_mode, input_ids.shape[1] + max_new_tokens, context)
         with warnings.catch_warnings():
             # transformers notes that the repetition penalty then only covers generated tokens: that is the
             # official behaviour (the official demo also generates from embeddings), so the note is noise here.
