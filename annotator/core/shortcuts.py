@@ -11,6 +11,7 @@ class Shortcut:
     action: str  # the window's action name
     keys: tuple[str, ...]  # Qt key sequences, portable text form
     text: str  # what it does, for the menu and the help dialog
+    canvas_only: bool = False  # keys that mean something else in text fields (Return, Backspace) act on the canvas
 
 
 SHORTCUTS: tuple[Shortcut, ...] = (
@@ -24,7 +25,7 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("toggle_reviewed", ("Ctrl+Alt+K",), "Mark the image reviewed (or not)"),
     Shortcut("draw_box", ("R", "Ctrl+R"), "Draw a box (drag on the image)"),
     Shortcut("edit_mode", ("Escape",), "Stop drawing; select and edit boxes"),
-    Shortcut("delete", ("Delete", "Backspace"), "Delete the selected boxes (rejects proposals)"),
+    Shortcut("delete", ("Delete", "Backspace"), "Delete the selected boxes (rejects proposals)", canvas_only=True),
     Shortcut("relabel", ("Ctrl+E",), "Give the selected boxes the current label"),
     Shortcut("undo", ("Ctrl+Z",), "Undo"),
     Shortcut("redo", ("Ctrl+Y", "Ctrl+Shift+Z"), "Redo"),
@@ -32,9 +33,9 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("focus_query", ("Ctrl+L",), "Type a query for the model"),
     Shortcut("batch_run", ("Ctrl+B",), "Run detection over the whole folder"),
     Shortcut("cancel_run", ("Ctrl+.",), "Cancel the running model job"),
-    Shortcut("accept_selected", ("Return", "Enter"), "Accept the selected proposals"),
+    Shortcut("accept_selected", ("Return", "Enter"), "Accept the selected proposals", canvas_only=True),
     Shortcut("accept_all", ("Ctrl+Return",), "Accept all shown proposals on this image"),
-    Shortcut("reject_all", ("Ctrl+Backspace",), "Reject all proposals on this image"),
+    Shortcut("reject_all", ("Ctrl+Backspace",), "Reject all proposals on this image", canvas_only=True),
     Shortcut("fit", ("Ctrl+F",), "Fit the image in the window"),
     Shortcut("zoom_in", ("Ctrl++", "Ctrl+="), "Zoom in (or the mouse wheel)"),
     Shortcut("zoom_out", ("Ctrl+-",), "Zoom out (or the mouse wheel)"),

@@ -38,8 +38,6 @@ from .workers import ProbeWorker
 
 log = logging.getLogger(__name__)
 
-_CANVAS_ONLY = {"accept_selected", "delete", "reject_all"}
-
 
 class MainWindow(QMainWindow):
     def __init__(self, parent: QWidget | None = None):
@@ -130,8 +128,7 @@ class MainWindow(QMainWindow):
             action = QAction(shortcut.text, self)
             action.setShortcuts([QKeySequence(keys) for keys in shortcut.keys])
             action.triggered.connect(handlers[shortcut.action])
-            if shortcut.action in _CANVAS_ONLY:
-                # Return and Backspace mean something else in the query and label fields.
+            if shortcut.canvas_only:
                 action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
                 self.canvas.addAction(action)
             else:
