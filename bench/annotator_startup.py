@@ -60,7 +60,7 @@ def main() -> None:
 
     from PIL import Image
 
-    from model.shapes import make_shapes
+    from model.synthetic.shapes import make_shapes
 
     work = Path(tempfile.mkdtemp(prefix="annotator-bench-"))
     make_shapes(work, images=20, seed=0)
@@ -97,7 +97,7 @@ def measure(work: Path, *, huge: bool) -> dict[str, object]:
             time.sleep(0.005)
         return time.perf_counter() - started
 
-    from model.shapes_model import SHIPPED_DIR
+    from model.synthetic.shapes_model import SHIPPED_DIR
 
     window.load_model(ModelSource("local", str(SHIPPED_DIR), device="cpu"))
     load_s = wait_idle()

@@ -17,11 +17,11 @@ from pathlib import Path
 
 from model.annotations import Task
 from model.coco import read_coco, split_dataset, write_coco
-from model.evaluate import evaluate_model
-from model.finetune import FinetuneConfig, finetune
+from model.evaluation.runner import evaluate_model
 from model.proposer import Proposer
-from model.shapes import make_shapes
-from model.shapes_model import SHIPPED_DIR
+from model.synthetic.shapes import make_shapes
+from model.synthetic.shapes_model import SHIPPED_DIR
+from model.training import FinetuneConfig, finetune
 
 RENAMES = {"square": "box", "circle": "disc", "triangle": "wedge"}
 

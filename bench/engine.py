@@ -37,7 +37,7 @@ from model.network import MiniGPTv2Config, MiniGPTv2ForConditionalGeneration
 from model.processing import MiniGPTv2Processor
 from model.prompts import build_instruction
 from model.proposer import GenerationOptions, Proposer, ProposeRequest
-from model.tiny import build_tiny_tokenizer, tiny_config
+from model.synthetic.tiny import build_tiny_tokenizer, tiny_config
 
 LABELS = ("person", "car", "dog", "cat", "chair")  # five label prompts per image, as a Label Studio project asks
 

@@ -30,8 +30,8 @@ from backend_process import running_backend, serve_command  # noqa: E402
 from ls_harness import LabelStudioServer, free_port  # noqa: E402
 
 from model.proposer import Proposer, ProposeRequest  # noqa: E402
-from model.shapes import make_shapes  # noqa: E402
-from model.shapes_model import SHIPPED_DIR  # noqa: E402
+from model.synthetic.shapes import make_shapes  # noqa: E402
+from model.synthetic.shapes_model import SHIPPED_DIR  # noqa: E402
 
 LABELS = ("square", "circle", "triangle")
 CONFIG = (

@@ -24,8 +24,8 @@ def main() -> None:
     from annotator.core import edits
     from annotator.core.sources import ModelSource
     from annotator.gui.main_window import MainWindow
-    from model.shapes import make_shapes
-    from model.shapes_model import SHIPPED_DIR
+    from model.synthetic.shapes import make_shapes
+    from model.synthetic.shapes_model import SHIPPED_DIR
 
     work = Path(tempfile.mkdtemp(prefix="annotator-shot-"))
     make_shapes(work, images=12, seed=5, min_shapes=3, max_shapes=4)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import requests
 
-from model.shapes_model import SHIPPED_DIR
+from model.synthetic.shapes_model import SHIPPED_DIR
 
 
 def serve_command(port: int, *extra: str, model: str | os.PathLike = SHIPPED_DIR) -> list[str]:
@@ -20,7 +20,7 @@ def serve_command(port: int, *extra: str, model: str | os.PathLike = SHIPPED_DIR
     return [
         sys.executable,
         "-m",
-        "model.cli",
+        "minigpt_annotate",
         "serve",
         "--model",
         str(model),

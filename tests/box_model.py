@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from model.processing import MiniGPTv2Processor
-from model.tiny import make_tiny
+from model.synthetic.tiny import make_tiny
 
 REFER_ANSWER = "{<10><20><60><80>}"
 DETECTION_ANSWER = "<p>circle</p> {<10><20><60><80>}<delim>{<5><5><30><40>}"

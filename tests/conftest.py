@@ -23,7 +23,7 @@ torch.set_num_threads(min(4, torch.get_num_threads()))
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A `make-tiny` folder: random weights, real classes, real tokenizer files."""
-    from model.tiny import make_tiny
+    from model.synthetic.tiny import make_tiny
 
     out = tmp_path_factory.mktemp("tiny-model")
     make_tiny(out, seed=0)
@@ -39,7 +39,7 @@ def official_files(tmp_path_factory: pytest.TempPathFactory) -> OfficialFiles:
 @pytest.fixture(scope="session")
 def official_model(official_files: OfficialFiles):
     """(model, processor) loaded directly from the official-layout files, fp32."""
-    from model.checkpoints import load_official
+    from model.weights.official import load_official
 
     return load_official(official_files.eva, official_files.llama_dir, official_files.minigptv2, image_size=IMAGE_SIZE)
 

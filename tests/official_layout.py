@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from model.tiny import build_tiny_tokenizer
+from model.synthetic.tiny import build_tiny_tokenizer
 
 # EVA: width 176 = 2 heads of the official head size 88; 4x4 position grid at 56 px, 3 blocks in the file (2 run).
 EVA_WIDTH, EVA_PATCH, EVA_GRID, EVA_FILE_BLOCKS, EVA_MLP = 176, 14, 4, 3, 768

@@ -51,7 +51,7 @@ from model.annotations import Box, Origin, Proposal, Task
 from model.coco import load_with_pycocotools, read_coco
 from model.errors import ImageLoadError, MiniGPTError
 from model.images import image_size, load_image
-from model.shapes import make_shapes
+from model.synthetic.shapes import make_shapes
 
 REPO = Path(__file__).resolve().parents[1]
 KILL_CHILD = Path(__file__).with_name("store_kill_child.py")

@@ -35,8 +35,8 @@ from model.coco import read_coco
 from model.errors import ImageLoadError
 from model.images import load_image
 from model.proposer import GenerationOptions, ProposalResult
-from model.shapes import make_shapes
-from model.shapes_model import SHIPPED_DIR
+from model.synthetic.shapes import make_shapes
+from model.synthetic.shapes_model import SHIPPED_DIR
 
 AUTH = ("labeller", "s3cret")
 CATEGORIES = ("circle", "square", "triangle")

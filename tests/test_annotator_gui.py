@@ -22,8 +22,8 @@ from annotator.gui.main_window import MainWindow
 from model.annotations import Origin, Task
 from model.coco import load_with_pycocotools
 from model.images import image_size
-from model.shapes import make_shapes
-from model.shapes_model import SHIPPED_DIR
+from model.synthetic.shapes import make_shapes
+from model.synthetic.shapes_model import SHIPPED_DIR
 
 LABELS = ("square", "circle", "triangle")
 

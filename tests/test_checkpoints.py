@@ -11,9 +11,9 @@ from official_layout import IMAGE_SIZE, LORA_ALPHA, LORA_RANK, OfficialFiles, wr
 from safetensors.torch import load_file
 from transformers import LlamaForCausalLM
 
-from model.checkpoints import convert, load_official
 from model.errors import CheckpointError
 from model.network import MiniGPTv2ForConditionalGeneration, interpolate_pos_embed
+from model.weights.official import convert, load_official
 
 
 def _logits(model, processor, seed: int = 0) -> torch.Tensor:

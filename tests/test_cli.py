@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = os.environ | {"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "model.cli", *args],
+        [sys.executable, "-m", "minigpt_annotate", *args],
         input=stdin,
         capture_output=True,
         text=True,
@@ -42,7 +42,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *words: str) -
 
 def test_console_script_is_declared() -> None:
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
-    assert scripts.get("minigpt-annotate") == "model.cli:main"
+    assert scripts.get("minigpt-annotate") == "minigpt_annotate.cli:main"
 
 
 def test_make_tiny_then_propose_on_a_real_photo_prints_valid_json(tmp_path: Path) -> None:

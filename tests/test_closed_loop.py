@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from test_cli import run
 
-from model.shapes_model import SHIPPED_DIR
+from model.synthetic.shapes_model import SHIPPED_DIR
 
 
 @pytest.mark.slow

@@ -10,18 +10,16 @@ import pytest
 from PIL import Image
 
 from model.annotations import Annotation, Box, Category, Dataset, ImageRecord, Task
-from model.evaluate import (
+from model.evaluation.metrics import (
     Detection,
     EvaluationError,
-    EvaluationReport,
     acceptance,
     coco_detection_metrics,
-    collect_predictions,
-    evaluate_model,
     iou,
     iou_official,
     refer_accuracy,
 )
+from model.evaluation.runner import EvaluationReport, collect_predictions, evaluate_model
 from model.proposer import Proposer
 
 Run = tuple[EvaluationReport, list[tuple[int, int]]]  # the report and every on_progress call

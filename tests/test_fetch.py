@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from model.errors import MiniGPTError
-from model.fetch import download_url, fetch_official
+from model.weights.fetch import download_url, fetch_official
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -12,7 +12,11 @@ from PIL import Image, ImageDraw
 from safetensors.torch import load_file
 
 from model.annotations import Annotation, Box, Category, Dataset, ImageRecord, Task
-from model.finetune import (
+from model.prompts import IDENTIFY_TRAINING_TEMPLATES, REFER_TRAINING_TEMPLATES
+from model.proposer import Proposer
+from model.synthetic.shapes_model import SHIPPED_DIR
+from model.synthetic.tiny import make_tiny
+from model.training import (
     FinetuneConfig,
     FinetuneError,
     IdentifyAnswer,
@@ -22,12 +26,8 @@ from model.finetune import (
     build_samples,
     finetune,
 )
-from model.finetune.batches import IGNORE_INDEX, collate
-from model.finetune.trainer import CHECKPOINTS
-from model.prompts import IDENTIFY_TRAINING_TEMPLATES, REFER_TRAINING_TEMPLATES
-from model.proposer import Proposer
-from model.shapes_model import SHIPPED_DIR
-from model.tiny import make_tiny
+from model.training.batches import IGNORE_INDEX, collate
+from model.training.trainer import CHECKPOINTS
 
 # --- instruction formats (spec §3.5, §4.1) -------------------------------------------------------------------------
 
@@ -134,8 +134,8 @@ def test_loss_falls_on_answer_tokens_and_eos_only(tiny_model_dir: Path) -> None:
 
 
 def test_an_empty_answer_is_just_end_of_sequence(tiny_model_dir: Path) -> None:
-    from model.finetune import InstructionSample
     from model.processing import MiniGPTv2Processor
+    from model.training import InstructionSample
 
     processor = MiniGPTv2Processor.from_pretrained(tiny_model_dir)
     batch = collate([InstructionSample(Path("a.png"), Task.detection, "[detection] dog", "")], processor, 512)

@@ -20,7 +20,7 @@ from ls_harness import LabelStudioServer, free_port
 from ml_backend.regions import value_to_box
 from model.annotations import Box
 from model.coco import load_with_pycocotools, read_coco
-from model.shapes import make_shapes
+from model.synthetic.shapes import make_shapes
 
 pytestmark = pytest.mark.slow
 

@@ -21,8 +21,8 @@ from ml_backend.server import create_app
 from ml_backend.settings import load_proposer
 from model.annotations import Box
 from model.coco import load_with_pycocotools, read_coco
-from model.shapes import make_shapes
-from model.shapes_model import SHIPPED_DIR
+from model.synthetic.shapes import make_shapes
+from model.synthetic.shapes_model import SHIPPED_DIR
 
 CONFIG = """
 <View>
@@ -261,14 +261,14 @@ def test_serve_without_a_model_says_how_to_give_one(tmp_path: Path) -> None:
 
     env = {k: v for k, v in __import__("os").environ.items() if k != "MINIGPT_MODEL"}
     done = subprocess.run(
-        [sys.executable, "-m", "model.cli", "serve"], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "minigpt_annotate", "serve"], env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         "minigpt-annotate: error: no model given: set MINIGPT_MODEL to a model folder (or pass --model)"
     ]
     missing = subprocess.run(
-        [sys.executable, "-m", "model.cli", "serve", "--model", str(tmp_path / "nope")],
+        [sys.executable, "-m", "minigpt_annotate", "serve", "--model", str(tmp_path / "nope")],
         env=env,
         capture_output=True,
         text=True,

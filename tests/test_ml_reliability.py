@@ -12,8 +12,8 @@ import requests
 from backend_process import running_backend, serve_command
 from ls_harness import free_port
 
-from model.shapes import make_shapes
-from model.shapes_model import SHIPPED_DIR
+from model.synthetic.shapes import make_shapes
+from model.synthetic.shapes_model import SHIPPED_DIR
 
 CONFIG = (
     '<View><Image name="image" value="$image"/><RectangleLabels name="label" toName="image">'

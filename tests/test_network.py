@@ -162,7 +162,7 @@ def test_image_features_apply_parameter_free_ln_vision_then_1x4_merge_then_proje
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_forward_runs_in_each_precision_on_cpu(official_model, dtype: torch.dtype) -> None:
-    from model.checkpoints import cast_model
+    from model.weights.official import cast_model
 
     model, processor = official_model
     ids, mask = processor.pad_left([processor.prompt_ids("[refer] the red circle")])

@@ -11,7 +11,7 @@ from model.annotations import Task
 from model.errors import PromptError
 from model.processing import CLIP_MEAN, CLIP_STD, ImageProcessorConfig, MiniGPTv2Processor, ProcessorConfig, Turn
 from model.prompts import build_instruction, split_identifier
-from model.tiny import build_tiny_tokenizer
+from model.synthetic.tiny import build_tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +138,7 @@ def test_split_identifier() -> None:
 
 
 def test_number_tokens_make_each_grid_coordinate_one_token() -> None:
-    from model.tiny import build_tiny_tokenizer
+    from model.synthetic.tiny import build_tiny_tokenizer
 
     plain = build_tiny_tokenizer()
     numbers = build_tiny_tokenizer(number_tokens=True)

@@ -1,4 +1,4 @@
-"""Tests for model.shapes: generated files checked by pixels, COCO readers, EXIF handling and phrase grammar."""
+"""Tests for model.synthetic.shapes: generated files checked by pixels, COCO readers, EXIF and phrase grammar."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from PIL import Image
 
 from model.coco import load_with_pycocotools, read_coco
 from model.images import load_image
-from model.shapes import (
+from model.synthetic.shapes import (
     CATEGORIES,
     COLOURS,
     EXIF_ORIENTATIONS,

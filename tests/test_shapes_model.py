@@ -10,11 +10,11 @@ from test_cli import run
 
 from model.annotations import Task
 from model.coco import read_coco
-from model.evaluate import evaluate_model
+from model.evaluation.runner import evaluate_model
 from model.network import MiniGPTv2ForConditionalGeneration
 from model.proposer import Proposer
-from model.shapes import make_shapes
-from model.shapes_model import SHIPPED_DIR, ShapesRecipe, train_tiny_shapes
+from model.synthetic.shapes import make_shapes
+from model.synthetic.shapes_model import SHIPPED_DIR, ShapesRecipe, train_tiny_shapes
 
 # Training used seeds 0 (several shapes) and 1 (single shapes); this seed's images were never seen.
 HELD_OUT_SEED = 9001

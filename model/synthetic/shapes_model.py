@@ -32,11 +32,11 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import LlamaConfig
 
-from .annotations import Dataset
-from .coco import read_coco
-from .errors import CheckpointError
-from .network import EvaVisionConfig, MiniGPTv2Config, MiniGPTv2ForConditionalGeneration
-from .processing import MiniGPTv2Processor
+from ..annotations import Dataset
+from ..coco import read_coco
+from ..errors import CheckpointError
+from ..network import EvaVisionConfig, MiniGPTv2Config, MiniGPTv2ForConditionalGeneration
+from ..processing import MiniGPTv2Processor
 from .shapes import CATEGORIES, COLOURS, SIZES, make_shapes, render_scene
 from .tiny import _WORDS, build_tiny_tokenizer
 
@@ -185,7 +185,7 @@ def instruction_stage(
     progress: bool = False,
 ) -> list[float]:
     """Frozen tower, full LLM + projection, one cosine cycle; returns the first and last loss."""
-    from .finetune import FinetuneConfig, Trainer  # the training loop pulls in peft; only needed here
+    from ..training import FinetuneConfig, Trainer  # the training loop pulls in peft; only needed here
 
     settings = FinetuneConfig(
         lora_r=0,

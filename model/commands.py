@@ -1,25 +1,25 @@
-"""`minigpt-annotate`: one entry point with subcommands (contract in DESIGN.md).
+"""The core's subcommands of `minigpt-annotate` (propose, parse, convert, make-tiny, make-shapes, split, finetune,
+evaluate, fetch-official), and the argument types every surface's subcommands share.
 
-Failures exit non-zero with a one-line cause on stderr and no traceback (set MINIGPT_DEBUG=1 to see it).
+Each package registers its own subcommands (`register`) and the composition root, `minigpt_annotate.cli`, puts them
+under one parser. Nothing here imports torch at module level, so `minigpt-annotate --help` stays instant: each command
+imports what it needs when it runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
 from .annotations import Box, Task
-from .errors import MiniGPTError
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
-def _box_arg(text: str) -> Box:
+def box_arg(text: str) -> Box:
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
@@ -29,7 +29,7 @@ def _box_arg(text: str) -> Box:
     return Box.from_xyxy(values)
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
@@ -43,21 +43,20 @@ class OneLineErrorParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineErrorParser(prog="minigpt-annotate", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the core's subcommands; each parser's ``run`` default is the function that carries it out."""
     tasks = [t.value for t in Task]
 
     p = sub.add_parser("propose", help="ask the model about one image; boxes in original-image pixels")
     p.add_argument("image", help="image file")
     p.add_argument("--task", required=True, choices=tasks)
     p.add_argument("--query", default=None, help="what to find or ask, e.g. 'red balloon'")
-    p.add_argument("--box", type=_box_arg, default=None, help="x0,y0,x1,y1 in pixels (task identify)")
+    p.add_argument("--box", type=box_arg, default=None, help="x0,y0,x1,y1 in pixels (task identify)")
     p.add_argument("--model", required=True, help="converted model folder or hub id")
     p.add_argument("--json", action="store_true", help="print JSON instead of a readable summary")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 …")
     p.add_argument("--dtype", default="auto", choices=DTYPES)
-    p.add_argument("--max-new-tokens", type=_positive_int, default=None)
+    p.add_argument("--max-new-tokens", type=positive_int, default=None)
     p.add_argument("--sample", action="store_true", help="sample like the official demo (T=0.6, top_p=0.9)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--official-double-bos", action="store_true", help="start with two BOS, as official inference")
@@ -65,8 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantize", choices=["8bit", "4bit"], default=None, help="8-/4-bit LLM weights (CUDA, [lowmem])")
 
     p = sub.add_parser("parse", help="read model output text on stdin, print proposals JSON")
-    p.add_argument("--width", type=_positive_int, required=True)
-    p.add_argument("--height", type=_positive_int, required=True)
+    p.add_argument("--width", type=positive_int, required=True)
+    p.add_argument("--height", type=positive_int, required=True)
     p.add_argument("--task", choices=tasks, default=Task.detection.value)
     p.add_argument("--box-offset", type=float, default=0.0)
 
@@ -75,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--llama", required=True, type=Path)
     p.add_argument("--minigptv2", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--image-size", type=_positive_int, default=448)
+    p.add_argument("--image-size", type=positive_int, default=448)
     p.add_argument("--dtype", default="float16", choices=DTYPES[1:])
     p.add_argument("--allow-pickle", action="store_true", help="load .pth files that need pickle (trusted only)")
 
@@ -91,14 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="retrain that model from scratch, deterministically for a seed (CPU, about half an hour)",
     )
-    p.add_argument("--steps", type=_positive_int, default=None, help="training steps for --train-shapes")
+    p.add_argument("--steps", type=positive_int, default=None, help="training steps for --train-shapes")
 
     p = sub.add_parser("make-shapes", help="write a synthetic shapes dataset (images + COCO with referring phrases)")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--images", type=_positive_int, default=200)
+    p.add_argument("--images", type=positive_int, default=200)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--min-shapes", type=_positive_int, default=1)
-    p.add_argument("--max-shapes", type=_positive_int, default=4)
+    p.add_argument("--min-shapes", type=positive_int, default=1)
+    p.add_argument("--max-shapes", type=positive_int, default=4)
     p.add_argument("--exif-fraction", type=float, default=0.2, help="share of EXIF-rotated JPEGs")
     p.add_argument(
         "--rename", default="", help="other category names, e.g. circle=disc,square=box (labels and phrases)"
@@ -119,47 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default="stage3", choices=["stage3", "demo"])
     p.add_argument("--llama-repo", default="meta-llama/Llama-2-7b-chat-hf")
     p.add_argument("--dtype", default="float16", choices=DTYPES[1:])
-    _add_serve_parser(sub)
-    _add_gui_parser(sub)
-    return parser
-
-
-def _add_gui_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "gui",
-        help="the desktop annotator: open a folder, ask the model, correct boxes, export COCO (needs the [gui] extra)",
-        description="Opens FOLDER (its project store, FOLDER.minigpt.sqlite, sits next to it) and returns to where "
-        "you left off. The model is a local folder (--model, on the GPU when there is one) or a remote "
-        "`minigpt-annotate serve` (--server); the last one used is remembered per project.",
-    )
-    p.add_argument("folder", nargs="?", type=Path, default=None, help="folder of images")
-    p.add_argument("--store", type=Path, default=None, help="project store file (default: next to the folder)")
-    source = p.add_mutually_exclusive_group()
-    source.add_argument("--model", default=None, help="local model folder or hub id, loaded in the background")
-    source.add_argument("--server", default=None, help="URL of a `minigpt-annotate serve`, e.g. http://gpu-box:9090")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda … (with --model)")
-
-
-def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "serve",
-        help="serve the model as a Label Studio ML backend (needs the [backend] extra)",
-        description="Label Studio's ML-backend contract (/health, /setup, /predict, /webhook, /metrics) on a "
-        "threaded server. Label Studio access comes from LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY; see README. "
-        "For production, run gunicorn with ml_backend.wsgi:app instead.",
-    )
-    p.add_argument("--model", default=os.environ.get("MINIGPT_MODEL"), help="model folder or hub id")
-    p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept connections from other machines")
-    p.add_argument("--port", type=int, default=9090)
-    p.add_argument("--corrections", type=Path, default=None, help="folder where webhooks store corrected boxes (COCO)")
-    p.add_argument("--score-threshold", type=float, default=None, help="suggest only boxes scoring at least this")
-    p.add_argument("--model-version", default=None, help="the version Label Studio shows (default: folder name)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto", choices=DTYPES)
+    for name, run in COMMANDS.items():
+        sub.choices[name].set_defaults(run=run)
 
 
 def _add_finetune_parser(sub: argparse._SubParsersAction, tasks: list[str]) -> None:
-    from .finetune import TRAINABLE_TASKS, FinetuneConfig, IdentifyAnswer, Precision, TemplateChoice
+    from .training import TRAINABLE_TASKS, FinetuneConfig, IdentifyAnswer, Precision, TemplateChoice
 
     d = FinetuneConfig()
     p = sub.add_parser(
@@ -194,12 +158,12 @@ def _add_finetune_parser(sub: argparse._SubParsersAction, tasks: list[str]) -> N
     p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--epochs", type=float, default=d.epochs)
-    p.add_argument("--max-steps", type=_positive_int, default=None, help="optimizer steps (overrides --epochs)")
-    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size)
-    p.add_argument("--grad-accum", type=_positive_int, default=d.grad_accum)
-    p.add_argument("--max-length", type=_positive_int, default=d.max_length)
+    p.add_argument("--max-steps", type=positive_int, default=None, help="optimizer steps (overrides --epochs)")
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size)
+    p.add_argument("--grad-accum", type=positive_int, default=d.grad_accum)
+    p.add_argument("--max-length", type=positive_int, default=d.max_length)
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--save-every", type=_positive_int, default=d.save_every, help="steps between checkpoints")
+    p.add_argument("--save-every", type=positive_int, default=d.save_every, help="steps between checkpoints")
     p.add_argument("--precision", default=d.precision.value, choices=[x.value for x in Precision])
     p.add_argument("--merge", action="store_true", help="write a merged model instead of adapters")
     p.add_argument("--device", default="auto")
@@ -220,8 +184,8 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
         choices=["all", "present"],
         help="ask [detection] for every category on every image (all, what COCO AP assumes) or only present ones",
     )
-    p.add_argument("--batch-size", type=_positive_int, default=16)
-    p.add_argument("--max-images", type=_positive_int, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--max-images", type=positive_int, default=None)
     p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
     p.add_argument("--report", type=Path, default=None, help="also write the JSON report to this file")
     p.add_argument("--device", default="auto")
@@ -289,8 +253,8 @@ def cmd_parse(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .checkpoints import convert
     from .proposer import resolve_dtype
+    from .weights.official import convert
 
     out = convert(
         args.eva,
@@ -306,8 +270,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_make_tiny(args: argparse.Namespace) -> int:
-    from .shapes_model import train_tiny_shapes, write_trained_tiny
-    from .tiny import make_tiny
+    from .synthetic.shapes_model import train_tiny_shapes, write_trained_tiny
+    from .synthetic.tiny import make_tiny
 
     if args.trained:
         write_trained_tiny(args.out)
@@ -322,7 +286,7 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
 
 
 def cmd_make_shapes(args: argparse.Namespace) -> int:
-    from .shapes import make_shapes
+    from .synthetic.shapes import make_shapes
 
     path = make_shapes(
         args.out,
@@ -360,7 +324,7 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     from .coco import read_coco
-    from .finetune import FinetuneConfig, Trainer
+    from .training import FinetuneConfig, Trainer
 
     config = FinetuneConfig(
         tasks=_task_list(args.tasks),
@@ -398,7 +362,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from .coco import read_coco
-    from .evaluate import evaluate_model, evaluated_tasks
+    from .evaluation.runner import evaluate_model, evaluated_tasks
     from .files import write_text_atomic
     from .proposer import Proposer
 
@@ -427,9 +391,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch_official(args: argparse.Namespace) -> int:
-    from .checkpoints import convert
-    from .fetch import fetch_official
     from .proposer import resolve_dtype
+    from .weights.fetch import fetch_official
+    from .weights.official import convert
 
     files = fetch_official(args.out, checkpoint=args.checkpoint, llama_repo=args.llama_repo)
     out = convert(
@@ -449,46 +413,7 @@ def _cpu():
     return torch.device("cpu")
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    try:
-        from ml_backend.serving import serve
-    except ImportError as err:
-        hint = "pip install 'minigpt-annotate[backend]'"
-        raise MiniGPTError(f"the Label Studio backend needs its extra: {hint} ({err})") from err
-    return serve(
-        model=args.model,
-        host=args.host,
-        port=args.port,
-        corrections_dir=args.corrections,
-        score_threshold=args.score_threshold,
-        model_version=args.model_version,
-        device=args.device,
-        dtype=args.dtype,
-    )
-
-
-def cmd_gui(args: argparse.Namespace) -> int:
-    try:
-        from annotator.core.sources import ModelSource
-        from annotator.gui.app import run
-    except ImportError as err:
-        hint = "pip install 'minigpt-annotate[gui]'"
-        raise MiniGPTError(f"the desktop annotator needs its extra: {hint} ({err})") from err
-    if args.folder is not None and not args.folder.is_dir():
-        raise MiniGPTError(f"folder {args.folder} not found; pass a folder of images")
-    if args.folder is None and args.store is not None and not args.store.is_file():
-        raise MiniGPTError(f"project store {args.store} not found; pass the folder of images to start a project")
-    source = None
-    if args.model:
-        source = ModelSource("local", str(args.model), device=args.device)
-    elif args.server:
-        source = ModelSource("server", args.server)
-    return run(args.folder, store=args.store, source=source)
-
-
 COMMANDS = {
-    "gui": cmd_gui,
-    "serve": cmd_serve,
     "propose": cmd_propose,
     "parse": cmd_parse,
     "convert": cmd_convert,
@@ -499,31 +424,3 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "fetch-official": cmd_fetch_official,
 }
-
-
-def _quiet_libraries() -> None:
-    # stdout is for results (often JSON). Library warnings are noise for a user; transformers' loading progress
-    # bars stay, on stderr, because loading a 7B model takes a while.
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        _quiet_libraries()
-        return COMMANDS[args.command](args)
-    except KeyboardInterrupt:
-        print("minigpt-annotate: interrupted", file=sys.stderr)
-        return 130
-    except (MiniGPTError, OSError, ValueError) as err:
-        if os.environ.get("MINIGPT_DEBUG"):
-            raise
-        message = " ".join(str(err).split()) or type(err).__name__
-        print(f"minigpt-annotate: error: {message}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .errors import MiniGPTError
+from ..errors import MiniGPTError
 
 EVA_URL = "https://storage.googleapis.com/sfr-vision-language-research/LAVIS/models/BLIP2/eva_vit_g.pth"
 DEFAULT_LLAMA_REPO = "meta-llama/Llama-2-7b-chat-hf"  # gated: accept Meta's licence on the hub and log in first

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaTokenizer
 
-from .network import EvaVisionConfig, MiniGPTv2Config, MiniGPTv2ForConditionalGeneration
-from .processing import MiniGPTv2Processor
+from ..network import EvaVisionConfig, MiniGPTv2Config, MiniGPTv2ForConditionalGeneration
+from ..processing import MiniGPTv2Processor
 
 # Whole-word tokens for the prompt vocabulary, so prompts tokenise into few ids, like LLaMA's.
 _WORDS = [

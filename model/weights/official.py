@@ -25,10 +25,10 @@ import torch
 from torch import nn
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from .errors import CheckpointError
-from .network import EvaVisionConfig, EvaVisionModel, MiniGPTv2Config, MiniGPTv2ForConditionalGeneration
-from .network.eva_vit import interpolate_pos_embed
-from .processing import MiniGPTv2Processor
+from ..errors import CheckpointError
+from ..network import EvaVisionConfig, EvaVisionModel, MiniGPTv2Config, MiniGPTv2ForConditionalGeneration
+from ..network.eva_vit import interpolate_pos_embed
+from ..processing import MiniGPTv2Processor
 
 OFFICIAL_HEAD_DIM = 88  # EVA ViT-g: 1408 channels / 16 heads
 DEFAULT_LORA_ALPHA = 16.0

@@ -1,0 +1,51 @@
+"""`minigpt-annotate serve`: the backend's subcommand, registered by the composition root (`minigpt_annotate.cli`).
+
+Only the standard library and `model.commands` are imported here, so the command line's help works without the
+[backend] extra; the server itself is imported when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from model.commands import DTYPES
+from model.errors import MiniGPTError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve the model as a Label Studio ML backend (needs the [backend] extra)",
+        description="Label Studio's ML-backend contract (/health, /setup, /predict, /webhook, /metrics) on a "
+        "threaded server. Label Studio access comes from LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY; see README. "
+        "For production, run gunicorn with ml_backend.wsgi:app instead.",
+    )
+    p.add_argument("--model", default=os.environ.get("MINIGPT_MODEL"), help="model folder or hub id")
+    p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept connections from other machines")
+    p.add_argument("--port", type=int, default=9090)
+    p.add_argument("--corrections", type=Path, default=None, help="folder where webhooks store corrected boxes (COCO)")
+    p.add_argument("--score-threshold", type=float, default=None, help="suggest only boxes scoring at least this")
+    p.add_argument("--model-version", default=None, help="the version Label Studio shows (default: folder name)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto", choices=DTYPES)
+    p.set_defaults(run=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from .serving import serve
+    except ImportError as err:
+        hint = "pip install 'minigpt-annotate[backend]'"
+        raise MiniGPTError(f"the Label Studio backend needs its extra: {hint} ({err})") from err
+    return serve(
+        model=args.model,
+        host=args.host,
+        port=args.port,
+        corrections_dir=args.corrections,
+        score_threshold=args.score_threshold,
+        model_version=args.model_version,
+        device=args.device,
+        dtype=args.dtype,
+    )
