@@ -23,6 +23,7 @@ COPY pyproject.toml README.md ./
 COPY model ./model
 COPY ml_backend ./ml_backend
 COPY annotator ./annotator
+COPY minigpt_annotate ./minigpt_annotate
 RUN pip install ".[backend]"
 
 EXPOSE 9090
