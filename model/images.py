@@ -28,6 +28,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from model.errors import ImageLoadError
+from model.image_errors import REEXPORT, decode_error, fail, os_error, pil_detail, unidentified_error
 
 __all__ = ["DEFAULT_MAX_PIXELS", "LoadedImage", "image_size", "load_image", "to_rgb"]
 
@@ -43,17 +44,6 @@ _BACKGROUND = (255, 255, 255)
 _ORIENTATION_TAG = int(ExifTags.Base.Orientation)
 # Orientations that rotate by 90 or 270 degrees: the upright image has width and height swapped.
 _SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
-
-# Magic numbers of common formats, used only to word error messages (Pillow does the identification).
-_SIGNATURES: tuple[tuple[bytes, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", "PNG"),
-    (b"\xff\xd8\xff", "JPEG"),
-    (b"GIF87a", "GIF"),
-    (b"GIF89a", "GIF"),
-    (b"II*\x00", "TIFF"),
-    (b"MM\x00*", "TIFF"),
-    (b"BM", "BMP"),
-)
 
 # What Pillow's parsers and decoders raise for damaged data, besides OSError.
 _DECODE_ERRORS: tuple[type[Exception], ...] = (
@@ -72,8 +62,6 @@ _DECODE_ERRORS: tuple[type[Exception], ...] = (
 _READ_ERRORS: tuple[type[Exception], ...] = (OSError, *_DECODE_ERRORS)
 _LOAD_ERRORS: tuple[type[Exception], ...] = (MemoryError, *_READ_ERRORS)
 
-_REEXPORT = "re-export or re-download it"
-_SUPPORTED = "check that it really is a JPEG, PNG, GIF, BMP, TIFF or WebP image, or convert it to one"
 
 ImageSource = str | os.PathLike[str] | bytes | bytearray | memoryview | Image.Image
 
@@ -112,7 +100,7 @@ def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
         except ImageLoadError:
             raise
         except _LOAD_ERRORS as exc:
-            raise _decode_error(name, exc) from exc
+            raise decode_error(name, exc) from exc
 
     with _opened_image(source) as (image, _fp, name):
         _check_pixel_count(image.size, max_pixels, name)
@@ -146,7 +134,7 @@ def _opened_image(
         except ImageLoadError:
             raise
         except errors as exc:
-            raise _decode_error(name, exc, fp) from exc
+            raise decode_error(name, exc, fp) from exc
         finally:
             image.close()
 
@@ -176,17 +164,13 @@ def to_rgb(image: Image.Image) -> Image.Image:
         return _to_rgb(image, _bits_per_sample(image))
     except ValueError as exc:
         raise ImageLoadError(
-            f"cannot convert an image of mode {image.mode!r} to RGB ({_pil_detail(exc)}); "
+            f"cannot convert an image of mode {image.mode!r} to RGB ({pil_detail(exc)}); "
             "save it as RGB or greyscale with an image editor first"
         ) from exc
 
 
 # --------------------------------------------------------------------------------------------------------
 # Opening
-
-
-def _fail(name: str, cause: str, fix: str) -> ImageLoadError:
-    return ImageLoadError(f"cannot read image {name!r}: {cause}; {fix}")
 
 
 @contextmanager
@@ -196,7 +180,7 @@ def _open_source(source: object) -> Iterator[tuple[IO[bytes], str]]:
         name = "<bytes>"
         data = bytes(source)
         if not data:
-            raise _fail(name, "the data is empty (0 bytes)", "check that the download returned an image")
+            raise fail(name, "the data is empty (0 bytes)", "check that the download returned an image")
         yield io.BytesIO(data), name
         return
 
@@ -206,17 +190,17 @@ def _open_source(source: object) -> Iterator[tuple[IO[bytes], str]]:
     try:
         info = os.stat(name)
     except FileNotFoundError as exc:
-        raise _fail(name, "file not found", "check the path and the working directory") from exc
+        raise fail(name, "file not found", "check the path and the working directory") from exc
     except OSError as exc:
-        raise _os_error(name, exc) from exc
+        raise os_error(name, exc) from exc
     if stat.S_ISDIR(info.st_mode):
-        raise _fail(name, "it is a directory, not an image file", "pass the path of an image file")
+        raise fail(name, "it is a directory, not an image file", "pass the path of an image file")
     if stat.S_ISREG(info.st_mode) and info.st_size == 0:
-        raise _fail(name, "the file is empty (0 bytes), e.g. from an interrupted copy or download", _REEXPORT)
+        raise fail(name, "the file is empty (0 bytes), e.g. from an interrupted copy or download", REEXPORT)
     try:
         fp = open(name, "rb")  # noqa: SIM115 - closed by the with-block below
     except OSError as exc:
-        raise _os_error(name, exc) from exc
+        raise os_error(name, exc) from exc
     with fp:
         yield fp, name
 
@@ -239,17 +223,17 @@ def _identify(fp: IO[bytes], name: str) -> ImageFile.ImageFile:
     except Image.DecompressionBombError:
         pass  # above 2 * MAX_IMAGE_PIXELS; ``max_pixels`` decides instead, see below
     except UnidentifiedImageError as exc:
-        raise _unidentified_error(name, fp) from exc
+        raise unidentified_error(name, fp) from exc
     except _READ_ERRORS as exc:
-        raise _decode_error(name, exc, fp) from exc
+        raise decode_error(name, exc, fp) from exc
     # Raising Image.MAX_IMAGE_PIXELS for this call would weaken the check for every other caller in the
     # process, so identify the header through Pillow's plugin registry without the global check.
     try:
         return _open_without_pil_limit(fp)
     except UnidentifiedImageError as exc:
-        raise _unidentified_error(name, fp) from exc
+        raise unidentified_error(name, fp) from exc
     except _READ_ERRORS as exc:
-        raise _decode_error(name, exc, fp) from exc
+        raise decode_error(name, exc, fp) from exc
 
 
 def _open_without_pil_limit(fp: IO[bytes]) -> ImageFile.ImageFile:
@@ -272,10 +256,10 @@ def _open_without_pil_limit(fp: IO[bytes]) -> ImageFile.ImageFile:
 def _check_pixel_count(size: tuple[int, int], max_pixels: int, name: str) -> None:
     width, height = size
     if width <= 0 or height <= 0:
-        raise _fail(name, f"its header declares an empty size of {width}x{height} pixels", _REEXPORT)
+        raise fail(name, f"its header declares an empty size of {width}x{height} pixels", REEXPORT)
     pixels = width * height
     if pixels > max_pixels:
-        raise _fail(
+        raise fail(
             name,
             f"it has {width}x{height} = {pixels:,} pixels, more than the limit of {max_pixels:,} pixels "
             "(a possible decompression bomb)",
@@ -296,9 +280,9 @@ def _decode(image: Image.Image, name: str) -> LoadedImage:
     try:
         rgb = _to_rgb(upright, bits)
     except ValueError as exc:
-        raise _fail(
+        raise fail(
             name,
-            f"its pixel mode {image.mode!r} cannot be converted to RGB ({_pil_detail(exc)})",
+            f"its pixel mode {image.mode!r} cannot be converted to RGB ({pil_detail(exc)})",
             "save it as RGB or greyscale with an image editor first",
         ) from exc
     return LoadedImage(image=rgb, width=rgb.width, height=rgb.height, source=name)
@@ -418,131 +402,9 @@ def _png_trailing_exif(fp: IO[bytes]) -> bytes | None:
 
 
 # --------------------------------------------------------------------------------------------------------
-# Error messages
+# Naming
 
 
 def _pil_source_name(image: Image.Image) -> str:
     filename = getattr(image, "filename", None)
     return filename if isinstance(filename, str) and filename else "<PIL image>"
-
-
-def _pil_detail(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__  # one line, whatever Pillow put in it
-    return text if len(text) <= 160 else text[:157] + "..."
-
-
-def _announced_format(fp: IO[bytes]) -> tuple[str, bool] | None:
-    """The format the first bytes announce, and whether the file ends inside that signature."""
-    try:
-        fp.seek(0)
-        head = fp.read(16)
-    except (OSError, ValueError):
-        return None
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WebP", False
-    for signature, format_name in _SIGNATURES:
-        if head.startswith(signature):
-            return format_name, False
-    if len(head) >= 2:
-        for signature, format_name in _SIGNATURES:
-            if signature.startswith(head):  # e.g. a PNG cut off after 3 bytes
-                return format_name, True
-    return None
-
-
-def _text_content(fp: IO[bytes]) -> str | None:
-    """What a non-image file seems to contain, if it is text."""
-    try:
-        fp.seek(0)
-        head = fp.read(512)
-    except (OSError, ValueError):
-        return None
-    if not head or b"\x00" in head:
-        return None
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError:
-        return None  # could be UTF-8 cut mid-character, but binary data is far more likely
-    start = text.lstrip().lower()
-    if start.startswith(("<!doctype html", "<html")):
-        return "an HTML page, often an error or login page saved in place of the image"
-    if start.startswith("<svg") or (start.startswith("<?xml") and "<svg" in start):
-        return "an SVG drawing, and vector images are not supported"
-    if start.startswith(("{", "[")):
-        return "JSON"
-    if all(ch.isprintable() or ch in "\r\n\t" for ch in text):
-        return "text"
-    return None
-
-
-def _unidentified_error(name: str, fp: IO[bytes]) -> ImageLoadError:
-    # Pillow's own message ("cannot identify image file <_io.BufferedReader ...>") adds nothing.
-    announced = _announced_format(fp)
-    if announced is not None:
-        image_format, cut_in_signature = announced
-        if cut_in_signature:
-            return _fail(name, f"the file is truncated inside the {image_format} signature", _REEXPORT)
-        cause = f"the file starts like a {image_format} image, but its header is truncated or corrupt"
-        return _fail(name, cause, _REEXPORT)
-    content = _text_content(fp)
-    if content is not None:
-        return _fail(name, f"the file is not an image, it contains {content}", _SUPPORTED)
-    return _fail(name, "the file is not an image in a format Pillow can read", _SUPPORTED)
-
-
-def _os_error(name: str, exc: OSError) -> ImageLoadError:
-    if isinstance(exc, PermissionError):
-        return _fail(name, "permission denied", "check the file's permissions")
-    if isinstance(exc, IsADirectoryError):
-        return _fail(name, "it is a directory, not an image file", "pass the path of an image file")
-    return _fail(
-        name,
-        f"the file cannot be opened ({exc.strerror or _pil_detail(exc)})",
-        "check the path and that the disk or network share is available",
-    )
-
-
-def _is_truncation(exc: BaseException, fp: IO[bytes] | None) -> bool:
-    if isinstance(exc, EOFError) or (fp is not None and _shorter_than_declared(fp)):
-        return True
-    text = str(exc).lower()
-    return any(marker in text for marker in ("truncated", "premature end", "unexpected end", "not enough"))
-
-
-def _shorter_than_declared(fp: IO[bytes]) -> bool:
-    """True when a RIFF container (WebP) declares more bytes than the file has; its decoder only says
-    "could not create decoder object" for a cut file."""
-    try:
-        fp.seek(0)
-        head = fp.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF":
-            return False
-        declared = struct.unpack("<I", head[4:8])[0] + 8
-        return fp.seek(0, os.SEEK_END) < declared
-    except (OSError, ValueError):
-        return False
-
-
-def _decode_error(name: str, exc: BaseException, fp: IO[bytes] | None = None) -> ImageLoadError:
-    """Translate an exception raised while reading or decoding into a one-line ImageLoadError."""
-    detail = _pil_detail(exc)
-    if isinstance(exc, Image.DecompressionBombError):
-        # Only reachable for formats whose decoders re-check Pillow's global limit (e.g. TIFF, GIF).
-        return _fail(
-            name,
-            f"it is larger than Pillow's decompression-bomb limit (PIL: {detail})",
-            "downscale the image, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file",
-        )
-    if isinstance(exc, MemoryError):
-        return _fail(name, "there is not enough memory to decode it", "downscale the image or free memory")
-    if _is_truncation(exc, fp):
-        return _fail(name, f"the file is truncated, e.g. by an interrupted copy or download (PIL: {detail})", _REEXPORT)
-    if isinstance(exc, OSError) and exc.errno is not None:  # a real I/O error, not a decoder complaint
-        return _fail(
-            name,
-            f"reading the file failed ({exc.strerror or detail})",
-            "check that the disk or network share is available and try again",
-        )
-    announced = _announced_format(fp) if fp is not None else None
-    what = f"the {announced[0]} data" if announced else "the image data"
-    return _fail(name, f"{what} is corrupt (PIL: {detail})", _REEXPORT)

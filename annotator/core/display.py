@@ -19,15 +19,15 @@ from dataclasses import dataclass
 from PIL import Image, ImageOps
 
 from model.errors import ImageLoadError
+from model.image_errors import fail as _fail
+from model.image_errors import pil_detail as _pil_detail
 
 # The private helpers are the machinery load_image itself uses, so both report a bad file identically.
 from model.images import (
     DEFAULT_MAX_PIXELS,
     _check_pixel_count,
-    _fail,
     _opened_image,
     _pil_bomb_warning_ignored,
-    _pil_detail,
     _stored_size,
     _upright_size,
     to_rgb,
