@@ -6,7 +6,10 @@ Every image that enters the annotation tool goes through :func:`load_image`, whi
 * refuses decompression bombs *before* any pixel data is decoded,
 * decodes the whole image at once, so truncated or corrupt files fail here and not later inside the model,
 * applies the EXIF orientation, so boxes are drawn on the image the user actually sees,
-* converts every pixel format Pillow reads to 8-bit RGB with correct colours.
+* converts every pixel format Pillow reads to 8-bit RGB with correct colours,
+* on request, decodes only as many pixels as the caller will use (``fit_pixels`` / ``fit_side``): a JPEG is
+  decoded reduced by libjpeg itself, so a 108 MP photo never exists in memory at full size, while the result
+  still reports the full upright size, the frame boxes are measured in.
 
 Failures raise :class:`~model.errors.ImageLoadError`, whose message names the file, the cause and the fix.
 """
@@ -14,6 +17,7 @@ Failures raise :class:`~model.errors.ImageLoadError`, whose message names the fi
 from __future__ import annotations
 
 import io
+import math
 import os
 import stat
 import struct
@@ -68,43 +72,75 @@ ImageSource = str | os.PathLike[str] | bytes | bytearray | memoryview | Image.Im
 
 @dataclass(frozen=True)
 class LoadedImage:
-    """A fully decoded, upright RGB image and where it came from."""
+    """An upright RGB image, the full upright size it was decoded from, and where it came from.
+
+    ``image`` is the full size unless :func:`load_image` was asked for fewer pixels; ``width`` and ``height``
+    are always the full upright size (what :func:`image_size` reports), so boxes keep being measured in the
+    file's own pixels whatever size was decoded.
+    """
 
     image: Image.Image  # mode "RGB", EXIF orientation already applied
-    width: int  # upright width in pixels
-    height: int  # upright height in pixels
+    width: int  # full upright width in pixels
+    height: int  # full upright height in pixels
     source: str  # the path as given, or a short description such as "<bytes>"
 
+    @property
+    def scale(self) -> float:
+        """Full-size pixels per pixel of ``image`` (1.0 unless reduced): image x is full-size x * scale."""
+        return self.width / self.image.width
 
-def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
-    """Decode ``source`` into an upright RGB image.
+    @property
+    def reduced(self) -> bool:
+        """Whether ``image`` is smaller than the full upright size."""
+        return self.image.size != (self.width, self.height)
+
+
+def load_image(
+    source: ImageSource,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    fit_pixels: int | None = None,
+    fit_side: int | None = None,
+) -> LoadedImage:
+    """Decode ``source`` into an upright RGB image, at full size or reduced to what the caller will use.
 
     ``source`` is a path, the encoded bytes of an image file, or a PIL image. Multi-frame files (GIF, TIFF)
     give their first frame; a PIL image is used at the frame it is on, and the caller's object is not
     modified (beyond Pillow's own lazy loading). Images with more than ``max_pixels`` pixels are refused
     before their pixel data is decoded.
 
+    ``fit_pixels`` (at most this many pixels) and ``fit_side`` (the longer side at most this long) ask for a
+    smaller image, aspect ratio kept and never enlarged; ``width`` / ``height`` of the result stay the full
+    upright size. Memory stays bounded by the request, not by the file: a JPEG is decoded at 1/2, 1/4 or 1/8
+    scale by libjpeg (the finest whose pixels stay within 1.5 x the request), then downscaled (Lanczos), and
+    the EXIF orientation is applied last, to the small image. Other formats cannot decode reduced; they are
+    decoded whole and downscaled at once, bounded by ``max_pixels``.
+
     Raises:
         ImageLoadError: the image is missing, unreadable, empty, truncated, corrupt, too large or has a
             pixel format that cannot be converted; the message names the source, the cause and the fix.
     """
-    if max_pixels <= 0:
-        raise ValueError(f"max_pixels must be positive, got {max_pixels}")
+    for name, value in (("max_pixels", max_pixels), ("fit_pixels", fit_pixels), ("fit_side", fit_side)):
+        if value is not None and value <= 0:
+            raise ValueError(f"{name} must be positive, got {value}")
+    fit = _Fit(fit_pixels, fit_side)
 
     if isinstance(source, Image.Image):
         name = _pil_source_name(source)
         _check_pixel_count(source.size, max_pixels, name)
         try:
             with _pil_bomb_warning_ignored():
-                return _decode(source, name)
+                return _shrunk(_decode(source, name), fit)  # already in memory: nothing to save by drafting
         except ImageLoadError:
             raise
         except _LOAD_ERRORS as exc:
             raise decode_error(name, exc) from exc
 
-    with _opened_image(source) as (image, _fp, name):
+    with _opened_image(source) as (image, fp, name):
         _check_pixel_count(image.size, max_pixels, name)
         with _pil_bomb_warning_ignored():
+            if fit.needed(image.size):
+                return _decode_reduced(image, name, fit, _upright_size(image, fp))
             return _decode(image, name)
 
 
@@ -277,15 +313,42 @@ def _decode(image: Image.Image, name: str) -> LoadedImage:
     image.load()
     bits = _bits_per_sample(image)  # read before transposing: the transposed copy has no TIFF tags
     upright = ImageOps.exif_transpose(image)  # always a new image, so the result never aliases the input
+    rgb = _converted(upright, bits, name, image.mode)
+    return LoadedImage(image=rgb, width=rgb.width, height=rgb.height, source=name)
+
+
+def _decode_reduced(image: ImageFile.ImageFile, name: str, fit: _Fit, full: tuple[int, int]) -> LoadedImage:
+    """Decode reduced (where the format allows), convert to RGB, downscale, then orient: in that order, so a big
+    JPEG is never held at full size and the rotation works on the small image. ``full``: the upright size."""
+    scale = _draft_scale(image.size, fit.budget(image.size))
+    if scale > 1:  # JPEG: libjpeg decodes at exactly 1/scale; other formats ignore draft()
+        image.draft(None, (image.width // scale, image.height // scale))
+    image.load()  # truncation and corruption surface here, inside the caller's error translation
+    bits = _bits_per_sample(image)
+    target = fit.size(image.size)  # the bounds hold in either orientation, so the stored one will do
+    if image.size == target:  # the draft alone was enough
+        upright = ImageOps.exif_transpose(image)  # a copy: the file's pixels go when it is closed
+        return LoadedImage(_converted(upright, bits, name, image.mode), *full, source=name)
+    transpose = _orientation_transpose(image)  # the transposition exif_transpose would apply
+    rgb = _converted(image, bits, name, image.mode)
+    reduced = _resize_in_strips(rgb, target)
+    del rgb
+    image.close()  # release the decoded pixels before the rotation allocates its own
+    if transpose is not None:
+        reduced = reduced.transpose(transpose)
+    return LoadedImage(reduced, *full, source=name)
+
+
+def _converted(image: Image.Image, bits: int | None, name: str, mode: str) -> Image.Image:
+    """``_to_rgb``, with a refused pixel mode (``mode``, as the file has it) reported like any other bad file."""
     try:
-        rgb = _to_rgb(upright, bits)
+        return _to_rgb(image, bits)
     except ValueError as exc:
         raise fail(
             name,
-            f"its pixel mode {image.mode!r} cannot be converted to RGB ({pil_detail(exc)})",
+            f"its pixel mode {mode!r} cannot be converted to RGB ({pil_detail(exc)})",
             "save it as RGB or greyscale with an image editor first",
         ) from exc
-    return LoadedImage(image=rgb, width=rgb.width, height=rgb.height, source=name)
 
 
 def _to_rgb(image: Image.Image, bits: int | None) -> Image.Image:
@@ -353,6 +416,98 @@ def _transparent_to_background(grey: Image.Image, original: Image.Image) -> Imag
     rgb = np.repeat(np.asarray(grey)[..., None], 3, axis=2)
     rgb[np.asarray(original) == transparency] = _BACKGROUND
     return Image.fromarray(rgb)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Decoding fewer pixels
+
+# A JPEG slightly above the request is decoded whole and downscaled (peak 2.5 x the request, 4 bytes a pixel in
+# Pillow), not delivered at a quarter of its pixels; one further above is decoded at the reduction that fits.
+_DRAFT_SLACK = 1.5
+_STRIP_ROWS = 256
+_TRANSPOSES = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """What ``load_image`` was asked to fit in: at most ``pixels`` pixels, the longer side at most ``side``."""
+
+    pixels: int | None
+    side: int | None
+
+    def _factors(self, size: tuple[int, int]) -> tuple[float, float]:
+        width, height = size
+        by_pixels = math.sqrt(self.pixels / (width * height)) if self.pixels else 1.0
+        by_side = self.side / max(width, height) if self.side else 1.0
+        return by_pixels, by_side
+
+    def needed(self, size: tuple[int, int]) -> bool:
+        return min(self._factors(size)) < 1.0
+
+    def budget(self, size: tuple[int, int]) -> float:
+        """The most pixels the result may have, before rounding to whole pixels."""
+        factor = min(1.0, *self._factors(size))
+        return size[0] * size[1] * factor * factor
+
+    def size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """``size`` shrunk (never enlarged) to fit, aspect ratio kept, rounded down to whole pixels."""
+        width, height = size
+        by_pixels, by_side = self._factors(size)
+        if min(by_pixels, by_side) >= 1.0:
+            return size
+        if by_pixels < by_side:
+            return max(1, math.floor(width * by_pixels)), max(1, math.floor(height * by_pixels))
+        assert self.side is not None  # by_side < 1 only when a side was asked for
+        # Integer arithmetic: the longer side is exactly ``side``, not 447.99... rounded down.
+        if width >= height:
+            return self.side, max(1, height * self.side // width)
+        return max(1, width * self.side // height), self.side
+
+
+def _shrunk(loaded: LoadedImage, fit: _Fit) -> LoadedImage:
+    """A decoded full-size image downscaled to ``fit`` (for PIL images, which are in memory already)."""
+    target = fit.size(loaded.image.size)
+    if target == loaded.image.size:
+        return loaded
+    return LoadedImage(_resize_in_strips(loaded.image, target), loaded.width, loaded.height, loaded.source)
+
+
+def _draft_scale(size: tuple[int, int], budget: float) -> int:
+    """The JPEG reduction (1, 2, 4 or 8) to decode at: the finest whose decode stays within ``_DRAFT_SLACK`` x
+    ``budget`` pixels. A decode above ``budget`` is then downscaled into a second buffer, so the peak stays under
+    (1 + slack) x ``budget`` pixels, and the result has no less than 3/8 of ``budget``."""
+    width, height = size
+    for scale in (1, 2, 4):
+        if math.ceil(width / scale) * math.ceil(height / scale) <= _DRAFT_SLACK * budget:
+            return scale
+    return 8
+
+
+def _resize_in_strips(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """``image.resize(size)``, a band of rows at a time: one resize keeps a source-height intermediate (62 MB for a
+    6000x4500 draft) alive; bands of the same scale give the same pixels (the filter reads across band edges)."""
+    width, height = size
+    out = Image.new("RGB", size)
+    row_scale = image.height / height
+    for top in range(0, height, _STRIP_ROWS):
+        bottom = min(height, top + _STRIP_ROWS)
+        box = (0.0, top * row_scale, float(image.width), bottom * row_scale)
+        out.paste(image.resize((width, bottom - top), Image.Resampling.LANCZOS, box=box), (0, top))
+    return out
+
+
+def _orientation_transpose(image: Image.Image) -> Image.Transpose | None:
+    """The transposition ``ImageOps.exif_transpose`` would apply to the loaded ``image``, from the same tag."""
+    orientation = image.getexif().get(_ORIENTATION_TAG, 1)
+    return _TRANSPOSES.get(orientation) if isinstance(orientation, int) else None
 
 
 # --------------------------------------------------------------------------------------------------------
