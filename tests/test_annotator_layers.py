@@ -10,14 +10,28 @@ every flow that could break them (pytest-qt, offscreen, the shipped tiny model o
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import pytest
+from PIL import Image
 from PySide6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
+from annotator.core.engines import LocalEngine
+from annotator.core.folder import open_project
+from annotator.core.records import ImageStatus
+from annotator.core.runs import detection_prompts
+from annotator.core.sources import ModelSource
+from annotator.core.store import ProjectStore
 from annotator.gui.ai_panel import AIPanel
+from annotator.gui.main_window import MainWindow
+from annotator.gui.session import Session
 from model.annotations import Task
+from model.synthetic.shapes import make_shapes
+from model.synthetic.shapes_model import SHIPPED_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 GUI = REPO / "annotator" / "gui"
@@ -35,6 +49,12 @@ def _nodes(paths: list[Path]) -> Iterator[tuple[Path, ast.AST]]:
     for path in paths:
         for node in ast.walk(_parsed(path)):
             yield path, node
+
+
+def _gui_files_but_the_session() -> list[Path]:
+    files = [path for path in sorted(GUI.glob("*.py")) if path.name != "session.py"]
+    assert len(files) >= 10, files  # the scan sees the real package
+    return files
 
 
 # ======================================================================================================================
@@ -78,6 +98,36 @@ def test_the_desktop_imports_only_public_names_of_model() -> None:
     assert private == []
 
 
+def test_only_the_session_touches_the_store() -> None:
+    reaching = [
+        _where(path, node)
+        for path, node in _nodes(_gui_files_but_the_session())
+        if isinstance(node, ast.Attribute) and node.attr == "store"
+    ]
+    assert reaching == []
+
+
+def test_only_the_session_emits_its_signals() -> None:
+    signals = _signals(_class_body(GUI / "session.py", "Session"))
+    assert {"images_changed", "boxes_changed", "labels_changed", "error"} <= signals
+
+    def is_session(node: ast.expr) -> bool:
+        return (isinstance(node, ast.Name) and node.id == "session") or (
+            isinstance(node, ast.Attribute) and node.attr == "session"
+        )
+
+    emitting = [
+        _where(path, node)
+        for path, node in _nodes(_gui_files_but_the_session())
+        if isinstance(node, ast.Attribute)
+        and node.attr == "emit"
+        and isinstance(node.value, ast.Attribute)
+        and node.value.attr in signals
+        and is_session(node.value.value)
+    ]
+    assert emitting == []
+
+
 def test_the_window_uses_the_ai_panel_only_through_its_api() -> None:
     api = _panel_api()
     assert {"current_task", "set_busy", "run_requested"} <= api
@@ -92,6 +142,150 @@ def test_the_window_uses_the_ai_panel_only_through_its_api() -> None:
         if isinstance(inner.value, ast.Attribute) and inner.value.attr == "ai_panel" and node.attr != "connect":
             reaching.append(_where(path, node))  # a member's member: only a signal's connect is the panel's API
     assert reaching == []
+
+
+# ======================================================================================================================
+# Behaviour: only the session writes, and every change is announced
+
+
+class WatchedStore:
+    """The real store, with every call checked: the innermost ``annotator.gui`` code on the stack must be the
+    session's (tests and the Qt-free core may call freely: the core runs on the session's behalf)."""
+
+    def __init__(self, store: ProjectStore):
+        self._store = store
+        self.strangers: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._store, name)
+        if not callable(value):
+            return value
+
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            frame = sys._getframe(1)
+            while frame is not None:
+                module = frame.f_globals.get("__name__", "")
+                if module.startswith("annotator.gui"):
+                    if module != "annotator.gui.session":
+                        self.strangers.append(f"{module}.{frame.f_code.co_name} called store.{name}")
+                    break
+                frame = frame.f_back
+            return value(*args, **kwargs)
+
+        return checked
+
+
+class Announcements:
+    """Every signal of a session, as it fires."""
+
+    def __init__(self, session: Session):
+        self.images = 0
+        self.boxes: list[int] = []
+        self.errors: list[str] = []
+        session.images_changed.connect(self._image)
+        session.boxes_changed.connect(self.boxes.append)
+        session.error.connect(self.errors.append)
+
+    def _image(self) -> None:
+        self.images += 1
+
+
+@pytest.fixture(scope="module")
+def engine() -> LocalEngine:
+    return LocalEngine.load(SHIPPED_DIR, device="cpu")
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    make_shapes(tmp_path, images=4, seed=3, exif_fraction=0.0)
+    images = tmp_path / "images"
+    (images / "zz-broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG")
+    return images
+
+
+def _wait_until(qtbot: QtBot, condition: Callable[[], bool], timeout: int = 60_000) -> None:
+    qtbot.waitUntil(condition, timeout=timeout)
+
+
+def test_every_store_change_goes_through_the_session_and_is_announced(
+    qtbot: QtBot, folder: Path, tmp_path: Path, engine: LocalEngine
+) -> None:
+    store = WatchedStore(open_project(folder, tmp_path / "watched.minigpt.sqlite"))
+    win = MainWindow()
+    qtbot.addWidget(win)
+    session = Session(store, folder.resolve(), win)  # type: ignore[arg-type] - the real store, watched
+    heard = Announcements(session)
+    ids = {row.path: row.id for row in session.images()}
+
+    # Opening: the window restores settings and probes every header in the background; the results are saved and
+    # the file list follows, because the session says the images changed.
+    win.set_session(session)
+    _wait_until(qtbot, lambda: all(row.width is not None or row.error for row in session.images()))
+    _wait_until(qtbot, lambda: win.files.model.rows == session.images())
+    assert store.strangers == [], "\n".join(store.strangers)
+    assert heard.images >= 1
+    assert session.image(ids["zz-broken.jpg"]).status is ImageStatus.unreadable
+
+    # Showing an image records the size it really has (the file changed since the probe).
+    assert session.current_id == ids["000001.png"]  # the first image is shown on opening
+    Image.new("RGB", (50, 30), (200, 10, 10)).save(folder / "000004.png")
+    before = heard.images
+    win.go_to(ids["000004.png"])
+    assert (session.image(ids["000004.png"]).width, session.image(ids["000004.png"]).height) == (50, 30)
+    assert heard.images > before and win.files.model.rows == session.images()
+    before = heard.images
+    win.go_to(ids["zz-broken.jpg"])  # cannot be shown: marked again, and announced
+    assert heard.images > before
+    assert store.strangers == [], "\n".join(store.strangers)
+
+    # A model source is remembered; the panel's settings are saved as the user leaves them.
+    assert win.ai is not None
+    win.ai.use(engine, ModelSource("local", str(SHIPPED_DIR), device="cpu"))
+    win.go_to(ids["000002.png"])
+    win.ai_panel.set_task(Task.detection)
+    win.ai_panel.query.setFocus()
+    qtbot.keyClicks(win.ai_panel.query, "circle, square, triangle")
+    qtbot.keyClick(win.ai_panel.query, Qt.Key.Key_Return)  # runs on Enter
+    _wait_until(qtbot, lambda: not win.ai.busy)
+    assert ids["000002.png"] in heard.boxes
+    win.accept_all()
+
+    # A batch over the folder, during which one file is damaged after it was probed: each image's proposals are
+    # saved as they arrive and announced; the damaged file is marked unreadable and announced.
+    for label in ("circle", "square", "triangle"):
+        session.add_label(label)
+    (folder / "000003.png").write_bytes(b"not a PNG any more")
+    heard.boxes.clear()
+    before = heard.images
+    assert win.start_batch(detection_prompts(session.labels()), unreviewed_only=False)
+    _wait_until(qtbot, lambda: not win.ai.busy)
+    with_proposals = {row.id for row in session.images() if row.proposals}
+    assert with_proposals and with_proposals <= set(heard.boxes)
+    assert store.strangers == [], "\n".join(store.strangers)
+    assert session.image(ids["000003.png"]).status is ImageStatus.unreadable
+    assert heard.images > before and win.files.model.rows == session.images()
+    assert heard.errors == []
+
+    win.close()  # saves the settings and closes the store
+    assert store.strangers == [], "\n".join(store.strangers)
+    reopened = ProjectStore.open(tmp_path / "watched.minigpt.sqlite")
+    try:
+        assert reopened.setting("query") == "circle, square, triangle"
+        assert ModelSource.from_setting(reopened.setting("model_source") or "").location == str(SHIPPED_DIR)
+    finally:
+        reopened.close()
+
+
+def test_reports_arriving_after_the_project_closed_are_dropped(qtbot: QtBot, folder: Path, tmp_path: Path) -> None:
+    """Workers report by queued signals: one sent just before closing arrives after it, and must not crash."""
+    session = Session(open_project(folder, tmp_path / "closed.minigpt.sqlite"), folder)
+    image_id = session.images()[0].id
+    heard = Announcements(session)
+    session.close()
+    session.record_probes([(image_id, (10, 10))])
+    session.mark_unreadable(image_id, "gone")
+    assert session.save_batch_proposals(image_id, []) == []
+    assert (heard.images, heard.boxes, heard.errors) == (0, [], [])
 
 
 # ======================================================================================================================

@@ -33,7 +33,7 @@ from .dialogs import BatchDialog, ShortcutsDialog
 from .file_panel import FilePanel
 from .label_panel import LabelPanel
 from .qimage import to_qimage
-from .session import Session
+from .session import RunSettings, Session
 from .workers import ProbeWorker
 
 log = logging.getLogger(__name__)
@@ -198,12 +198,13 @@ class MainWindow(QMainWindow):
         self._set_enabled(True)
         session.restore_current()
         self._probe_sizes()
-        saved = session.store.setting("model_source")
-        if saved and self.ai.engine is None:
-            try:
-                self.ai.load(ModelSource.from_setting(saved))
-            except MiniGPTError as err:
-                self.show_error(str(err))
+        try:
+            saved = session.model_source()
+        except MiniGPTError as err:
+            self.show_error(str(err))
+            return
+        if saved is not None and self.ai.engine is None:
+            self.ai.load(saved)
 
     def close_project(self) -> None:
         if self.session is None:
@@ -216,7 +217,7 @@ class MainWindow(QMainWindow):
             self._probe.wait()
             self._probe = None
         self._save_settings()
-        self.session.store.close()
+        self.session.close()
         self.session.deleteLater()
         self.session = None
 
@@ -228,22 +229,20 @@ class MainWindow(QMainWindow):
 
     def _restore_settings(self) -> None:
         assert self.session is not None
-        store = self.session.store
+        settings = self.session.run_settings()
         self._restoring = True  # the panel's change signals must not save half-restored state
         try:
-            self.ai_panel.set_threshold(float(store.setting("threshold", "0") or 0))
-            self.ai_panel.set_task(Task(store.setting("task", Task.detection.value)))
-            self.ai_panel.set_query(store.setting("query", "") or "")
+            self.ai_panel.set_threshold(settings.threshold)
+            self.ai_panel.set_task(settings.task)
+            self.ai_panel.set_query(settings.query)
         finally:
             self._restoring = False
 
     def _save_settings(self) -> None:
         if self.session is None or self._restoring:
             return
-        store = self.session.store
-        store.set_setting("threshold", f"{self.ai_panel.threshold_value_f():.2f}")
-        store.set_setting("task", self.ai_panel.current_task().value)
-        store.set_setting("query", self.ai_panel.query_text())
+        panel = self.ai_panel
+        self.session.save_run_settings(RunSettings(panel.current_task(), panel.query_text(), panel.threshold_value_f()))
 
     def _probe_sizes(self) -> None:
         assert self.session is not None
@@ -251,21 +250,9 @@ class MainWindow(QMainWindow):
         if not pending:
             return
         probe = ProbeWorker(pending, self)
-        probe.probed.connect(self._probed)
+        probe.probed.connect(self.session.record_probes)
         self._probe = probe
         probe.start()
-
-    def _probed(self, results: list[tuple[int, tuple[int, int] | str]]) -> None:
-        if self.session is None:
-            return
-        store = self.session.store
-        with store.batch():
-            for image_id, result in results:
-                if isinstance(result, str):
-                    store.set_image_error(image_id, result)
-                else:
-                    store.set_image_size(image_id, *result)
-        self._refresh_files()
 
     # --- views -----------------------------------------------------------------------------------------------------
     def _refresh_files(self) -> None:
@@ -299,14 +286,11 @@ class MainWindow(QMainWindow):
         try:
             shown = load_display_image(path)
         except MiniGPTError as err:
-            self.session.store.set_image_error(image_id, str(err))
+            self.session.mark_unreadable(image_id, str(err))
             self.canvas.show_image(None, 1, 1)
             self.statusBar().showMessage(f"{row.path} cannot be shown: {err}")
-            self._refresh_files()
             return
-        if (row.width, row.height) != (shown.width, shown.height) or row.error:
-            self.session.store.set_image_size(image_id, shown.width, shown.height)
-            self._refresh_files()
+        self.session.record_shown(image_id, shown.width, shown.height)
         image: QImage = to_qimage(shown.image)
         self.canvas.show_image(image, shown.width, shown.height)
         self._boxes_changed(image_id)
