@@ -5,6 +5,7 @@ every flow that could break them (pytest-qt, offscreen, the shipped tiny model o
 * Only the session talks to the project store, and only the session emits the session's signals; every change the
   window or the model makes is announced by them.
 * The window and the AI controller use the AI panel through its own methods and signals, never its child widgets.
+* The package's docstring says what is there.
 """
 
 from __future__ import annotations
@@ -142,6 +143,21 @@ def test_the_window_uses_the_ai_panel_only_through_its_api() -> None:
         if isinstance(inner.value, ast.Attribute) and inner.value.attr == "ai_panel" and node.attr != "connect":
             reaching.append(_where(path, node))  # a member's member: only a signal's connect is the panel's API
     assert reaching == []
+
+
+def test_the_annotator_package_says_what_it_is() -> None:
+    import annotator
+
+    doc = annotator.__doc__ or ""
+    assert "later" not in doc  # it is built: the docstring describes it, it does not promise it
+    named = {
+        "annotator.core": "annotator/core",
+        "annotator.gui": "annotator/gui",
+        "gui.session": "annotator/gui/session.py",
+        "annotator.commands": "annotator/commands.py",
+    }
+    for name, path in named.items():
+        assert name in doc and (REPO / path).exists(), name
 
 
 # ======================================================================================================================
