@@ -229,7 +229,7 @@ def test_every_store_change_goes_through_the_session_and_is_announced(
     store = WatchedStore(open_project(folder, tmp_path / "watched.minigpt.sqlite"))
     win = MainWindow()
     qtbot.addWidget(win)
-    session = Session(store, folder.resolve(), win)  # type: ignore[arg-type] - the real store, watched
+    session = Session(store, folder.resolve(), win)  # type: ignore[arg-type]  # the real store, watched
     heard = Announcements(session)
     ids = {row.path: row.id for row in session.images()}
 
