@@ -120,9 +120,9 @@ def load_image(
         ImageLoadError: the image is missing, unreadable, empty, truncated, corrupt, too large or has a
             pixel format that cannot be converted; the message names the source, the cause and the fix.
     """
-    for name, value in (("max_pixels", max_pixels), ("fit_pixels", fit_pixels), ("fit_side", fit_side)):
+    for argument, value in (("max_pixels", max_pixels), ("fit_pixels", fit_pixels), ("fit_side", fit_side)):
         if value is not None and value <= 0:
-            raise ValueError(f"{name} must be positive, got {value}")
+            raise ValueError(f"{argument} must be positive, got {value}")
     fit = _Fit(fit_pixels, fit_side)
 
     if isinstance(source, Image.Image):
