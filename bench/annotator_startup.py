@@ -102,7 +102,7 @@ def measure(work: Path, *, huge: bool) -> dict[str, object]:
     window.load_model(ModelSource("local", str(SHIPPED_DIR), device="cpu"))
     load_s = wait_idle()
     after_model = rss_mb()
-    window.ai_panel.query.setText("circle, square, triangle")
+    window.ai_panel.set_query("circle, square, triangle")
     window.run_model()
     run_s = wait_idle()
     after_run = rss_mb()

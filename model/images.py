@@ -6,7 +6,10 @@ Every image that enters the annotation tool goes through :func:`load_image`, whi
 * refuses decompression bombs *before* any pixel data is decoded,
 * decodes the whole image at once, so truncated or corrupt files fail here and not later inside the model,
 * applies the EXIF orientation, so boxes are drawn on the image the user actually sees,
-* converts every pixel format Pillow reads to 8-bit RGB with correct colours.
+* converts every pixel format Pillow reads to 8-bit RGB with correct colours,
+* on request, decodes only as many pixels as the caller will use (``fit_pixels`` / ``fit_side``): a JPEG is
+  decoded reduced by libjpeg itself, so a 108 MP photo never exists in memory at full size, while the result
+  still reports the full upright size, the frame boxes are measured in.
 
 Failures raise :class:`~model.errors.ImageLoadError`, whose message names the file, the cause and the fix.
 """
@@ -14,6 +17,7 @@ Failures raise :class:`~model.errors.ImageLoadError`, whose message names the fi
 from __future__ import annotations
 
 import io
+import math
 import os
 import stat
 import struct
@@ -28,6 +32,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from model.errors import ImageLoadError
+from model.image_errors import REEXPORT, decode_error, fail, os_error, pil_detail, unidentified_error
 
 __all__ = ["DEFAULT_MAX_PIXELS", "LoadedImage", "image_size", "load_image", "to_rgb"]
 
@@ -43,17 +48,6 @@ _BACKGROUND = (255, 255, 255)
 _ORIENTATION_TAG = int(ExifTags.Base.Orientation)
 # Orientations that rotate by 90 or 270 degrees: the upright image has width and height swapped.
 _SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
-
-# Magic numbers of common formats, used only to word error messages (Pillow does the identification).
-_SIGNATURES: tuple[tuple[bytes, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", "PNG"),
-    (b"\xff\xd8\xff", "JPEG"),
-    (b"GIF87a", "GIF"),
-    (b"GIF89a", "GIF"),
-    (b"II*\x00", "TIFF"),
-    (b"MM\x00*", "TIFF"),
-    (b"BM", "BMP"),
-)
 
 # What Pillow's parsers and decoders raise for damaged data, besides OSError.
 _DECODE_ERRORS: tuple[type[Exception], ...] = (
@@ -72,51 +66,81 @@ _DECODE_ERRORS: tuple[type[Exception], ...] = (
 _READ_ERRORS: tuple[type[Exception], ...] = (OSError, *_DECODE_ERRORS)
 _LOAD_ERRORS: tuple[type[Exception], ...] = (MemoryError, *_READ_ERRORS)
 
-_REEXPORT = "re-export or re-download it"
-_SUPPORTED = "check that it really is a JPEG, PNG, GIF, BMP, TIFF or WebP image, or convert it to one"
 
 ImageSource = str | os.PathLike[str] | bytes | bytearray | memoryview | Image.Image
 
 
 @dataclass(frozen=True)
 class LoadedImage:
-    """A fully decoded, upright RGB image and where it came from."""
+    """An upright RGB image, the full upright size it was decoded from, and where it came from.
+
+    ``image`` is the full size unless :func:`load_image` was asked for fewer pixels; ``width`` and ``height``
+    are always the full upright size (what :func:`image_size` reports), so boxes keep being measured in the
+    file's own pixels whatever size was decoded.
+    """
 
     image: Image.Image  # mode "RGB", EXIF orientation already applied
-    width: int  # upright width in pixels
-    height: int  # upright height in pixels
+    width: int  # full upright width in pixels
+    height: int  # full upright height in pixels
     source: str  # the path as given, or a short description such as "<bytes>"
 
+    @property
+    def scale(self) -> float:
+        """Full-size pixels per pixel of ``image`` (1.0 unless reduced): image x is full-size x * scale."""
+        return self.width / self.image.width
 
-def load_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
-    """Decode ``source`` into an upright RGB image.
+    @property
+    def reduced(self) -> bool:
+        """Whether ``image`` is smaller than the full upright size."""
+        return self.image.size != (self.width, self.height)
+
+
+def load_image(
+    source: ImageSource,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    fit_pixels: int | None = None,
+    fit_side: int | None = None,
+) -> LoadedImage:
+    """Decode ``source`` into an upright RGB image, at full size or reduced to what the caller will use.
 
     ``source`` is a path, the encoded bytes of an image file, or a PIL image. Multi-frame files (GIF, TIFF)
     give their first frame; a PIL image is used at the frame it is on, and the caller's object is not
     modified (beyond Pillow's own lazy loading). Images with more than ``max_pixels`` pixels are refused
     before their pixel data is decoded.
 
+    ``fit_pixels`` (at most this many pixels) and ``fit_side`` (the longer side at most this long) ask for a
+    smaller image, aspect ratio kept and never enlarged; ``width`` / ``height`` of the result stay the full
+    upright size. Memory stays bounded by the request, not by the file: a JPEG is decoded at 1/2, 1/4 or 1/8
+    scale by libjpeg (the finest whose pixels stay within 1.5 x the request), then downscaled (Lanczos), and
+    the EXIF orientation is applied last, to the small image. Other formats cannot decode reduced; they are
+    decoded whole and downscaled at once, bounded by ``max_pixels``.
+
     Raises:
         ImageLoadError: the image is missing, unreadable, empty, truncated, corrupt, too large or has a
             pixel format that cannot be converted; the message names the source, the cause and the fix.
     """
-    if max_pixels <= 0:
-        raise ValueError(f"max_pixels must be positive, got {max_pixels}")
+    for argument, value in (("max_pixels", max_pixels), ("fit_pixels", fit_pixels), ("fit_side", fit_side)):
+        if value is not None and value <= 0:
+            raise ValueError(f"{argument} must be positive, got {value}")
+    fit = _Fit(fit_pixels, fit_side)
 
     if isinstance(source, Image.Image):
         name = _pil_source_name(source)
         _check_pixel_count(source.size, max_pixels, name)
         try:
             with _pil_bomb_warning_ignored():
-                return _decode(source, name)
+                return _shrunk(_decode(source, name), fit)  # already in memory: nothing to save by drafting
         except ImageLoadError:
             raise
         except _LOAD_ERRORS as exc:
-            raise _decode_error(name, exc) from exc
+            raise decode_error(name, exc) from exc
 
-    with _opened_image(source) as (image, _fp, name):
+    with _opened_image(source) as (image, fp, name):
         _check_pixel_count(image.size, max_pixels, name)
         with _pil_bomb_warning_ignored():
+            if fit.needed(image.size):
+                return _decode_reduced(image, name, fit, _upright_size(image, fp))
             return _decode(image, name)
 
 
@@ -146,7 +170,7 @@ def _opened_image(
         except ImageLoadError:
             raise
         except errors as exc:
-            raise _decode_error(name, exc, fp) from exc
+            raise decode_error(name, exc, fp) from exc
         finally:
             image.close()
 
@@ -176,17 +200,13 @@ def to_rgb(image: Image.Image) -> Image.Image:
         return _to_rgb(image, _bits_per_sample(image))
     except ValueError as exc:
         raise ImageLoadError(
-            f"cannot convert an image of mode {image.mode!r} to RGB ({_pil_detail(exc)}); "
+            f"cannot convert an image of mode {image.mode!r} to RGB ({pil_detail(exc)}); "
             "save it as RGB or greyscale with an image editor first"
         ) from exc
 
 
 # --------------------------------------------------------------------------------------------------------
 # Opening
-
-
-def _fail(name: str, cause: str, fix: str) -> ImageLoadError:
-    return ImageLoadError(f"cannot read image {name!r}: {cause}; {fix}")
 
 
 @contextmanager
@@ -196,7 +216,7 @@ def _open_source(source: object) -> Iterator[tuple[IO[bytes], str]]:
         name = "<bytes>"
         data = bytes(source)
         if not data:
-            raise _fail(name, "the data is empty (0 bytes)", "check that the download returned an image")
+            raise fail(name, "the data is empty (0 bytes)", "check that the download returned an image")
         yield io.BytesIO(data), name
         return
 
@@ -206,17 +226,17 @@ def _open_source(source: object) -> Iterator[tuple[IO[bytes], str]]:
     try:
         info = os.stat(name)
     except FileNotFoundError as exc:
-        raise _fail(name, "file not found", "check the path and the working directory") from exc
+        raise fail(name, "file not found", "check the path and the working directory") from exc
     except OSError as exc:
-        raise _os_error(name, exc) from exc
+        raise os_error(name, exc) from exc
     if stat.S_ISDIR(info.st_mode):
-        raise _fail(name, "it is a directory, not an image file", "pass the path of an image file")
+        raise fail(name, "it is a directory, not an image file", "pass the path of an image file")
     if stat.S_ISREG(info.st_mode) and info.st_size == 0:
-        raise _fail(name, "the file is empty (0 bytes), e.g. from an interrupted copy or download", _REEXPORT)
+        raise fail(name, "the file is empty (0 bytes), e.g. from an interrupted copy or download", REEXPORT)
     try:
         fp = open(name, "rb")  # noqa: SIM115 - closed by the with-block below
     except OSError as exc:
-        raise _os_error(name, exc) from exc
+        raise os_error(name, exc) from exc
     with fp:
         yield fp, name
 
@@ -239,17 +259,17 @@ def _identify(fp: IO[bytes], name: str) -> ImageFile.ImageFile:
     except Image.DecompressionBombError:
         pass  # above 2 * MAX_IMAGE_PIXELS; ``max_pixels`` decides instead, see below
     except UnidentifiedImageError as exc:
-        raise _unidentified_error(name, fp) from exc
+        raise unidentified_error(name, fp) from exc
     except _READ_ERRORS as exc:
-        raise _decode_error(name, exc, fp) from exc
+        raise decode_error(name, exc, fp) from exc
     # Raising Image.MAX_IMAGE_PIXELS for this call would weaken the check for every other caller in the
     # process, so identify the header through Pillow's plugin registry without the global check.
     try:
         return _open_without_pil_limit(fp)
     except UnidentifiedImageError as exc:
-        raise _unidentified_error(name, fp) from exc
+        raise unidentified_error(name, fp) from exc
     except _READ_ERRORS as exc:
-        raise _decode_error(name, exc, fp) from exc
+        raise decode_error(name, exc, fp) from exc
 
 
 def _open_without_pil_limit(fp: IO[bytes]) -> ImageFile.ImageFile:
@@ -272,10 +292,10 @@ def _open_without_pil_limit(fp: IO[bytes]) -> ImageFile.ImageFile:
 def _check_pixel_count(size: tuple[int, int], max_pixels: int, name: str) -> None:
     width, height = size
     if width <= 0 or height <= 0:
-        raise _fail(name, f"its header declares an empty size of {width}x{height} pixels", _REEXPORT)
+        raise fail(name, f"its header declares an empty size of {width}x{height} pixels", REEXPORT)
     pixels = width * height
     if pixels > max_pixels:
-        raise _fail(
+        raise fail(
             name,
             f"it has {width}x{height} = {pixels:,} pixels, more than the limit of {max_pixels:,} pixels "
             "(a possible decompression bomb)",
@@ -293,15 +313,42 @@ def _decode(image: Image.Image, name: str) -> LoadedImage:
     image.load()
     bits = _bits_per_sample(image)  # read before transposing: the transposed copy has no TIFF tags
     upright = ImageOps.exif_transpose(image)  # always a new image, so the result never aliases the input
+    rgb = _converted(upright, bits, name, image.mode)
+    return LoadedImage(image=rgb, width=rgb.width, height=rgb.height, source=name)
+
+
+def _decode_reduced(image: ImageFile.ImageFile, name: str, fit: _Fit, full: tuple[int, int]) -> LoadedImage:
+    """Decode reduced (where the format allows), convert to RGB, downscale, then orient: in that order, so a big
+    JPEG is never held at full size and the rotation works on the small image. ``full``: the upright size."""
+    scale = _draft_scale(image.size, fit.budget(image.size))
+    if scale > 1:  # JPEG: libjpeg decodes at exactly 1/scale; other formats ignore draft()
+        image.draft(None, (image.width // scale, image.height // scale))
+    image.load()  # truncation and corruption surface here, inside the caller's error translation
+    bits = _bits_per_sample(image)
+    target = fit.size(image.size)  # the bounds hold in either orientation, so the stored one will do
+    if image.size == target:  # the draft alone was enough
+        upright = ImageOps.exif_transpose(image)  # a copy: the file's pixels go when it is closed
+        return LoadedImage(_converted(upright, bits, name, image.mode), *full, source=name)
+    transpose = _orientation_transpose(image)  # the transposition exif_transpose would apply
+    rgb = _converted(image, bits, name, image.mode)
+    reduced = _resize_in_strips(rgb, target)
+    del rgb
+    image.close()  # release the decoded pixels before the rotation allocates its own
+    if transpose is not None:
+        reduced = reduced.transpose(transpose)
+    return LoadedImage(reduced, *full, source=name)
+
+
+def _converted(image: Image.Image, bits: int | None, name: str, mode: str) -> Image.Image:
+    """``_to_rgb``, with a refused pixel mode (``mode``, as the file has it) reported like any other bad file."""
     try:
-        rgb = _to_rgb(upright, bits)
+        return _to_rgb(image, bits)
     except ValueError as exc:
-        raise _fail(
+        raise fail(
             name,
-            f"its pixel mode {image.mode!r} cannot be converted to RGB ({_pil_detail(exc)})",
+            f"its pixel mode {mode!r} cannot be converted to RGB ({pil_detail(exc)})",
             "save it as RGB or greyscale with an image editor first",
         ) from exc
-    return LoadedImage(image=rgb, width=rgb.width, height=rgb.height, source=name)
 
 
 def _to_rgb(image: Image.Image, bits: int | None) -> Image.Image:
@@ -372,6 +419,98 @@ def _transparent_to_background(grey: Image.Image, original: Image.Image) -> Imag
 
 
 # --------------------------------------------------------------------------------------------------------
+# Decoding fewer pixels
+
+# A JPEG slightly above the request is decoded whole and downscaled (peak 2.5 x the request, 4 bytes a pixel in
+# Pillow), not delivered at a quarter of its pixels; one further above is decoded at the reduction that fits.
+_DRAFT_SLACK = 1.5
+_STRIP_ROWS = 256
+_TRANSPOSES = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """What ``load_image`` was asked to fit in: at most ``pixels`` pixels, the longer side at most ``side``."""
+
+    pixels: int | None
+    side: int | None
+
+    def _factors(self, size: tuple[int, int]) -> tuple[float, float]:
+        width, height = size
+        by_pixels = math.sqrt(self.pixels / (width * height)) if self.pixels else 1.0
+        by_side = self.side / max(width, height) if self.side else 1.0
+        return by_pixels, by_side
+
+    def needed(self, size: tuple[int, int]) -> bool:
+        return min(self._factors(size)) < 1.0
+
+    def budget(self, size: tuple[int, int]) -> float:
+        """The most pixels the result may have, before rounding to whole pixels."""
+        factor = min(1.0, *self._factors(size))
+        return size[0] * size[1] * factor * factor
+
+    def size(self, size: tuple[int, int]) -> tuple[int, int]:
+        """``size`` shrunk (never enlarged) to fit, aspect ratio kept, rounded down to whole pixels."""
+        width, height = size
+        by_pixels, by_side = self._factors(size)
+        if min(by_pixels, by_side) >= 1.0:
+            return size
+        if by_pixels < by_side:
+            return max(1, math.floor(width * by_pixels)), max(1, math.floor(height * by_pixels))
+        assert self.side is not None  # by_side < 1 only when a side was asked for
+        # Integer arithmetic: the longer side is exactly ``side``, not 447.99... rounded down.
+        if width >= height:
+            return self.side, max(1, height * self.side // width)
+        return max(1, width * self.side // height), self.side
+
+
+def _shrunk(loaded: LoadedImage, fit: _Fit) -> LoadedImage:
+    """A decoded full-size image downscaled to ``fit`` (for PIL images, which are in memory already)."""
+    target = fit.size(loaded.image.size)
+    if target == loaded.image.size:
+        return loaded
+    return LoadedImage(_resize_in_strips(loaded.image, target), loaded.width, loaded.height, loaded.source)
+
+
+def _draft_scale(size: tuple[int, int], budget: float) -> int:
+    """The JPEG reduction (1, 2, 4 or 8) to decode at: the finest whose decode stays within ``_DRAFT_SLACK`` x
+    ``budget`` pixels. A decode above ``budget`` is then downscaled into a second buffer, so the peak stays under
+    (1 + slack) x ``budget`` pixels, and the result has no less than 3/8 of ``budget``."""
+    width, height = size
+    for scale in (1, 2, 4):
+        if math.ceil(width / scale) * math.ceil(height / scale) <= _DRAFT_SLACK * budget:
+            return scale
+    return 8
+
+
+def _resize_in_strips(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """``image.resize(size)``, a band of rows at a time: one resize keeps a source-height intermediate (62 MB for a
+    6000x4500 draft) alive; bands of the same scale give the same pixels (the filter reads across band edges)."""
+    width, height = size
+    out = Image.new("RGB", size)
+    row_scale = image.height / height
+    for top in range(0, height, _STRIP_ROWS):
+        bottom = min(height, top + _STRIP_ROWS)
+        box = (0.0, top * row_scale, float(image.width), bottom * row_scale)
+        out.paste(image.resize((width, bottom - top), Image.Resampling.LANCZOS, box=box), (0, top))
+    return out
+
+
+def _orientation_transpose(image: Image.Image) -> Image.Transpose | None:
+    """The transposition ``ImageOps.exif_transpose`` would apply to the loaded ``image``, from the same tag."""
+    orientation = image.getexif().get(_ORIENTATION_TAG, 1)
+    return _TRANSPOSES.get(orientation) if isinstance(orientation, int) else None
+
+
+# --------------------------------------------------------------------------------------------------------
 # Size and EXIF orientation without decoding
 
 
@@ -418,131 +557,9 @@ def _png_trailing_exif(fp: IO[bytes]) -> bytes | None:
 
 
 # --------------------------------------------------------------------------------------------------------
-# Error messages
+# Naming
 
 
 def _pil_source_name(image: Image.Image) -> str:
     filename = getattr(image, "filename", None)
     return filename if isinstance(filename, str) and filename else "<PIL image>"
-
-
-def _pil_detail(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__  # one line, whatever Pillow put in it
-    return text if len(text) <= 160 else text[:157] + "..."
-
-
-def _announced_format(fp: IO[bytes]) -> tuple[str, bool] | None:
-    """The format the first bytes announce, and whether the file ends inside that signature."""
-    try:
-        fp.seek(0)
-        head = fp.read(16)
-    except (OSError, ValueError):
-        return None
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "WebP", False
-    for signature, format_name in _SIGNATURES:
-        if head.startswith(signature):
-            return format_name, False
-    if len(head) >= 2:
-        for signature, format_name in _SIGNATURES:
-            if signature.startswith(head):  # e.g. a PNG cut off after 3 bytes
-                return format_name, True
-    return None
-
-
-def _text_content(fp: IO[bytes]) -> str | None:
-    """What a non-image file seems to contain, if it is text."""
-    try:
-        fp.seek(0)
-        head = fp.read(512)
-    except (OSError, ValueError):
-        return None
-    if not head or b"\x00" in head:
-        return None
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError:
-        return None  # could be UTF-8 cut mid-character, but binary data is far more likely
-    start = text.lstrip().lower()
-    if start.startswith(("<!doctype html", "<html")):
-        return "an HTML page, often an error or login page saved in place of the image"
-    if start.startswith("<svg") or (start.startswith("<?xml") and "<svg" in start):
-        return "an SVG drawing, and vector images are not supported"
-    if start.startswith(("{", "[")):
-        return "JSON"
-    if all(ch.isprintable() or ch in "\r\n\t" for ch in text):
-        return "text"
-    return None
-
-
-def _unidentified_error(name: str, fp: IO[bytes]) -> ImageLoadError:
-    # Pillow's own message ("cannot identify image file <_io.BufferedReader ...>") adds nothing.
-    announced = _announced_format(fp)
-    if announced is not None:
-        image_format, cut_in_signature = announced
-        if cut_in_signature:
-            return _fail(name, f"the file is truncated inside the {image_format} signature", _REEXPORT)
-        cause = f"the file starts like a {image_format} image, but its header is truncated or corrupt"
-        return _fail(name, cause, _REEXPORT)
-    content = _text_content(fp)
-    if content is not None:
-        return _fail(name, f"the file is not an image, it contains {content}", _SUPPORTED)
-    return _fail(name, "the file is not an image in a format Pillow can read", _SUPPORTED)
-
-
-def _os_error(name: str, exc: OSError) -> ImageLoadError:
-    if isinstance(exc, PermissionError):
-        return _fail(name, "permission denied", "check the file's permissions")
-    if isinstance(exc, IsADirectoryError):
-        return _fail(name, "it is a directory, not an image file", "pass the path of an image file")
-    return _fail(
-        name,
-        f"the file cannot be opened ({exc.strerror or _pil_detail(exc)})",
-        "check the path and that the disk or network share is available",
-    )
-
-
-def _is_truncation(exc: BaseException, fp: IO[bytes] | None) -> bool:
-    if isinstance(exc, EOFError) or (fp is not None and _shorter_than_declared(fp)):
-        return True
-    text = str(exc).lower()
-    return any(marker in text for marker in ("truncated", "premature end", "unexpected end", "not enough"))
-
-
-def _shorter_than_declared(fp: IO[bytes]) -> bool:
-    """True when a RIFF container (WebP) declares more bytes than the file has; its decoder only says
-    "could not create decoder object" for a cut file."""
-    try:
-        fp.seek(0)
-        head = fp.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF":
-            return False
-        declared = struct.unpack("<I", head[4:8])[0] + 8
-        return fp.seek(0, os.SEEK_END) < declared
-    except (OSError, ValueError):
-        return False
-
-
-def _decode_error(name: str, exc: BaseException, fp: IO[bytes] | None = None) -> ImageLoadError:
-    """Translate an exception raised while reading or decoding into a one-line ImageLoadError."""
-    detail = _pil_detail(exc)
-    if isinstance(exc, Image.DecompressionBombError):
-        # Only reachable for formats whose decoders re-check Pillow's global limit (e.g. TIFF, GIF).
-        return _fail(
-            name,
-            f"it is larger than Pillow's decompression-bomb limit (PIL: {detail})",
-            "downscale the image, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file",
-        )
-    if isinstance(exc, MemoryError):
-        return _fail(name, "there is not enough memory to decode it", "downscale the image or free memory")
-    if _is_truncation(exc, fp):
-        return _fail(name, f"the file is truncated, e.g. by an interrupted copy or download (PIL: {detail})", _REEXPORT)
-    if isinstance(exc, OSError) and exc.errno is not None:  # a real I/O error, not a decoder complaint
-        return _fail(
-            name,
-            f"reading the file failed ({exc.strerror or detail})",
-            "check that the disk or network share is available and try again",
-        )
-    announced = _announced_format(fp) if fp is not None else None
-    what = f"the {announced[0]} data" if announced else "the image data"
-    return _fail(name, f"{what} is corrupt (PIL: {detail})", _REEXPORT)

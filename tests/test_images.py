@@ -482,3 +482,103 @@ def test_multi_frame_files_give_the_first_frame(tmp_path: Path, file_name: str) 
 
     assert (loaded.width, loaded.height) == (8, 6)
     assert rgb_at(loaded, 4, 3) == RED
+
+
+# --------------------------------------------------------------------------------------------------------
+# Decoding only the pixels the caller will use (fit_pixels / fit_side)
+
+
+def big_marked_image(size: tuple[int, int] = (600, 400)) -> Image.Image:
+    """``marked_image`` at ``size``: blue, with a red top-left quadrant."""
+    return marked_image().resize(size, Image.Resampling.NEAREST)
+
+
+@pytest.mark.parametrize("image_format", ["JPEG", "PNG", "TIFF"])
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_reduced_images_are_upright_and_keep_the_full_size(tmp_path: Path, image_format: str, orientation: int) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"photo.{image_format.lower()}"
+    big_marked_image().save(path, image_format, exif=exif.tobytes(), quality=95)
+
+    # JPEG: decoded at 1/4 by libjpeg (150x100), then downscaled; PNG and TIFF: decoded whole, downscaled.
+    loaded = load_image(path, fit_pixels=12_000)
+
+    full = (400, 600) if orientation >= 5 else (600, 400)
+    assert (loaded.width, loaded.height) == full == image_size(path)  # the frame boxes are measured in
+    w, h = loaded.image.size
+    assert loaded.reduced and w * h <= 12_000 and loaded.image.mode == "RGB"
+    assert (w < h) == (full[0] < full[1])  # turned like the full image
+    assert loaded.scale == pytest.approx(full[0] / w)
+    corners = {"top-left": (3, 3), "top-right": (w - 4, 3), "bottom-left": (3, h - 4), "bottom-right": (w - 4, h - 4)}
+    red = [
+        corner for corner, (x, y) in corners.items() if rgb_at(loaded, x, y)[0] > 200 and rgb_at(loaded, x, y)[2] < 50
+    ]
+    assert red == [UPRIGHT_RED_CORNER[orientation]]
+
+
+def test_a_big_jpeg_is_decoded_reduced_by_libjpeg(tmp_path: Path) -> None:
+    path = tmp_path / "camera.jpg"
+    big_marked_image((4000, 3000)).save(path, quality=90)
+
+    loaded = load_image(path, fit_pixels=800_000)
+
+    # 1/4 scale is 1000x750, within 1.5 x the request, so libjpeg's reduced decode is the result as it is: a full
+    # decode downscaled would be 1032x774 and would have held 12 MP.
+    assert loaded.image.size == (1000, 750) and (loaded.width, loaded.height) == (4000, 3000)
+    with Image.open(path) as reference:
+        reference.draft("RGB", (1000, 750))
+        assert np.array_equal(np.asarray(loaded.image), np.asarray(reference.convert("RGB")))
+
+
+def test_fit_side_bounds_the_longer_side_exactly(tmp_path: Path) -> None:
+    path = tmp_path / "wide.png"
+    big_marked_image((1000, 700)).save(path)
+    assert load_image(path, fit_side=448).image.size == (448, 313)
+    assert load_image(path, fit_side=448, fit_pixels=10_000).image.size == (119, 83)  # the tighter bound wins
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    tall = tmp_path / "tall.png"
+    big_marked_image((1000, 700)).save(tall, exif=exif.tobytes())
+    assert load_image(tall, fit_side=448).image.size == (313, 448)
+
+
+def test_images_within_the_bounds_are_loaded_as_without_them(tmp_path: Path) -> None:
+    path = tmp_path / "small.jpg"
+    big_marked_image().save(path, quality=90)
+    plain = load_image(path)
+    for bounded in (load_image(path, fit_pixels=240_000), load_image(path, fit_side=600)):
+        assert not bounded.reduced and bounded.scale == 1.0
+        assert (bounded.width, bounded.height) == (plain.width, plain.height)
+        assert np.array_equal(np.asarray(bounded.image), np.asarray(plain.image))
+
+
+def test_pil_images_and_bytes_are_reduced_too(tmp_path: Path) -> None:
+    original = big_marked_image()
+    loaded = load_image(original, fit_side=60)
+    assert loaded.image.size == (60, 40) and (loaded.width, loaded.height) == (600, 400)
+    assert original.size == (600, 400) and original.mode == "RGB"  # the caller's image is left alone
+    buffer = io.BytesIO()
+    original.save(buffer, "JPEG")
+    from_bytes = load_image(buffer.getvalue(), fit_pixels=2_400)
+    assert from_bytes.source == "<bytes>" and from_bytes.image.size == (60, 40) and from_bytes.width == 600
+
+
+def test_reduced_decoding_reports_damage_like_a_full_decode(tmp_path: Path) -> None:
+    cut = tmp_path / "cut.jpg"
+    whole = io.BytesIO()
+    big_marked_image((640, 480)).save(whole, "JPEG")
+    cut.write_bytes(whole.getvalue()[: len(whole.getvalue()) // 2])
+    html = tmp_path / "login.jpg"
+    html.write_text("<html><body>login required</body></html>")
+    for path in (cut, html, tmp_path / "missing.jpg"):
+        with pytest.raises(ImageLoadError) as full:
+            load_image(path)
+        with pytest.raises(ImageLoadError) as reduced:
+            load_image(path, fit_pixels=10_000)
+        assert str(reduced.value) == str(full.value)
+    with pytest.raises(ImageLoadError, match="limit of 100 pixels"):  # the bomb check comes first
+        load_image(cut, max_pixels=100, fit_pixels=50)
+    for bad in ({"fit_pixels": 0}, {"fit_side": -1}):
+        with pytest.raises(ValueError, match="must be positive"):
+            load_image(cut, **bad)

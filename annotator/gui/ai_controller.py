@@ -73,7 +73,7 @@ class AIController(QObject):
         self._loader = None
         self.engine = engine
         if self.source is not None:
-            self.session.store.set_setting("model_source", self.source.to_setting())
+            self.session.remember_model_source(self.source)
         self.busy_changed.emit(False, "")
         self.engine_changed.emit(f"Ready: {engine.description}")
 
@@ -144,15 +144,11 @@ class AIController(QObject):
         if texts:
             self.answer.emit("\n\n".join(texts))
         if self._batch_rows is not None:
-            try:
-                stored = self.session.store.put_boxes(new)  # saved now: a cancel or crash keeps this image's results
+            try:  # saved now: a cancel or crash keeps this image's results
+                self._batch_rows += self.session.save_batch_proposals(job.image_id, new)
             except MiniGPTError as err:  # e.g. the disk is full: stop rather than run on without saving
                 self.failed.emit(f"The batch stopped: {err}")
                 self.cancel()
-                return
-            self._batch_rows += stored
-            self.session.boxes_changed.emit(job.image_id)
-            self.session.images_changed.emit()
             return
         if new:
             task = job.prompts[0].task.identifier
@@ -168,8 +164,7 @@ class AIController(QObject):
         if self._batch_rows is None:
             self.failed.emit(f"{job.path.name}: {message}")
         if unreadable:  # marked in the file list, and skipped from now on
-            self.session.store.set_image_error(job.image_id, message)
-            self.session.images_changed.emit()
+            self.session.mark_unreadable(job.image_id, message)
 
     def _worker_finished(self) -> None:
         worker, self._worker = self._worker, None

@@ -1,4 +1,8 @@
-"""The AI panel: task, query (runs on Enter), score threshold, accept/reject, the model's text answers, batch."""
+"""The AI panel: task, query (runs on Enter), score threshold, accept/reject, the model's text answers, batch.
+
+The window uses it only through the methods and signals below (what the person asked for, what to show); the child
+widgets are the panel's own business, so the layout can change without touching the window.
+"""
 
 from __future__ import annotations
 
@@ -47,7 +51,8 @@ class AIPanel(QWidget):
     batch_requested = Signal()
     accept_all_requested = Signal()
     reject_all_requested = Signal()
-    threshold_changed = Signal(float)
+    threshold_changed = Signal(float)  # while the slider moves: the canvas filters live
+    settings_edited = Signal()  # the person finished changing the task, the query or the threshold: worth saving
     apply_answer_requested = Signal()
 
     def __init__(self, parent: QWidget | None = None):
@@ -58,12 +63,15 @@ class AIPanel(QWidget):
         for text, task in TASK_CHOICES:
             self.task.addItem(text, task.value)
         self.task.currentIndexChanged.connect(self._task_changed)
+        self.task.currentIndexChanged.connect(lambda _: self.settings_edited.emit())
         self.query = QLineEdit()
         self.query.returnPressed.connect(self.run_requested)
+        self.query.editingFinished.connect(self.settings_edited)
         self.threshold = QSlider(Qt.Orientation.Horizontal)
         self.threshold.setRange(0, 100)
         self.threshold_value = QLabel()
         self.threshold.valueChanged.connect(self._threshold_moved)
+        self.threshold.sliderReleased.connect(self.settings_edited)
         self.run_button = QPushButton("Run (I)")
         self.run_button.clicked.connect(self.run_requested)
         self.cancel_button = QPushButton("Cancel")
@@ -127,6 +135,16 @@ class AIPanel(QWidget):
             if self.task.itemData(i) == Task(task).value:
                 self.task.setCurrentIndex(i)
 
+    def query_text(self) -> str:
+        return self.query.text()
+
+    def set_query(self, text: str) -> None:
+        self.query.setText(text)
+
+    def focus_query(self) -> None:
+        """Put the cursor in the query field, to type a new question."""
+        self.query.setFocus()
+
     def threshold_value_f(self) -> float:
         return self.threshold.value() / 100.0
 
@@ -149,6 +167,19 @@ class AIPanel(QWidget):
 
     def show_answer(self, text: str) -> None:
         self.answer.setPlainText(text)
+
+    def show_status(self, text: str) -> None:
+        """What happened last (an error, or what is running), shown until something else happens."""
+        self.status.setText(text)
+
+    def show_model_status(self, text: str) -> None:
+        self.model_status.setText(text)
+
+    def suggest_label(self, label: str | None) -> None:
+        """Offer ``label`` for the box the model was asked about (one click applies it); None withdraws it."""
+        if label is not None:
+            self.apply_answer.setText(f"Label the box “{label}”")
+        self.apply_answer.setVisible(label is not None)
 
     def _task_changed(self) -> None:
         self.query.setPlaceholderText(PLACEHOLDERS[self.current_task()])

@@ -33,7 +33,7 @@ from .dialogs import BatchDialog, ShortcutsDialog
 from .file_panel import FilePanel
 from .label_panel import LabelPanel
 from .qimage import to_qimage
-from .session import Session
+from .session import RunSettings, Session
 from .workers import ProbeWorker
 
 log = logging.getLogger(__name__)
@@ -83,9 +83,7 @@ class MainWindow(QMainWindow):
         self._identify_target: int | None = None  # the box an [identify] run asked about
         self._suggested_label: str | None = None
         # The panel's state is part of "where I left off": saved as it changes, like everything else.
-        self.ai_panel.threshold.sliderReleased.connect(self._save_settings)
-        self.ai_panel.task.currentIndexChanged.connect(lambda _: self._save_settings())
-        self.ai_panel.query.editingFinished.connect(self._save_settings)
+        self.ai_panel.settings_edited.connect(self._save_settings)
         self._set_enabled(False)
 
     def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> None:
@@ -112,7 +110,7 @@ class MainWindow(QMainWindow):
             "undo": lambda: self.session and self.session.undo_stack.undo(),
             "redo": lambda: self.session and self.session.undo_stack.redo(),
             "run_model": self.run_model,
-            "focus_query": lambda: self.ai_panel.query.setFocus(),
+            "focus_query": self.ai_panel.focus_query,
             "batch_run": self.batch_run,
             "cancel_run": self._cancel,
             "accept_selected": self.accept_selected,
@@ -200,12 +198,13 @@ class MainWindow(QMainWindow):
         self._set_enabled(True)
         session.restore_current()
         self._probe_sizes()
-        saved = session.store.setting("model_source")
-        if saved and self.ai.engine is None:
-            try:
-                self.ai.load(ModelSource.from_setting(saved))
-            except MiniGPTError as err:
-                self.show_error(str(err))
+        try:
+            saved = session.model_source()
+        except MiniGPTError as err:
+            self.show_error(str(err))
+            return
+        if saved is not None and self.ai.engine is None:
+            self.ai.load(saved)
 
     def close_project(self) -> None:
         if self.session is None:
@@ -218,7 +217,7 @@ class MainWindow(QMainWindow):
             self._probe.wait()
             self._probe = None
         self._save_settings()
-        self.session.store.close()
+        self.session.close()
         self.session.deleteLater()
         self.session = None
 
@@ -230,22 +229,20 @@ class MainWindow(QMainWindow):
 
     def _restore_settings(self) -> None:
         assert self.session is not None
-        store = self.session.store
+        settings = self.session.run_settings()
         self._restoring = True  # the panel's change signals must not save half-restored state
         try:
-            self.ai_panel.set_threshold(float(store.setting("threshold", "0") or 0))
-            self.ai_panel.set_task(Task(store.setting("task", Task.detection.value)))
-            self.ai_panel.query.setText(store.setting("query", "") or "")
+            self.ai_panel.set_threshold(settings.threshold)
+            self.ai_panel.set_task(settings.task)
+            self.ai_panel.set_query(settings.query)
         finally:
             self._restoring = False
 
     def _save_settings(self) -> None:
         if self.session is None or self._restoring:
             return
-        store = self.session.store
-        store.set_setting("threshold", f"{self.ai_panel.threshold_value_f():.2f}")
-        store.set_setting("task", self.ai_panel.current_task().value)
-        store.set_setting("query", self.ai_panel.query.text())
+        panel = self.ai_panel
+        self.session.save_run_settings(RunSettings(panel.current_task(), panel.query_text(), panel.threshold_value_f()))
 
     def _probe_sizes(self) -> None:
         assert self.session is not None
@@ -253,21 +250,9 @@ class MainWindow(QMainWindow):
         if not pending:
             return
         probe = ProbeWorker(pending, self)
-        probe.probed.connect(self._probed)
+        probe.probed.connect(self.session.record_probes)
         self._probe = probe
         probe.start()
-
-    def _probed(self, results: list[tuple[int, tuple[int, int] | str]]) -> None:
-        if self.session is None:
-            return
-        store = self.session.store
-        with store.batch():
-            for image_id, result in results:
-                if isinstance(result, str):
-                    store.set_image_error(image_id, result)
-                else:
-                    store.set_image_size(image_id, *result)
-        self._refresh_files()
 
     # --- views -----------------------------------------------------------------------------------------------------
     def _refresh_files(self) -> None:
@@ -301,14 +286,11 @@ class MainWindow(QMainWindow):
         try:
             shown = load_display_image(path)
         except MiniGPTError as err:
-            self.session.store.set_image_error(image_id, str(err))
+            self.session.mark_unreadable(image_id, str(err))
             self.canvas.show_image(None, 1, 1)
             self.statusBar().showMessage(f"{row.path} cannot be shown: {err}")
-            self._refresh_files()
             return
-        if (row.width, row.height) != (shown.width, shown.height) or row.error:
-            self.session.store.set_image_size(image_id, shown.width, shown.height)
-            self._refresh_files()
+        self.session.record_shown(image_id, shown.width, shown.height)
         image: QImage = to_qimage(shown.image)
         self.canvas.show_image(image, shown.width, shown.height)
         self._boxes_changed(image_id)
@@ -316,7 +298,7 @@ class MainWindow(QMainWindow):
 
     def _engine_changed(self, text: str) -> None:
         self.model_status.setText(text)
-        self.ai_panel.model_status.setText(text)
+        self.ai_panel.show_model_status(text)
 
     def _threshold_changed(self, value: float) -> None:
         self.threshold = value
@@ -326,7 +308,7 @@ class MainWindow(QMainWindow):
     def show_error(self, message: str) -> None:
         log.warning("%s", message)
         self.statusBar().showMessage(message, 15_000)
-        self.ai_panel.status.setText(message)
+        self.ai_panel.show_status(message)
 
     # --- navigation ------------------------------------------------------------------------------------------------
     def go_to(self, image_id: int) -> None:
@@ -455,7 +437,7 @@ class MainWindow(QMainWindow):
         try:
             prompts = plan_run(
                 self.ai_panel.current_task(),
-                self.ai_panel.query.text(),
+                self.ai_panel.query_text(),
                 self.session.labels(),
                 current_label=self.labels.current_label(),
                 selected_box=selected[0].box if len(selected) == 1 else None,
@@ -464,18 +446,15 @@ class MainWindow(QMainWindow):
             self.show_error(str(err))
             return
         self._identify_target = selected[0].id if prompts[0].task is Task.identify else None
-        self.ai_panel.apply_answer.setVisible(False)
+        self.ai_panel.suggest_label(None)
         self.ai.run_on_image(self.session.current_id, prompts)
 
     def _identified(self, image_id: int, answer: str) -> None:
         """Offer the answer as the box's label; the person decides (model output never relabels a box itself)."""
         if self.session is None or self._identify_target is None:
             return
-        suggested = label_from_answer(answer, self.session.labels())
-        self._suggested_label = suggested
-        if suggested is not None:
-            self.ai_panel.apply_answer.setText(f"Label the box “{suggested}”")
-        self.ai_panel.apply_answer.setVisible(suggested is not None)
+        self._suggested_label = label_from_answer(answer, self.session.labels())
+        self.ai_panel.suggest_label(self._suggested_label)
 
     def _apply_identified(self) -> None:
         if self.session is None or self._identify_target is None or self._suggested_label is None:
@@ -487,7 +466,7 @@ class MainWindow(QMainWindow):
         label = self._suggested_label
         self.session.add_label(label)
         self.session.push(edits.replace_boxes(f"Relabel as {label}", [row], [row.relabelled(label)]))
-        self.ai_panel.apply_answer.setVisible(False)
+        self.ai_panel.suggest_label(None)
 
     def batch_run(self) -> None:
         if self.session is None or self.ai is None:

@@ -1,12 +1,17 @@
 """The open project as the widgets see it: the store, the undo stack and the current image, with signals.
 
-Widgets never write to the store themselves; they push edits here, so every change is undoable, saved at once,
-and announced to every view that shows it.
+The session is the only code of the desktop that talks to the store. Widgets push edits here, so every change is
+undoable, saved at once, and announced (by the session's own signals) to every view that shows it; what is not an
+edit (what reading a file found, a batch's proposals as they arrive, the settings to resume with) goes through a
+method named for what happened. tests/test_annotator_layers.py holds the rule.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
@@ -15,7 +20,9 @@ from PySide6.QtGui import QUndoCommand, QUndoStack
 from annotator.core.edits import DeleteLabel, Edit, RenameLabel
 from annotator.core.exchange import ExportReport, ImportReport, export_coco, import_coco
 from annotator.core.records import BoxRow, ImageRow, LabelRow
+from annotator.core.sources import ModelSource
 from annotator.core.store import ProjectStore
+from model.annotations import Task
 from model.errors import MiniGPTError
 
 log = logging.getLogger(__name__)
@@ -40,8 +47,17 @@ class EditCommand(QUndoCommand):
         self.session.apply(self.edit, undo=True)
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """The AI panel's state, saved as it changes so that reopening the project resumes where the user left off."""
+
+    task: Task = Task.detection
+    query: str = ""
+    threshold: float = 0.0  # the minimum score a proposal needs to be shown
+
+
 class Session(QObject):
-    images_changed = Signal()  # statuses or counts changed
+    images_changed = Signal()  # statuses, sizes or counts changed
     boxes_changed = Signal(int)  # image id
     labels_changed = Signal()
     current_changed = Signal(int)  # image id, -1 for none
@@ -49,10 +65,11 @@ class Session(QObject):
 
     def __init__(self, store: ProjectStore, folder: Path, parent: QObject | None = None):
         super().__init__(parent)
-        self.store = store
+        self.store = store  # the desktop's widgets go through the methods below; tests may read it directly
         self.folder = folder
         self.undo_stack = QUndoStack(self)
         self.current_id: int | None = None
+        self._closed = False
 
     # --- edits -----------------------------------------------------------------------------------------------------
     def push(self, edit: Edit, *, applied: bool = False) -> None:
@@ -132,6 +149,97 @@ class Session(QObject):
         if self.current_id is not None:
             self.boxes_changed.emit(self.current_id)
         return report
+
+    # --- what happened to image files ------------------------------------------------------------------------------
+    def record_probes(self, results: Sequence[tuple[int, tuple[int, int] | str]]) -> None:
+        """Save what reading the files' headers found: each image's upright size, or why it cannot be read."""
+        if self._closed:  # sent by the probe before the project was closed, delivered after
+            return
+        with self._saving(), self.store.batch():
+            for image_id, result in results:
+                if isinstance(result, str):
+                    self.store.set_image_error(image_id, result)
+                else:
+                    self.store.set_image_size(image_id, *result)
+        self.images_changed.emit()
+
+    def record_shown(self, image_id: int, width: int, height: int) -> None:
+        """The image was decoded at this upright size: remember it, and that it is readable (the file may have
+        been fixed or replaced since it was last read)."""
+        row = self.store.image(image_id)
+        if (row.width, row.height) == (width, height) and row.error is None:
+            return
+        with self._saving():
+            self.store.set_image_size(image_id, width, height)
+        self.images_changed.emit()
+
+    def mark_unreadable(self, image_id: int, message: str) -> None:
+        """The file cannot be decoded (``message`` says why): marked in the file list and skipped by batches."""
+        if self._closed:  # a model run's late report
+            return
+        with self._saving():
+            self.store.set_image_error(image_id, message)
+        self.images_changed.emit()
+
+    def save_batch_proposals(self, image_id: int, rows: Sequence[BoxRow]) -> list[BoxRow]:
+        """Save one image's proposals as a batch run delivers them, so a cancel or a crash keeps them; the batch
+        becomes one undo step when it ends (``push(BatchProposals(...), applied=True)``).
+
+        Raises:
+            MiniGPTError: they could not be saved (e.g. the disk is full); the caller stops the batch.
+        """
+        if self._closed:  # delivered after the project was closed (the batch was cancelled): nowhere to save
+            return []
+        stored = self.store.put_boxes(rows)
+        self.boxes_changed.emit(image_id)
+        self.images_changed.emit()
+        return stored
+
+    # --- where the user left off -----------------------------------------------------------------------------------
+    def run_settings(self) -> RunSettings:
+        """The AI panel's state as last saved (defaults for a new project, or for a value that no longer parses)."""
+        saved, default = self.store.setting, RunSettings()
+        try:
+            threshold = float(saved("threshold") or default.threshold)
+        except ValueError:
+            threshold = default.threshold
+        try:
+            task = Task(saved("task") or default.task.value)
+        except ValueError:
+            task = default.task
+        return RunSettings(task=task, query=saved("query") or "", threshold=threshold)
+
+    def save_run_settings(self, settings: RunSettings) -> None:
+        with self._saving(), self.store.batch():
+            self.store.set_setting("threshold", f"{settings.threshold:.2f}")
+            self.store.set_setting("task", settings.task.value)
+            self.store.set_setting("query", settings.query)
+
+    def model_source(self) -> ModelSource | None:
+        """The model the project used last, to load again on opening.
+
+        Raises:
+            MiniGPTError: the saved source cannot be understood; the message says to choose a model again.
+        """
+        saved = self.store.setting("model_source")
+        return ModelSource.from_setting(saved) if saved else None
+
+    def remember_model_source(self, source: ModelSource) -> None:
+        with self._saving():
+            self.store.set_setting("model_source", source.to_setting())
+
+    def close(self) -> None:
+        """Close the store (the session is done: the window drops it). Workers' reports still queued are dropped."""
+        self._closed = True
+        self.store.close()
+
+    @contextlib.contextmanager
+    def _saving(self) -> Iterator[None]:
+        # A failed save (a full disk, a file opened elsewhere) is told to the user; the app keeps running.
+        try:
+            yield
+        except MiniGPTError as err:
+            self.error.emit(str(err))
 
     # --- navigation ------------------------------------------------------------------------------------------------
     def set_current(self, image_id: int | None) -> None:
