@@ -27,10 +27,11 @@ import numpy as np
 import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 from transformers.utils import cached_file
 
 from .network import MiniGPTv2Config  # importing network also registers "minigptv2" with AutoConfig
+from .tokenizer import load_tokenizer
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -104,7 +105,7 @@ class MiniGPTv2Processor:
     # --- persistence -----------------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **overrides: object) -> MiniGPTv2Processor:
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = load_tokenizer(path)
         # cached_file resolves a local folder or a hub id alike; a folder without the file gets the defaults.
         config_file = cached_file(path, PROCESSOR_CONFIG_NAME, _raise_exceptions_for_missing_entries=False)
         data = json.loads(Path(config_file).read_text()) if config_file else {}
