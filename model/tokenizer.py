@@ -198,8 +198,10 @@ def score_ranked_merges(pieces: tuple[Piece, ...]) -> list[tuple[str, str]]:
     """Every split of a normal piece into two normal pieces, ordered as SentencePiece's BPE would merge them.
 
     SentencePiece repeatedly merges the adjacent pair whose concatenation is the highest-scoring piece, so a merge
-    ranks by its result's score. Equal scores (LLaMA: only the whitespace runs ``▁▁``…) rank by piece id, and the
-    splits of one piece by the ids of their halves, as in the hub's converted LLaMA tokenizer.json.
+    ranks by its result's score. SentencePiece breaks a tie by position (leftmost first), which a merge table cannot
+    express; equal scores rank by piece id instead, and the splits of one piece by the ids of their halves. In
+    LLaMA's vocabulary only the whitespace runs ``▁▁`` … ``▁``×16 tie, and for them this order gives SentencePiece's
+    result (tests/test_llama_tokenizer.py checks runs of up to 40 spaces).
     """
     ids = {piece.text: i for i, piece in enumerate(pieces) if piece.kind == NORMAL}
     ranked = []
