@@ -7,8 +7,9 @@ Tokens, single turn::
 
     <s> "[INST] <Img>" <img>*256 "</Img> {instruction} [/INST]"
 
-Each quoted segment is tokenised on its own, without special tokens, so SentencePiece's leading "▁" appears at the
-start of every segment as in the official run. User text can never produce special ids (``split_special_tokens``).
+Each quoted segment is tokenised on its own, as the official code does with LLaMA's SentencePiece model: one dummy
+"▁" in front of the segment (also when it starts with a space), spaces escaped to "▁", then BPE. User text can never
+produce special ids: the segment goes to the BPE model alone, never through special-token matching.
 
 BOS: the official inference code writes a literal ``<s>`` *and* lets the tokenizer add one, so its sequences start
 with two BOS tokens, while training used one. We default to the correct single BOS; ``official_double_bos=True``
@@ -27,10 +28,12 @@ import numpy as np
 import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from tokenizers.models import BPE
+from transformers import PreTrainedTokenizerBase
 from transformers.utils import cached_file
 
 from .network import MiniGPTv2Config  # importing network also registers "minigptv2" with AutoConfig
+from .tokenizer import SPIECE_UNDERLINE, load_tokenizer
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -88,6 +91,10 @@ class MiniGPTv2Processor:
         self.config = config or ProcessorConfig()
         if tokenizer.bos_token_id is None or tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer needs BOS and EOS tokens (LLaMA: <s> and </s>)")
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is None or not isinstance(backend.model, BPE):
+            raise ValueError("MiniGPT-v2 needs LLaMA's BPE tokenizer as a fast tokenizer (tokenizer.json)")
+        self._bpe: BPE = backend.model
 
     @classmethod
     def for_model(cls, tokenizer: PreTrainedTokenizerBase, config: MiniGPTv2Config) -> MiniGPTv2Processor:
@@ -104,7 +111,7 @@ class MiniGPTv2Processor:
     # --- persistence -----------------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **overrides: object) -> MiniGPTv2Processor:
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = load_tokenizer(path)
         # cached_file resolves a local folder or a hub id alike; a folder without the file gets the defaults.
         config_file = cached_file(path, PROCESSOR_CONFIG_NAME, _raise_exceptions_for_missing_entries=False)
         data = json.loads(Path(config_file).read_text()) if config_file else {}
@@ -129,8 +136,15 @@ class MiniGPTv2Processor:
         return self.tokenizer.eos_token_id if pad is None or pad == self.config.image_token_id else pad
 
     def encode_text(self, text: str) -> list[int]:
-        """One segment, with SentencePiece's dummy prefix and no special tokens, even if the text spells one."""
-        return list(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True).input_ids)
+        """One segment as SentencePiece tokenises it: dummy prefix, and no special ids even if the text spells one.
+
+        The normalisation is done here rather than by the tokenizer's own pipeline, because transformers' LLaMA
+        pipeline (Metaspace) adds no dummy "▁" to a segment that already starts with a space: `" a balloon"` must be
+        "▁▁a▁balloon" → 29871, 263, … as in SentencePiece, not "▁a▁balloon" → 263, ….
+        """
+        if not text:
+            return []  # SentencePiece adds no dummy prefix to an empty text
+        return [token.id for token in self._bpe.tokenize(SPIECE_UNDERLINE + text.replace(" ", SPIECE_UNDERLINE))]
 
     def prompt_ids(self, instruction: str, history: Sequence[Turn] = ()) -> list[int]:
         """Token ids for one request about one image, image placeholders included.

@@ -64,12 +64,15 @@ def split_identifier(text: str) -> tuple[Task, str]:
 def build_instruction(task: Task | str, query: str | None = None, box: Grid | None = None) -> str:
     """The instruction for one request, e.g. ``[detection] red balloon``.
 
-    A query that already starts with the same task identifier is accepted as is (users paste official prompts).
+    A query that already starts with the same task identifier is accepted as is (users paste official prompts, e.g.
+    ``[refer] where is the dog ?`` from the training templates), only normalised to ``[task] text``; it is not
+    wrapped in the default template again.
     """
     task = Task(task)
     query = (query or "").strip()
     typed_task, rest = split_identifier(query)
-    if typed_task is task and task is not Task.chat:
+    pasted = typed_task is task and task is not Task.chat
+    if pasted:
         query = rest
     elif typed_task is not Task.chat:
         raise PromptError(
@@ -84,6 +87,8 @@ def build_instruction(task: Task | str, query: str | None = None, box: Grid | No
         return DEFAULT_TEMPLATES[task].format(box=format_box(box))
     if box is not None:
         raise PromptError(f"only task identify takes a box, not {task.value}")
+    if pasted and query:
+        return f"[{task.value}] {query}"
     if not query:
         query = DEFAULT_QUERIES.get(task, "")
     if not query:

@@ -10,7 +10,7 @@ from PIL import Image
 from model.annotations import Task
 from model.errors import PromptError
 from model.processing import CLIP_MEAN, CLIP_STD, ImageProcessorConfig, MiniGPTv2Processor, ProcessorConfig, Turn
-from model.prompts import build_instruction, split_identifier
+from model.prompts import REFER_TRAINING_TEMPLATES, build_instruction, split_identifier
 from model.synthetic.tiny import build_tiny_tokenizer
 
 
@@ -107,11 +107,32 @@ def test_processor_round_trips_through_a_folder(processor, tmp_path) -> None:
         ("vqa", "what colour is the car?", "[vqa] what colour is the car?"),
         ("caption", "", "[caption] please describe this image?"),
         ("chat", "Please write a poem about the image", "Please write a poem about the image"),
-        ("refer", "[refer] the dog", "[refer] give me the location of the dog"),  # pasted identifier accepted
+        ("detection", "[detection] red balloon", "[detection] red balloon"),  # pasted identifier accepted
     ],
 )
 def test_instruction_templates(task: str, query: str | None, expected: str) -> None:
     assert build_instruction(task, query) == expected
+
+
+@pytest.mark.parametrize(
+    "pasted",
+    [
+        *(template.format("red balloon") for template in REFER_TRAINING_TEMPLATES),  # "[refer] where is … ?" too
+        "[vqa] what colour is the car?",
+        "[grounding] describe this image in detail",
+        "[caption] a short caption",
+    ],
+)
+def test_a_pasted_official_prompt_is_kept_as_is(pasted: str) -> None:
+    task, _ = split_identifier(pasted)
+    assert build_instruction(task, pasted) == pasted
+    assert build_instruction(task, f"  [{task.value.upper()}]   {pasted.split('] ', 1)[1]} ") == pasted  # normalised
+
+
+def test_a_pasted_identifier_alone_gets_the_default_query() -> None:
+    assert build_instruction("caption", "[caption]") == "[caption] please describe this image?"
+    with pytest.raises(PromptError, match="needs a query"):
+        build_instruction("refer", "[refer] ")
 
 
 def test_identify_takes_a_grid_box() -> None:

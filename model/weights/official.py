@@ -23,12 +23,13 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from ..errors import CheckpointError
 from ..network import EvaVisionConfig, EvaVisionModel, MiniGPTv2Config, MiniGPTv2ForConditionalGeneration
 from ..network.eva_vit import interpolate_pos_embed
 from ..processing import MiniGPTv2Processor
+from ..tokenizer import load_tokenizer
 
 OFFICIAL_HEAD_DIM = 88  # EVA ViT-g: 1408 channels / 16 heads
 DEFAULT_LORA_ALPHA = 16.0
@@ -278,7 +279,7 @@ def load_official(
     llama = load_llama(llama_dir, dtype=dtype)
     text_config = llama.config
 
-    tokenizer = AutoTokenizer.from_pretrained(llama_dir)
+    tokenizer = load_tokenizer(llama_dir)  # tokenizer.json, else built from tokenizer.model with score-ranked merges
     if tokenizer.unk_token_id is None:
         raise CheckpointError(f"the tokenizer in {llama_dir} has no <unk> token, which MiniGPT-v2 uses for images")
     config = MiniGPTv2Config(
