@@ -1,4 +1,4 @@
-"""Tests for model.grammar: the MiniGPT-v2 box grammar (reference/minigptv2-spec.md section 4)."""
+"""Tests for model.grammar: the MiniGPT-v2 box grammar."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def check_invariants(text: str, result: ParseResult) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Hand examples from the spec
+# Hand examples: the official demo's gallery and real model outputs
 
 
 def test_single_box() -> None:
@@ -403,7 +403,7 @@ def test_pixels_to_grid_matches_official_formula(v: int, dim: int) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Official-compatible parsers (spec 4.3, 4.4)
+# Official-compatible parsers (demo_v2.py, eval_scripts/eval_ref.py)
 
 
 @pytest.mark.parametrize(
