@@ -25,6 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from patience import HANG_S
 from PIL import Image, ImageDraw
 
 import annotator.core.exchange as exchange
@@ -209,7 +210,7 @@ def _run_kill_child(store_path: Path, mode: str, edits_before_kill: int, seed: i
         [sys.executable, str(KILL_CHILD), str(store_path), mode, str(edits_before_kill), str(seed)],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=HANG_S,
         env=child_env(),
     )
     assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr[-2000:])
@@ -868,7 +869,7 @@ def big_jpeg(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "exif = Image.Exif(); exif[0x0112] = 6\n"
         "stored.save(sys.argv[1], quality=85, exif=exif.tobytes())\n"
     )
-    subprocess.run([sys.executable, "-c", code, str(path)], check=True, timeout=120)
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True, timeout=HANG_S)
     return path
 
 
@@ -877,7 +878,7 @@ def test_a_12000x9000_jpeg_loads_within_bounded_memory(big_jpeg: Path) -> None:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         assert Image.open(big_jpeg).size == BIG  # stored sideways
     proc = subprocess.run(
-        [sys.executable, "-c", _MEASURE, str(big_jpeg)], capture_output=True, text=True, timeout=120, env=child_env()
+        [sys.executable, "-c", _MEASURE, str(big_jpeg)], capture_output=True, text=True, timeout=HANG_S, env=child_env()
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout)

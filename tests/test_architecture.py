@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from backend_process import running_backend, serve_command
 from ls_harness import free_port
+from patience import HANG_S
 
 from model.synthetic.shapes import make_shapes
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers")
-HANG_S = 600  # a bound for a hang, not a speed claim: these take seconds
 
 
 def test_import_contracts_hold() -> None:

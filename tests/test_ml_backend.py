@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+from patience import HANG_S
 from PIL import Image
 
 from ml_backend.backend import MiniGPTBackend
@@ -261,7 +262,7 @@ def test_serve_without_a_model_says_how_to_give_one(tmp_path: Path) -> None:
 
     env = {k: v for k, v in __import__("os").environ.items() if k != "MINIGPT_MODEL"}
     done = subprocess.run(
-        [sys.executable, "-m", "minigpt_annotate", "serve"], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "minigpt_annotate", "serve"], env=env, capture_output=True, text=True, timeout=HANG_S
     )
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
@@ -272,7 +273,7 @@ def test_serve_without_a_model_says_how_to_give_one(tmp_path: Path) -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=HANG_S,
     )
     assert missing.returncode == 1
     assert "not found" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
