@@ -19,6 +19,7 @@ from ls_harness import free_port
 from patience import HANG_MS, HANG_S
 from PIL import Image
 from pytestqt.qtbot import QtBot
+from same_answers import assert_same_proposals
 
 from annotator.core.engines import (
     MAX_PROMPTS_PER_CALL,
@@ -128,7 +129,8 @@ def test_the_remote_engine_gives_the_local_engines_boxes(local: LocalEngine, rem
         # the same instruction, [identify]'s grid included: the box scaled down for upload lands in the same cells
         assert (theirs.task, theirs.query, theirs.prompt) == (mine.task, mine.query, mine.prompt)
         if request.image.name != "large.jpg":
-            assert theirs == mine  # sent as is: the server decodes the very same pixels
+            # sent as is: the server decodes the very same pixels (scores within the drift between two processes)
+            assert_same_proposals(theirs, mine)
             continue
         # Downscaled to 1344 px for upload: the same answers, boxes within one cell of the 0-100 grid.
         assert [p.label for p in theirs.proposals] == [p.label for p in mine.proposals], (mine.text, theirs.text)
@@ -193,7 +195,7 @@ def test_more_prompts_than_one_call_takes_and_generation_options(server_url: str
     there = remote.propose(requests_)
     here = LocalEngine(local.proposer, options=options).propose(requests_)
     assert len(there) == MAX_PROMPTS_PER_CALL + 6
-    assert there == here
+    assert_same_proposals(there, here)  # split 64 + 6 there, one call here: batches differ, scores may drift
 
 
 def test_connecting_fails_with_the_url_the_cause_and_the_fix(server_url: str) -> None:
