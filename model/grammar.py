@@ -1,4 +1,4 @@
-"""MiniGPT-v2 box text <-> boxes (reference/minigptv2-spec.md section 4).
+"""MiniGPT-v2 box text <-> boxes.
 
 The model writes a box as ``{<x0><y0><x1><y1>}``: integers 0..100, each axis normalised by the original
 image's width or height. Boxes for one phrase are joined by ``<delim>``; a phrase is tagged ``<p>phrase</p>``
@@ -6,10 +6,11 @@ and followed by one space and its boxes::
 
     <p>sofas</p> {<57><49><70><72>}<delim>{<26><48><43><71>}
 
-:func:`parse_boxes` is the robust parser (spec 4.6): it never raises on model output, runs in linear time,
+:func:`parse_boxes` is the robust parser: it never raises on model output, runs in linear time,
 keeps every well-formed box and reports what it skipped and why. :func:`format_box`, :func:`format_boxes` and
 :func:`format_phrase` are its exact inverse on the grid. :func:`official_demo_extract` and
-:func:`official_refer_box` reproduce the official demo and RefCOCO-eval parsers (spec 4.3, 4.4) for parity
+:func:`official_refer_box` reproduce the official demo and RefCOCO-eval parsers (demo_v2.py and
+eval_scripts/eval_ref.py in the official MiniGPT-4 repository) for parity
 tests.
 """
 
@@ -115,7 +116,7 @@ class ParseResult(BaseModel):
 
     @property
     def groups(self) -> list[tuple[str | None, list[ParsedBox]]]:
-        """Ordered (phrase or None, boxes) per phrase/box group (spec 4.6)."""
+        """Ordered (phrase or None, boxes) per phrase/box group."""
         out: list[tuple[str | None, list[ParsedBox]]] = []
         last: int | None = None
         for b in self.boxes:
@@ -138,7 +139,8 @@ def _check_size(width: int, height: int) -> None:
 def grid_to_pixels(grid: Grid, width: int, height: int, *, offset: float = 0.0) -> Box:
     """Grid corners to pixels of the original image: x = (c + offset) / 100 * W, clamped to [0, W].
 
-    offset 0 is the official mapping (spec 4.5); 0.5 is the unbiased centre of the truncation cell [c, c + 1).
+    offset 0 is the official mapping (demo and RefCOCO eval); 0.5 is the unbiased centre of the truncation cell
+    [c, c + 1), since training targets were truncated, int(v / W * 100).
     Raises ValueError for a degenerate grid, a bad size or an offset outside [0, 1).
     """
     _check_size(width, height)
@@ -441,7 +443,7 @@ def strip_boxes(text: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Official-compatible parsers (for parity tests), written from the spec's prose
+# Official-compatible parsers (for parity tests): the behaviour of demo_v2.py and eval_scripts/eval_ref.py, rewritten
 
 _OFFICIAL_MATCH = re.compile(r"<p>.*?\}(?!<)")  # lazily to the first '}' not followed by '<'
 _OFFICIAL_INT = re.compile(r"-?\d+")
@@ -454,7 +456,7 @@ def _official_ints(piece: str) -> tuple[int, int, int, int] | None:
 
 
 def official_demo_extract(text: str) -> list[tuple[str | None, list[tuple[int, int, int, int]]]]:
-    """The official demo's parse (spec 4.3 steps 1-5): [(phrase or None, [grid boxes])], unclamped.
+    """The official demo's parse (demo_v2.py `extract_substrings`): [(phrase or None, [grid boxes])], unclamped.
 
     Phrases are the raw text between ``<p>`` and ``</p>`` (not stripped); a match whose ``</p>`` split does
     not give exactly two parts is skipped; a matched phrase with no 4-integer piece is kept with an empty list.
@@ -481,7 +483,7 @@ def official_demo_extract(text: str) -> list[tuple[str | None, list[tuple[int, i
 
 
 def official_refer_box(text: str) -> tuple[int, int, int, int] | None:
-    """The RefCOCO eval's parse (spec 4.4), unclamped and unordered.
+    """The RefCOCO eval's parse (eval_scripts/eval_ref.py), unclamped and unordered.
 
     None unless the answer, with ``<unk>`` and spaces removed, starts with a ``{<d><d><d><d>}`` box (1-3 digits
     each); else the first four integer runs of the answer.

@@ -1,4 +1,4 @@
-"""Turn images and instructions into model inputs, exactly as the official MiniGPT-v2 (spec §1.7, §2).
+"""Turn images and instructions into model inputs exactly as the official code (blip_processors.py, minigpt_base.py).
 
 Image: squash to image_size x image_size with PIL bicubic (no aspect keeping, no padding), scale to [0, 1],
 normalise with the OpenAI CLIP mean/std.
@@ -149,7 +149,7 @@ class MiniGPTv2Processor:
     def prompt_ids(self, instruction: str, history: Sequence[Turn] = ()) -> list[int]:
         """Token ids for one request about one image, image placeholders included.
 
-        With history, earlier turns are kept with their answers and `</s>`, as in training (spec §1.8):
+        With history, earlier turns keep their answers and `</s>`, as official training does (tokenize_conversation):
         ``<s>[INST] <Img>IMG</Img> q1 [/INST] a1</s><s>[INST] q2 [/INST]``.
         """
         tok = self.tokenizer

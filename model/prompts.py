@@ -1,4 +1,4 @@
-"""Instruction text for every MiniGPT-v2 task identifier (reference/minigptv2-spec.md §3).
+"""Instruction text for every MiniGPT-v2 task identifier (as the official demo_v2.py and eval scripts write it).
 
 This module produces the *instruction* only (e.g. ``[refer] give me the location of the red car``). Wrapping it in
 ``[INST] <Img>…</Img> … [/INST]`` and tokenising is `model.processing`'s job.
@@ -30,7 +30,7 @@ DEFAULT_QUERIES: dict[Task, str] = {
     Task.caption: "please describe this image?",
 }
 
-# The stage-3 training pools (spec §3.5), for fine-tuning targets.
+# The stage-3 training pools (official minigpt4/datasets/datasets/*.py), for fine-tuning targets.
 REFER_TRAINING_TEMPLATES: tuple[str, ...] = (
     "[refer] {}",
     "[refer] give me the location of {}",

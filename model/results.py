@@ -53,7 +53,7 @@ class ProposalResult(BaseModel):
     skipped: list[Skipped] = Field(default_factory=list)
 
     def to_json_dict(self) -> dict:
-        """The CLI/API contract of DESIGN.md."""
+        """What `propose --json` prints (README, "Command line")."""
         return {
             "image": self.image,
             "width": self.width,

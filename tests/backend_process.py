@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import requests
+from patience import HANG_S
 
 from model.synthetic.shapes_model import SHIPPED_DIR
 
@@ -34,11 +35,12 @@ def serve_command(port: int, *extra: str, model: str | os.PathLike = SHIPPED_DIR
 
 @contextlib.contextmanager
 def running_backend(
-    command: Sequence[str], port: int, log_path: Path, env: Mapping[str, str], timeout: float = 120.0
+    command: Sequence[str], port: int, log_path: Path, env: Mapping[str, str], timeout: float = HANG_S
 ) -> Iterator[str]:
     """Start `command`, wait until GET /health answers, yield the base URL; stop the process afterwards.
 
-    A process that exits or stays silent past `timeout` fails with the end of its log.
+    A process that exits fails at once with the end of its log; one that stays silent past `timeout` (a hang: it
+    starts in seconds) fails the same way.
     """
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "w") as log:

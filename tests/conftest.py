@@ -13,11 +13,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 from official_layout import IMAGE_SIZE, OfficialFiles, write_official_layout
 from transformers.utils import logging as hf_logging
 
 hf_logging.disable_progress_bar()
 torch.set_num_threads(min(4, torch.get_num_threads()))
+
+# Hypothesis times every example (a 200 ms deadline) and its data generation (the too_slow health check): wall-clock
+# checks that a busy machine fails while the code is right. Tests check behaviour; speed is measured in bench/.
+settings.register_profile("no-wall-clock", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("no-wall-clock")
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ proxy-related leaks in from the caller). The harness talks to it with the legacy
 enabled for the organization at creation; a Personal Access Token is minted through the API as well.
 On Linux the LS process gets SIGTERM when the thread that started it dies (PR_SET_PDEATHSIG), so a killed test run
 leaves no server behind; start it from the main thread (or a thread that outlives it).
-Behaviour it relies on is recorded in shared/reference/label-studio.md (sections 2-4).
+What it relies on was checked against Label Studio 1.23.2, the version scripts/setup-label-studio.sh installs.
 """
 
 from __future__ import annotations

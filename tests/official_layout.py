@@ -1,7 +1,8 @@
 """Write tiny checkpoints in the official MiniGPT-v2 three-file layout, with the official key names.
 
-Key names and shapes are written out here from reference/minigptv2-spec.md §1.2 and §5.2, independently of our
-module names, so the loader is checked against the official layout rather than against itself.
+Key names and shapes are written out here from the official code (minigpt4/models/eva_vit.py, the peft-0.2 LoRA
+names in the MiniGPT-v2 checkpoint's ``model`` dict), independently of our module names, so the loader is checked
+against the official layout rather than against itself.
 """
 
 from __future__ import annotations

@@ -13,7 +13,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 import warnings
 from collections import Counter
 from dataclasses import replace
@@ -25,6 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from patience import HANG_S
 from PIL import Image, ImageDraw
 
 import annotator.core.exchange as exchange
@@ -209,7 +209,7 @@ def _run_kill_child(store_path: Path, mode: str, edits_before_kill: int, seed: i
         [sys.executable, str(KILL_CHILD), str(store_path), mode, str(edits_before_kill), str(seed)],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=HANG_S,
         env=child_env(),
     )
     assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr[-2000:])
@@ -646,16 +646,13 @@ def test_scan_folder_natural_order_and_skips(tmp_path: Path) -> None:
         scan_folder(tmp_path / "notes.txt")
 
 
-def test_scan_folder_is_fast_for_10k_files(tmp_path: Path) -> None:
+def test_scan_folder_lists_10k_files_in_natural_order(tmp_path: Path) -> None:
     for folder in range(10):
         (tmp_path / f"d{folder}").mkdir()
         for i in range(1000):
             (tmp_path / f"d{folder}" / f"img{i}.jpg").touch()
-    start = time.perf_counter()
     paths = scan_folder(tmp_path)
-    elapsed = time.perf_counter() - start
     assert len(paths) == 10_000 and paths[:3] == ["d0/img0.jpg", "d0/img1.jpg", "d0/img2.jpg"]
-    assert elapsed < 3.0, f"scanning 10k names took {elapsed:.2f} s"
 
 
 def test_probe_image_reports_bad_files_and_sizes_good_ones(tmp_path: Path) -> None:
@@ -868,7 +865,7 @@ def big_jpeg(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "exif = Image.Exif(); exif[0x0112] = 6\n"
         "stored.save(sys.argv[1], quality=85, exif=exif.tobytes())\n"
     )
-    subprocess.run([sys.executable, "-c", code, str(path)], check=True, timeout=120)
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True, timeout=HANG_S)
     return path
 
 
@@ -877,7 +874,7 @@ def test_a_12000x9000_jpeg_loads_within_bounded_memory(big_jpeg: Path) -> None:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         assert Image.open(big_jpeg).size == BIG  # stored sideways
     proc = subprocess.run(
-        [sys.executable, "-c", _MEASURE, str(big_jpeg)], capture_output=True, text=True, timeout=120, env=child_env()
+        [sys.executable, "-c", _MEASURE, str(big_jpeg)], capture_output=True, text=True, timeout=HANG_S, env=child_env()
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout)

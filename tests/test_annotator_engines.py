@@ -16,8 +16,10 @@ import pytest
 import requests
 from backend_process import running_backend, serve_command
 from ls_harness import free_port
+from patience import HANG_MS, HANG_S
 from PIL import Image
 from pytestqt.qtbot import QtBot
+from same_answers import assert_same_proposals
 
 from annotator.core.engines import (
     MAX_PROMPTS_PER_CALL,
@@ -87,7 +89,7 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def remote(server_url: str) -> Iterator[RemoteEngine]:
-    engine = RemoteEngine.connect(server_url, auth=AUTH, timeout=60)
+    engine = RemoteEngine.connect(server_url, auth=AUTH, timeout=HANG_S)
     yield engine
     engine.close()
 
@@ -127,7 +129,8 @@ def test_the_remote_engine_gives_the_local_engines_boxes(local: LocalEngine, rem
         # the same instruction, [identify]'s grid included: the box scaled down for upload lands in the same cells
         assert (theirs.task, theirs.query, theirs.prompt) == (mine.task, mine.query, mine.prompt)
         if request.image.name != "large.jpg":
-            assert theirs == mine  # sent as is: the server decodes the very same pixels
+            # sent as is: the server decodes the very same pixels (scores within the drift between two processes)
+            assert_same_proposals(theirs, mine)
             continue
         # Downscaled to 1344 px for upload: the same answers, boxes within one cell of the 0-100 grid.
         assert [p.label for p in theirs.proposals] == [p.label for p in mine.proposals], (mine.text, theirs.text)
@@ -192,7 +195,7 @@ def test_more_prompts_than_one_call_takes_and_generation_options(server_url: str
     there = remote.propose(requests_)
     here = LocalEngine(local.proposer, options=options).propose(requests_)
     assert len(there) == MAX_PROMPTS_PER_CALL + 6
-    assert there == here
+    assert_same_proposals(there, here)  # split 64 + 6 there, one call here: batches differ, scores may drift
 
 
 def test_connecting_fails_with_the_url_the_cause_and_the_fix(server_url: str) -> None:
@@ -241,7 +244,7 @@ def test_propose_answers_the_documented_contract(server_url: str, tmp_path: Path
         ],
         "options": {"max_new_tokens": 30},
     }
-    response = requests.post(f"{server_url}/propose", json=body, auth=AUTH, timeout=30)
+    response = requests.post(f"{server_url}/propose", json=body, auth=AUTH, timeout=HANG_S)
     assert response.status_code == 200, response.text
     answer = response.json()
     assert answer["model_version"] == "tiny-shapes"
@@ -251,7 +254,7 @@ def test_propose_answers_the_documented_contract(server_url: str, tmp_path: Path
         (Task.identify, 40, 30, "<bytes>"),
     ]
     assert results[1].prompt.startswith("[identify]") and "{<5><10><50><83>}" in results[1].prompt
-    assert requests.post(f"{server_url}/propose", json=body, timeout=30).status_code == 401
+    assert requests.post(f"{server_url}/propose", json=body, timeout=HANG_S).status_code == 401
 
 
 @pytest.mark.parametrize(
@@ -276,7 +279,7 @@ def test_propose_refuses_bad_bodies_with_400(server_url: str, tmp_path: Path, bo
     if isinstance(body, dict) and body.get("image") == "IMG":
         body = {**body, "image": base64.b64encode(_png(tmp_path)).decode()}
     kwargs = {"json": body} if isinstance(body, dict) else {"data": body}
-    response = requests.post(f"{server_url}/propose", auth=AUTH, timeout=30, **kwargs)
+    response = requests.post(f"{server_url}/propose", auth=AUTH, timeout=HANG_S, **kwargs)
     assert response.status_code == 400, response.text
     assert message in response.json()["error"]
 
@@ -285,14 +288,14 @@ def test_propose_gives_422_for_undecodable_image_bytes(server_url: str, shapes) 
     cut = next(iter(shapes)).read_bytes()[:300]  # a PNG cut off mid-data
     for data, cause in ((cut, "truncated"), (b"<html>login</html>", "not an image, it contains an HTML page")):
         body = {"image": base64.b64encode(data).decode(), "prompts": [{"task": "caption"}]}
-        response = requests.post(f"{server_url}/propose", json=body, auth=AUTH, timeout=30)
+        response = requests.post(f"{server_url}/propose", json=body, auth=AUTH, timeout=HANG_S)
         assert response.status_code == 422, response.text
         assert response.json()["error"].startswith("cannot read image '<bytes>':") and cause in response.text
 
 
 def test_propose_refuses_an_oversized_body_before_reading_it(server_url: str) -> None:
     host, port = server_url.removeprefix("http://").split(":")
-    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    connection = http.client.HTTPConnection(host, int(port), timeout=HANG_S)
     try:
         connection.putrequest("POST", "/propose")
         credentials = base64.b64encode(f"{AUTH[0]}:{AUTH[1]}".encode()).decode()
@@ -333,14 +336,14 @@ def test_the_window_uses_a_remote_server_like_a_local_model(
     win.open_folder(folder, tmp_path / "remote.minigpt.sqlite")
     win.load_model(ModelSource("server", server_url))
     assert win.ai is not None and win.session is not None
-    qtbot.waitUntil(lambda: not win.ai.busy, timeout=30_000)
+    qtbot.waitUntil(lambda: not win.ai.busy, timeout=HANG_MS)
     assert win.model_status.text().startswith(f"Ready: server {server_url}")
     image = win.session.current_id
     assert image is not None
     path = win.session.path_of(win.session.image(image))
     win.ai_panel.query.setText(", ".join(CATEGORIES))
     win.run_model()
-    qtbot.waitUntil(lambda: not win.ai.busy, timeout=60_000)
+    qtbot.waitUntil(lambda: not win.ai.busy, timeout=HANG_MS)
     remote_boxes = sorted((r.label, r.box.xyxy) for r in win.session.boxes(image))
     expected = local.propose([EngineRequest(path, Task.detection, name) for name in CATEGORIES])
     rows: list = []

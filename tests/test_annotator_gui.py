@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from patience import HANG_MS, HANG_S
 from PIL import Image
 from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
 from PySide6.QtGui import QMouseEvent
@@ -68,7 +69,7 @@ def window(qtbot: QtBot, image_folder: Path, tmp_path: Path, engine: LocalEngine
     return win
 
 
-def _wait_idle(qtbot: QtBot, win: MainWindow, timeout: int = 60_000) -> None:
+def _wait_idle(qtbot: QtBot, win: MainWindow, timeout: int = HANG_MS) -> None:
     assert win.ai is not None
     qtbot.waitUntil(lambda: not win.ai.busy, timeout=timeout)
 
@@ -302,10 +303,10 @@ def test_cancel_during_batch_leaves_a_consistent_store(qtbot: QtBot, window: Mai
     assert win.start_batch(prompts, unreviewed_only=True)
     worker = ai._worker
     assert worker is not None
-    with qtbot.waitSignal(worker.progress, timeout=60_000):
+    with qtbot.waitSignal(worker.progress, timeout=HANG_MS):
         pass
     ai.cancel()
-    qtbot.waitUntil(lambda: not ai.busy, timeout=60_000)
+    qtbot.waitUntil(lambda: not ai.busy, timeout=HANG_MS)
 
     readable = [r for r in session.images() if r.error is None]
     with_proposals = [r for r in readable if r.proposals]
@@ -363,7 +364,7 @@ def test_reopening_returns_to_where_the_user_left_off(
     assert second.ai_panel.query.text() == "the cup"
     # The model source is remembered and loads again in the background.
     assert second.ai is not None
-    qtbot.waitUntil(lambda: second.ai.engine is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: second.ai.engine is not None, timeout=HANG_MS)
     assert "tiny" in second.model_status.text() or "Ready" in second.model_status.text()
     second.close()
 
@@ -377,10 +378,10 @@ def test_model_errors_show_in_the_ui(qtbot: QtBot, image_folder: Path, tmp_path:
     missing = tmp_path / "no-such-model"
     win.load_model(ModelSource("local", str(missing)))
     assert win.ai is not None
-    qtbot.waitUntil(lambda: not win.ai.busy, timeout=30_000)
+    qtbot.waitUntil(lambda: not win.ai.busy, timeout=HANG_MS)
     assert str(missing) in win.ai_panel.status.text()
     win.load_model(ModelSource("server", "http://127.0.0.1:9"))
-    qtbot.waitUntil(lambda: not win.ai.busy, timeout=30_000)
+    qtbot.waitUntil(lambda: not win.ai.busy, timeout=HANG_MS)
     assert "127.0.0.1:9" in win.ai_panel.status.text()
     win.close()
 
@@ -403,7 +404,7 @@ def test_huge_image_opens_within_bounded_memory() -> None:
     import sys
 
     bench = Path(__file__).resolve().parents[1] / "bench" / "annotator_startup.py"
-    done = subprocess.run([sys.executable, str(bench), "--huge"], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, str(bench), "--huge"], capture_output=True, text=True, timeout=HANG_S)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)
     huge = report["huge_image"]
@@ -484,10 +485,10 @@ def test_the_gui_command_s_window_opens_the_folder_and_loads_the_model(
     assert len(win.session.images()) == len(list(image_folder.iterdir()))
     assert win.session.current_id is not None  # the first image is shown straight away
     # Headers are read in the background: every file gets its size, or is marked unreadable, without a visit.
-    qtbot.waitUntil(lambda: all(row.width is not None or row.error for row in win.session.images()), timeout=30_000)
+    qtbot.waitUntil(lambda: all(row.width is not None or row.error for row in win.session.images()), timeout=HANG_MS)
     broken = win.session.image(win.session.store.image_id("zz-broken.jpg") or -1)
     assert broken.error is not None and broken.width is None
-    qtbot.waitUntil(lambda: win.ai.engine is not None, timeout=60_000)
+    qtbot.waitUntil(lambda: win.ai.engine is not None, timeout=HANG_MS)
     assert win.model_status.text().startswith("Ready: local model tiny-shapes")
 
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from patience import HANG_S
+
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "engine.py"
 
 
@@ -15,7 +17,7 @@ def test_engine_benchmark_runs_tiny_and_reports_every_figure() -> None:
         [sys.executable, str(BENCH), "--tiny", "--images", "4", "--repeats", "1", "--new-tokens", "8"],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=HANG_S,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)
@@ -36,6 +38,6 @@ def test_engine_benchmark_refuses_full_size_without_a_gpu() -> None:
 
     if torch.cuda.is_available():  # on a GPU machine the full-size run is the real thing, not an error
         return
-    done = subprocess.run([sys.executable, str(BENCH)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, str(BENCH)], capture_output=True, text=True, timeout=HANG_S)
     assert done.returncode != 0
     assert "needs a CUDA GPU; use --tiny" in done.stderr

@@ -29,7 +29,7 @@ from model.training import (
 from model.training.batches import IGNORE_INDEX, collate
 from model.training.trainer import CHECKPOINTS
 
-# --- instruction formats (spec §3.5, §4.1) -------------------------------------------------------------------------
+# --- instruction formats (official stage-3 datasets, minigpt4/datasets/datasets/*.py) --------------------------------
 
 
 def _record(path: Path = Path("street.png")) -> ImageRecord:

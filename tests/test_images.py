@@ -6,7 +6,6 @@ import dataclasses
 import gc
 import io
 import struct
-import time
 import warnings
 import zlib
 from pathlib import Path
@@ -256,16 +255,13 @@ def test_bomb_is_refused_before_decoding(tmp_path: Path) -> None:
     assert path.stat().st_size < 200_000
     images_created = Image.core.get_stats()["new_count"]  # Pillow counts every pixel buffer it creates
 
-    started = time.perf_counter()
     with pytest.raises(ImageLoadError) as raised:
         load_image(path)
-    elapsed = time.perf_counter() - started
 
     message = str(raised.value)
     assert "400,000,000" in message
     assert f"{DEFAULT_MAX_PIXELS:,}" in message
-    assert elapsed < 1.0
-    assert Image.core.get_stats()["new_count"] == images_created  # no pixel memory was allocated
+    assert Image.core.get_stats()["new_count"] == images_created  # no pixel memory was allocated: nothing decoded
     assert image_size(path) == (20_000, 20_000)  # only the header is read
 
 

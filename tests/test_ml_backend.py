@@ -10,7 +10,9 @@ import json
 from pathlib import Path
 
 import pytest
+from patience import HANG_S
 from PIL import Image
+from same_answers import assert_same_proposals
 
 from ml_backend.backend import MiniGPTBackend
 from ml_backend.corrections import CorrectionStore
@@ -119,10 +121,7 @@ def test_a_broken_image_gets_an_empty_result_and_the_others_are_served(client, s
     results = client.post("/predict", json={"tasks": tasks, "label_config": CONFIG}).get_json()["results"]
     assert [len(r["result"]) == 0 for r in results][1:3] == [True, True]
     alone = client.post("/predict", json={"tasks": [tasks[0], tasks[3]], "label_config": CONFIG}).get_json()
-    assert [results[0]["result"], results[3]["result"]] == [
-        [{**r, "id": mine["id"]} for r, mine in zip(alone_r["result"], batch_r["result"], strict=True)]
-        for alone_r, batch_r in zip(alone["results"], [results[0], results[3]], strict=True)
-    ]
+    assert_same_proposals([results[0], results[3]], alone["results"], ignore={"id"})  # region ids are random
 
 
 def test_a_typed_phrase_returns_one_box_with_the_named_label(client, ground_truth: dict) -> None:
@@ -261,7 +260,7 @@ def test_serve_without_a_model_says_how_to_give_one(tmp_path: Path) -> None:
 
     env = {k: v for k, v in __import__("os").environ.items() if k != "MINIGPT_MODEL"}
     done = subprocess.run(
-        [sys.executable, "-m", "minigpt_annotate", "serve"], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "minigpt_annotate", "serve"], env=env, capture_output=True, text=True, timeout=HANG_S
     )
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
@@ -272,7 +271,7 @@ def test_serve_without_a_model_says_how_to_give_one(tmp_path: Path) -> None:
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=HANG_S,
     )
     assert missing.returncode == 1
     assert "not found" in missing.stderr and len(missing.stderr.strip().splitlines()) == 1
@@ -296,11 +295,5 @@ def test_a_large_request_is_answered_in_order_across_chunks(client, ground_truth
     results = client.post("/predict", json={"tasks": tasks, "label_config": CONFIG}).get_json()["results"]
     assert len(results) == 40
 
-    def boxes(prediction: dict) -> list:
-        return [
-            (r["value"]["rectanglelabels"], round(r["value"]["x"], 4), round(r["score"], 4))
-            for r in prediction["result"]
-        ]
-
-    for i, prediction in enumerate(results):
-        assert boxes(prediction) == boxes(results[i % len(names)])
+    for i, prediction in enumerate(results):  # the same image in another chunk: batches differ, scores may drift
+        assert_same_proposals(prediction["result"], results[i % len(names)]["result"], ignore={"id"})

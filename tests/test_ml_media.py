@@ -388,7 +388,8 @@ def test_label_studio_that_never_answers_times_out(world: World) -> None:
         fetcher = world.fetcher(label_studio_url=url, api_key=LEGACY, timeout_s=0.3)
         started = time.monotonic()
         message = error_of(world, fetcher.fetch, "/data/upload/1/img.png")
-    assert time.monotonic() - started < 3
+    # the 0.3 s setting was used, not the 30 s default (a bound far above 0.3 s: a busy machine is slow, not wrong)
+    assert time.monotonic() - started < 15
     assert "cannot reach" in message and "no answer within 0.3 s" in message and "LABEL_STUDIO_URL" in message
 
 

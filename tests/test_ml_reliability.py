@@ -1,16 +1,21 @@
-"""`minigpt-annotate serve` on loopback under load: 200 concurrent /predict requests, all answered correctly."""
+"""`minigpt-annotate serve` on loopback under load: 200 concurrent /predict requests, all answered correctly.
+
+Bounded by progress, not by the clock: a busy machine may take minutes to answer 200 requests queued behind one
+model lock, so no request has a read timeout; the test fails if no answer at all arrives for STALL_S.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import pytest
 import requests
 from backend_process import running_backend, serve_command
 from ls_harness import free_port
+from same_answers import assert_same_proposals
 
 from model.synthetic.shapes import make_shapes
 from model.synthetic.shapes_model import SHIPPED_DIR
@@ -20,7 +25,7 @@ CONFIG = (
     '<Label value="square"/><Label value="circle"/><Label value="triangle"/></RectangleLabels></View>'
 )
 REQUESTS = 200
-TIMEOUT_S = 120  # per request: a bound, not a speed claim
+STALL_S = 600  # fail when no request at all is answered for this long: a hang, not a slow machine
 
 
 @pytest.fixture(scope="module")
@@ -35,22 +40,32 @@ def server(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _predict(url: str, tasks: list[dict]) -> list[dict]:
-    response = requests.post(f"{url}/predict", json={"tasks": tasks, "label_config": CONFIG}, timeout=TIMEOUT_S)
+    # A request waits in the queue for as long as the requests before it take: no read timeout (see STALL_S).
+    response = requests.post(f"{url}/predict", json={"tasks": tasks, "label_config": CONFIG}, timeout=(STALL_S, None))
     response.raise_for_status()
     return response.json()["results"]
 
 
-def _comparable(prediction: dict) -> list:
-    return [
-        (r["value"]["rectanglelabels"], round(r["value"]["x"], 6), round(r["score"], 6)) for r in prediction["result"]
-    ]
+def _all_answered(url: str, batches: list[list[dict]]) -> list[list[dict]]:
+    """Every batch posted at once, each from its own thread; the answers in order. Fails on a stall."""
+    pool = ThreadPoolExecutor(max_workers=len(batches))  # all in flight at once
+    futures = [pool.submit(_predict, url, batch) for batch in batches]
+    pending = set(futures)
+    try:
+        while pending:
+            done, pending = wait(pending, timeout=STALL_S, return_when=FIRST_COMPLETED)
+            assert done, f"no answer for {STALL_S} s: {len(batches) - len(pending)} of {len(batches)} answered"
+    finally:
+        # On a stall, do not wait for the stuck threads: stopping the server (the fixture) releases them.
+        pool.shutdown(wait=not pending, cancel_futures=True)
+    return [future.result() for future in futures]
 
 
 def test_200_concurrent_requests_are_all_answered_correctly(server) -> None:
     url, names = server
     tasks = [{"id": i, "data": {"image": f"/data/local-files/?d={name}"}} for i, name in enumerate(names, start=1)]
     broken = {"id": 99, "data": {"image": "/data/local-files/?d=images/does-not-exist.png"}}
-    expected = {task["id"]: _comparable(_predict(url, [task])[0]) for task in tasks}
+    expected = {task["id"]: _predict(url, [task])[0] for task in tasks}
 
     # each request: one or two tasks, every tenth with a broken image next to a good one
     batches = []
@@ -58,8 +73,7 @@ def test_200_concurrent_requests_are_all_answered_correctly(server) -> None:
         good = tasks[i % len(tasks)]
         batches.append([good, broken] if i % 10 == 0 else [good, tasks[(i + 1) % len(tasks)]])
 
-    with ThreadPoolExecutor(max_workers=REQUESTS) as pool:  # all 200 in flight at once
-        answers = list(pool.map(lambda batch: _predict(url, batch), batches))
+    answers = _all_answered(url, batches)
 
     assert len(answers) == REQUESTS
     for batch, answer in zip(batches, answers, strict=True):
@@ -68,8 +82,9 @@ def test_200_concurrent_requests_are_all_answered_correctly(server) -> None:
             if task is broken:
                 assert prediction["result"] == []
             else:
-                assert _comparable(prediction) == expected[task["id"]]
-    metrics = requests.get(f"{url}/metrics", timeout=10).json()
+                # a task batched with another one scores within float drift of the task alone (same_answers.py)
+                assert_same_proposals(prediction["result"], expected[task["id"]]["result"], ignore={"id"})
+    metrics = requests.get(f"{url}/metrics", timeout=STALL_S).json()
     assert metrics["predict_calls"] == REQUESTS + len(tasks)
     assert metrics["failed_tasks"] == REQUESTS // 10
 
@@ -88,7 +103,7 @@ def test_gunicorn_serves_the_wsgi_app_configured_by_the_environment(tmp_path: Pa
     gunicorn = Path(sys.executable).with_name("gunicorn")
     command = [str(gunicorn), "--workers", "1", "--threads", "4", "--bind", f"127.0.0.1:{port}", "ml_backend.wsgi:app"]
     with running_backend(command, port, tmp_path / "gunicorn.log", env) as url:
-        assert requests.get(f"{url}/health", timeout=10).json()["model_version"] == "shapes-v1"
+        assert requests.get(f"{url}/health", timeout=STALL_S).json()["model_version"] == "shapes-v1"
         (prediction,) = _predict(url, [{"id": 1, "data": {"image": f"/data/local-files/?d={name}"}}])
         assert prediction["model_version"] == "shapes-v1"
         assert all(r["type"] == "rectanglelabels" for r in prediction["result"])

@@ -1,4 +1,5 @@
-"""Architecture rules of spec §1, each checked against a reference computed here from the spec's prose."""
+"""Architecture rules of the official MiniGPT-v2 (EVA ViT-g/14, ln_vision, 4-token grouping, projection, LLaMA),
+each checked against a reference computed here from the rule as stated, not from our modules."""
 
 from __future__ import annotations
 
@@ -93,7 +94,8 @@ def _tiny_eva(seed: int = 0) -> EvaVisionModel:
 
 
 def reference_attention(attn: Attention, x: torch.Tensor, heads: int) -> torch.Tensor:
-    """Spec §1.2: one qkv matmul without bias; q gets q_bias, k no bias, v gets v_bias; scale head_dim^-0.5."""
+    """Official EVA attention: one qkv matmul without bias; q gets q_bias, k no bias, v gets v_bias; scale
+    head_dim^-0.5."""
     dim = x.shape[-1]
     w_q, w_k, w_v = attn.qkv.weight.split(dim)
     q = x @ w_q.T + attn.q_bias
@@ -200,4 +202,4 @@ def test_default_config_builds_the_official_full_size_shapes() -> None:
     assert len(llama.model.layers) == 32 and llama.lm_head.weight.shape == (32000, 4096)
     assert config.text_config.rms_norm_eps == 1e-5 and config.image_seq_length == 256
     vision_params = sum(p.numel() for p in vision.parameters())
-    assert 0.98e9 < vision_params < 1.0e9  # ≈0.99 B (spec §1.2)
+    assert 0.98e9 < vision_params < 1.0e9  # ≈0.99 B: 39 blocks of 25.25 M plus the embeddings

@@ -1,4 +1,5 @@
-"""Preprocessing (spec §2), prompt layout and BOS handling (spec §1.7), and the instruction templates (spec §3)."""
+"""Preprocessing (official blip_processors.py), prompt layout and BOS handling (official minigpt_base.py), and the
+instruction templates (official demo_v2.py and eval scripts)."""
 
 from __future__ import annotations
 

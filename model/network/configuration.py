@@ -1,7 +1,8 @@
 """Configurations: the EVA ViT-g/14 vision tower and the composite MiniGPT-v2 model.
 
-Defaults are the official full-size shapes (reference/minigptv2-spec.md §1). Tiny variants change only numbers, so
-tests and the full model run the same code.
+Defaults are the official full-size shapes (EVA ViT-g/14: 39 blocks of width 1408 at 448 px; LLaMA-2-7B; see
+minigpt4/models/eva_vit.py and minigpt_v2.py in the official MiniGPT-4 repository). Tiny variants change only
+numbers, so tests and the full model run the same code.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""EVA ViT-g/14 as used by BLIP-2 and MiniGPT-v2 (reference/minigptv2-spec.md §1.2).
+"""EVA ViT-g/14 as used by BLIP-2 and MiniGPT-v2 (the official MiniGPT-4 repository, minigpt4/models/eva_vit.py).
 
 Module and parameter names follow the official `eva_vit_g.pth` keys (`blocks.{i}.attn.qkv.weight`, ...), so loading
 the official file is a plain key copy plus the position-embedding interpolation below.

@@ -20,7 +20,8 @@ from .eva_vit import EvaVisionModel
 def merge_visual_tokens(tokens: torch.Tensor, tokens_per_group: int) -> torch.Tensor:
     """[B, N, C] → [B, N / k, k·C]: each output token concatenates k *consecutive* raster tokens.
 
-    On the 32x32 patch grid with k=4 this is a 1x4 horizontal strip, not a 2x2 block (spec §1.4).
+    On the 32x32 patch grid with k=4 this is a 1x4 horizontal strip, not a 2x2 block: the official
+    `MiniGPTv2.encode_img` is a plain row-major `view`, whatever the paper's "4 adjacent tokens" suggests.
     """
     batch, count, channels = tokens.shape
     return tokens.reshape(batch, count // tokens_per_group, channels * tokens_per_group)
@@ -83,7 +84,8 @@ class MiniGPTv2ForConditionalGeneration(MiniGPTv2PreTrainedModel, GenerationMixi
         Split from the projection so that fine-tuning with a frozen vision tower can cache it per image.
         """
         hidden = self.vision_model(pixel_values)  # fp32 residual stream, CLS first
-        # ln_vision: a freshly initialised, frozen LayerNorm in the official model, i.e. parameter-free (spec §1.3).
+        # ln_vision: a freshly initialised, frozen LayerNorm in the official model, never saved in its checkpoint,
+        # i.e. parameter-free (weight 1, bias 0, eps 1e-5).
         hidden = F.layer_norm(hidden.float(), (hidden.shape[-1],), eps=self.config.ln_vision_eps)
         return merge_visual_tokens(hidden[:, 1:], self.config.tokens_per_group)
 

@@ -1,4 +1,5 @@
-"""Instruction samples → padded training tensors, with the loss on answer tokens only (spec §6.4)."""
+"""Instruction samples → padded training tensors, with the loss on answer tokens and `</s>` only, as in the official
+`MiniGPTBase.forward` (minigpt4/models/minigpt_base.py)."""
 
 from __future__ import annotations
 

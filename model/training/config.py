@@ -1,4 +1,5 @@
-"""Fine-tuning settings. Defaults follow the released stage-3 config (reference/minigptv2-spec.md §6.3)."""
+"""Fine-tuning settings. Defaults follow the released stage-3 config (the official MiniGPT-4 repository,
+train_configs/minigptv2_finetune.yaml)."""
 
 from __future__ import annotations
 

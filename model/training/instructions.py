@@ -1,4 +1,5 @@
-"""COCO annotations → MiniGPT-v2 stage-3 instruction/answer pairs (reference/minigptv2-spec.md §3.5, §4.1, §6).
+"""COCO annotations → MiniGPT-v2 stage-3 instruction/answer pairs, in the formats of the official stage-3 datasets
+(minigpt4/datasets/datasets/*.py in the official MiniGPT-4 repository).
 
 Three formats, as the official datasets write them:
 

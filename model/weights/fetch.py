@@ -1,5 +1,7 @@
-"""Download the three official files (spec §5.1). Thin on purpose: everything after the download is `convert`,
-which the tests cover on tiny files; nothing here runs in the tests, because no network is reachable there."""
+"""Download the three official files (EVA ViT-g from Salesforce's LAVIS bucket, LLaMA-2-7b-chat, the MiniGPT-v2
+checkpoint; the sources are listed in the official MiniGPT-4 README). Thin on purpose: everything after the download
+is `convert`, which the tests cover on tiny files; nothing here runs in the tests, because no network is reachable
+there."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Load the official three-file MiniGPT-v2 layout and convert it to one transformers folder (spec §5).
+"""Load the official three-file MiniGPT-v2 layout and convert it to one transformers folder (README, "Using the
+official MiniGPT-v2 weights").
 
 The files:
 - ``eva_vit_g.pth``: the BLIP-2 EVA ViT-g/14 state dict. It holds one more block than the model uses (40, of which
