@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from llama_vocab import HUB_TOKENIZER_CONFIG, LLAMA_TOKENIZER_SHA256, llama_tokenizer_model, vocab_gguf
+from patience import HANG_S
 
 from model.errors import CheckpointError
 from model.grammar import format_box
@@ -147,7 +148,7 @@ def test_a_folder_with_only_tokenizer_model_loads_without_protobuf_or_sentencepi
     text = "[INST] <Img> red  balloon"
     done = subprocess.run(
         [sys.executable, "-c", script, text, *map(str, llama_folders.values())],
-        capture_output=True, text=True, timeout=300, check=False, cwd=Path(__file__).parents[1],
+        capture_output=True, text=True, timeout=HANG_S, check=False, cwd=Path(__file__).parents[1],
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.splitlines()[-1]) == [official(text)] * len(llama_folders)
