@@ -33,12 +33,12 @@ import time
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from model.annotations import Box, Task
 from model.errors import MiniGPTError, PromptError
 from model.images import load_image
 from model.proposer import GenerationOptions
+from model.request import Prompt
 
 from .backend import WEBHOOK_EVENTS, MiniGPTBackend
 from .label_config import LabelConfigError
@@ -89,28 +89,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class PromptPayload(_Strict):
-    task: Task
-    query: str | None = None
-    box: Box | None = Field(default=None, description="[x0, y0, x1, y1] in pixels of the upright image; identify only")
-
-    @field_validator("box", mode="before")
-    @classmethod
-    def _xyxy(cls, value: object) -> object:
-        if isinstance(value, (list, tuple)):
-            if len(value) != 4:
-                raise ValueError(f"expected [x0, y0, x1, y1], got {len(value)} numbers")
-            return dict(zip(("x0", "y0", "x1", "y1"), value, strict=True))
-        return value
-
-
 class OptionsPayload(GenerationOptions):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class ProposePayload(_Strict):
     image: str = Field(min_length=1, description="base64 of the encoded image file")
-    prompts: list[PromptPayload] = Field(min_length=1, max_length=MAX_PROMPTS)
+    prompts: list[Prompt] = Field(min_length=1, max_length=MAX_PROMPTS)  # the core shape: task, query, box
     options: OptionsPayload | None = None
 
     def image_bytes(self) -> bytes:
@@ -199,7 +184,7 @@ def create_app(backend: MiniGPTBackend, *, basic_auth: tuple[str, str] | None = 
     def propose() -> Response:
         payload = ProposePayload.model_validate(_limited_json(MAX_PROPOSE_BYTES))
         image = load_image(payload.image_bytes())  # ImageLoadError → 422 with the decoder's cause
-        prompts = [(p.task, p.query, p.box) for p in payload.prompts]
+        prompts = payload.prompts
         started = time.perf_counter()
         try:
             results = backend.propose(image, prompts, payload.options)

@@ -35,6 +35,7 @@ from model.coco import read_coco
 from model.errors import ImageLoadError
 from model.images import load_image
 from model.proposer import GenerationOptions, ProposalResult
+from model.request import Prompt
 from model.synthetic.shapes import make_shapes
 from model.synthetic.shapes_model import SHIPPED_DIR
 
@@ -96,10 +97,10 @@ def _requests(records: dict) -> list[EngineRequest]:
     """What a labeller asks per image: every category, the first shape's phrase, and [identify] on its box."""
     out = []
     for path, record in records.items():
-        out += [EngineRequest(path, Task.detection, name) for name in CATEGORIES]
+        out += [EngineRequest(path, Prompt(Task.detection, name)) for name in CATEGORIES]
         first = record.annotations[0]
-        out.append(EngineRequest(path, Task.refer, first.phrase))
-        out.append(EngineRequest(path, Task.identify, None, first.box))
+        out.append(EngineRequest(path, Prompt(Task.refer, first.phrase)))
+        out.append(EngineRequest(path, Prompt(Task.identify, None, first.box)))
     return out
 
 
@@ -144,7 +145,7 @@ def test_the_remote_engine_gives_the_local_engines_boxes(local: LocalEngine, rem
 def test_cancel_stops_between_images_after_delivering_the_earlier_ones(kind: str, request, shapes) -> None:
     engine = request.getfixturevalue(kind)
     paths = list(shapes)[:3]
-    requests_ = [EngineRequest(p, Task.detection, name) for p in paths for name in CATEGORIES]
+    requests_ = [EngineRequest(p, Prompt(Task.detection, name)) for p in paths for name in CATEGORIES]
 
     delivered: list[ImageOutcome] = []
     with pytest.raises(Cancelled, match="stopped after 1 of 3 images"):
@@ -168,7 +169,7 @@ def test_a_corrupt_image_fails_alone_and_the_next_images_run(kind: str, request,
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(good[1].read_bytes()[:400])  # a JPEG cut off by an interrupted copy
     paths = [good[0], corrupt, tmp_path / "missing.png", good[1]]
-    requests_ = [EngineRequest(p, Task.detection, "circle") for p in paths]
+    requests_ = [EngineRequest(p, Prompt(Task.detection, "circle")) for p in paths]
 
     outcomes = list(engine.propose_each(requests_))
     assert [o.indices for o in outcomes] == [[0], [1], [2], [3]]
@@ -187,7 +188,7 @@ def test_more_prompts_than_one_call_takes_and_generation_options(server_url: str
     options = GenerationOptions(max_new_tokens=12)
     path = next(iter(shapes))
     phrases = [a.phrase for a in shapes[path].annotations] * 40
-    requests_ = [EngineRequest(str(path), "refer", phrase) for phrase in phrases[: MAX_PROMPTS_PER_CALL + 6]]
+    requests_ = [EngineRequest(str(path), Prompt("refer", phrase)) for phrase in phrases[: MAX_PROMPTS_PER_CALL + 6]]
     remote = RemoteEngine(server_url.removeprefix("http://"), auth=AUTH, options=options)  # two /propose calls
     there = remote.propose(requests_)
     here = LocalEngine(local.proposer, options=options).propose(requests_)
@@ -265,7 +266,7 @@ def test_propose_answers_the_documented_contract(server_url: str, tmp_path: Path
         ({"image": "IMG", "prompts": [{"task": "find"}]}, "prompts.0.task: Input should be 'detection'"),
         ({"image": "IMG", "prompts": [{"task": "identify", "box": [1, 2, 3]}]}, "expected [x0, y0, x1, y1]"),
         ({"image": "IMG", "prompts": [{"task": "identify", "box": [5, 2, 3, 9]}]}, "box must have x0 < x1"),
-        ({"image": "IMG", "prompts": [{"task": "refer", "querry": "x"}]}, "prompts.0.querry: Extra inputs"),
+        ({"image": "IMG", "prompts": [{"task": "refer", "querry": "x"}]}, "prompts.0.querry: Unexpected keyword"),
         ({"image": "IMG", "prompts": [{"task": "caption"}], "options": {"temprature": 1}}, "options.temprature"),
         ({"image": "IMG", "prompts": [{"task": "caption"}], "options": {"max_new_tokens": 0}}, "max_new_tokens"),
         ({"image": "IMG", "prompts": [{"task": "detection", "query": "a", "box": [1, 2, 3, 4]}]}, "only task identify"),
@@ -308,8 +309,8 @@ def test_propose_refuses_an_oversized_body_before_reading_it(server_url: str) ->
 
 
 def test_engine_requests_accept_plain_strings(tmp_path: Path) -> None:
-    request = EngineRequest(str(tmp_path / "a.jpg"), "refer", "the dog")  # type: ignore[arg-type]
-    assert request.image == tmp_path / "a.jpg" and request.task is Task.refer
+    request = EngineRequest(str(tmp_path / "a.jpg"), Prompt("refer", "the dog"))  # type: ignore[arg-type]
+    assert request.image == tmp_path / "a.jpg" and request.prompt.task is Task.refer
 
 
 def test_the_window_uses_a_remote_server_like_a_local_model(
@@ -342,7 +343,7 @@ def test_the_window_uses_a_remote_server_like_a_local_model(
     win.run_model()
     qtbot.waitUntil(lambda: not win.ai.busy, timeout=60_000)
     remote_boxes = sorted((r.label, r.box.xyxy) for r in win.session.boxes(image))
-    expected = local.propose([EngineRequest(path, Task.detection, name) for name in CATEGORIES])
+    expected = local.propose([EngineRequest(path, Prompt(Task.detection, name)) for name in CATEGORIES])
     rows: list = []
     for name, result in zip(CATEGORIES, expected, strict=True):  # merged the way the window merges
         rows += proposal_rows(result.proposals, image, rows, label=name)
@@ -364,6 +365,6 @@ def test_a_local_model_stops_mid_generation_and_drops_the_partial_answer(
         return len(polls) > 1  # the first call is the check before the image, then one per generated token
 
     with pytest.raises(Cancelled) as stopped:
-        local.propose([EngineRequest(path, Task.detection, "circle")], should_stop=stop_on_the_first_token)
+        local.propose([EngineRequest(path, Prompt(Task.detection, "circle"))], should_stop=stop_on_the_first_token)
     assert stopped.value.results == [None]  # nothing half-done comes back
     assert len(polls) == 2

@@ -1,8 +1,9 @@
 """Where the desktop app's proposals come from: the model in this process, or `minigpt-annotate serve` on a GPU box.
 
-Both engines take the same :class:`EngineRequest` list and give the same :class:`~model.proposer.ProposalResult`
-objects (``image`` is the local path, boxes are in pixels of the local upright image), so the app does not care
-which one runs. Qt-free: the GUI calls them from a worker thread and passes ``should_stop``/``on_progress``.
+Both engines take the same :class:`EngineRequest` list (a local file and a :class:`~model.request.Prompt`) and give
+the same :class:`~model.results.ProposalResult` objects (``image`` is the local path, boxes are in pixels of the
+local upright image), so the app does not care which one runs. Qt-free: the GUI calls them from a worker thread and
+passes ``should_stop``/``on_progress``.
 
 Work is done one image at a time, all of that image's prompts in one batch (the image is encoded once). Batch code
 over a folder uses :meth:`Engine.propose_each`, which yields each image's results as soon as they exist, yields a
@@ -25,9 +26,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 import requests
 from PIL import Image
 
-from model.annotations import Box, Task
+from model.annotations import Box
 from model.errors import GenerationStopped, MiniGPTError
 from model.images import load_image
+from model.request import Prompt
 from model.results import GenerationOptions, ProposalResult
 
 if TYPE_CHECKING:  # torch loads only with a local model, so the window opens fast and a remote-only app stays lean
@@ -58,17 +60,13 @@ StopCallback = Callable[[], bool]
 
 @dataclass(frozen=True)
 class EngineRequest:
-    """One question about one local image file."""
+    """One prompt about one local image file (no chat history: the server's contract carries none)."""
 
     image: Path  # a local image file
-    task: Task
-    query: str | None = None
-    box: Box | None = None  # pixels of the upright image; [identify] only
+    prompt: Prompt  # its box, if any, in pixels of the local upright image
 
     def __post_init__(self) -> None:
-        # Accept "photo.jpg" and "detection" too: callers build requests from settings and text fields.
-        object.__setattr__(self, "image", Path(self.image))
-        object.__setattr__(self, "task", Task(self.task))
+        object.__setattr__(self, "image", Path(self.image))  # accept "photo.jpg" too, as settings give it
 
 
 class Cancelled(MiniGPTError):
@@ -222,7 +220,7 @@ class LocalEngine(_ImageByImage):
         loaded = load_image(image)  # ImageLoadError names the file; result.image is str(image)
         from model.proposer import ProposeRequest
 
-        batch = [ProposeRequest(loaded, r.task, r.query, r.box) for r in requests]
+        batch = [ProposeRequest.of(loaded, r.prompt) for r in requests]
         with self._lock:
             try:  # Cancel also stops a long answer mid-generation, not only between images
                 return self.proposer.propose_batch(batch, options=self.options, should_stop=should_stop)
@@ -352,9 +350,9 @@ class RemoteEngine(_ImageByImage):
                 "image": encoded,
                 "prompts": [
                     {
-                        "task": r.task.value,
-                        "query": r.query,
-                        "box": upload.box_to_sent(r.box) if r.box is not None else None,
+                        "task": r.prompt.task.value,
+                        "query": r.prompt.query,
+                        "box": upload.box_to_sent(r.prompt.box) if r.prompt.box is not None else None,
                     }
                     for r in chunk
                 ],

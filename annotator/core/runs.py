@@ -16,8 +16,10 @@ Label Studio backend uses too (any case, ``_``/``-`` as spaces, plurals, whole w
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from pydantic.dataclasses import dataclass
+
+from model import request
 from model.annotations import Box, Task
 from model.errors import MiniGPTError
 from model.labels import LabelMatcher, label_prompt
@@ -30,11 +32,10 @@ class RunError(MiniGPTError):
 
 
 @dataclass(frozen=True)
-class Prompt:
-    task: Task
-    query: str | None
-    box: Box | None = None
-    label: str | None = None  # the label its boxes get; None: the proposal's own label (phrase or query)
+class Prompt(request.Prompt):
+    """A model prompt (:class:`model.request.Prompt`) and the label its boxes get."""
+
+    label: str | None = None  # None: the proposal's own label (phrase or query)
 
 
 def plan_run(
