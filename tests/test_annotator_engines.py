@@ -17,10 +17,11 @@ import requests
 from backend_process import running_backend, serve_command
 from ls_harness import free_port
 from PIL import Image
+from pydantic import ValidationError
 from pytestqt.qtbot import QtBot
 
+from annotator.core import engines
 from annotator.core.engines import (
-    MAX_PROMPTS_PER_CALL,
     MAX_UPLOAD_SIDE,
     Cancelled,
     EngineError,
@@ -30,6 +31,7 @@ from annotator.core.engines import (
     RemoteEngine,
 )
 from ml_backend import server
+from model import propose_api
 from model.annotations import Box, ImageRecord, Task
 from model.coco import read_coco
 from model.errors import ImageLoadError
@@ -184,16 +186,39 @@ def test_a_corrupt_image_fails_alone_and_the_next_images_run(kind: str, request,
 
 
 def test_more_prompts_than_one_call_takes_and_generation_options(server_url: str, local: LocalEngine, shapes) -> None:
-    assert MAX_PROMPTS_PER_CALL == server.MAX_PROMPTS
     options = GenerationOptions(max_new_tokens=12)
     path = next(iter(shapes))
     phrases = [a.phrase for a in shapes[path].annotations] * 40
-    requests_ = [EngineRequest(str(path), Prompt("refer", phrase)) for phrase in phrases[: MAX_PROMPTS_PER_CALL + 6]]
+    requests_ = [EngineRequest(str(path), Prompt("refer", phrase)) for phrase in phrases[: propose_api.MAX_PROMPTS + 6]]
     remote = RemoteEngine(server_url.removeprefix("http://"), auth=AUTH, options=options)  # two /propose calls
     there = remote.propose(requests_)
     here = LocalEngine(local.proposer, options=options).propose(requests_)
-    assert len(there) == MAX_PROMPTS_PER_CALL + 6
+    assert len(there) == propose_api.MAX_PROMPTS + 6
     assert there == here
+
+
+def test_client_and_server_speak_one_propose_contract(server_url: str, tmp_path: Path) -> None:
+    # Limits and schemas are not copies that could drift apart: both sides take them from model.propose_api.
+    for name in ("ProposeBody", "ProposeAnswer"):
+        assert getattr(server, name, None) is getattr(engines, name, None) is getattr(propose_api, name)
+    # The body the client builds is the one the server validates: a real serve takes MAX_PROMPTS prompts, in order...
+    options = propose_api.ProposeOptions.of(GenerationOptions(max_new_tokens=2))
+    prompts = [Prompt(Task.caption), Prompt(Task.identify, box=[2, 3, 20, 25])] * (propose_api.MAX_PROMPTS // 2)
+    body = propose_api.ProposeBody(image=_png(tmp_path), prompts=prompts, options=options)
+    response = requests.post(
+        server_url + propose_api.PATH,
+        data=body.to_json(),
+        headers={"Content-Type": "application/json"},
+        auth=AUTH,
+        timeout=120,
+    )
+    assert response.status_code == 200, response.text
+    answer = propose_api.ProposeAnswer.model_validate_json(response.content)
+    assert [r.task for r in answer.results] == [p.task for p in prompts]
+    assert answer.model_version == "tiny-shapes"
+    # ...and one prompt more is refused before anything is sent, by the same limit the server checks.
+    with pytest.raises(ValidationError, match="at most 64 items"):
+        propose_api.ProposeBody(image=b"x", prompts=[*prompts, Prompt(Task.caption)])
 
 
 def test_connecting_fails_with_the_url_the_cause_and_the_fix(server_url: str) -> None:
@@ -299,7 +324,7 @@ def test_propose_refuses_an_oversized_body_before_reading_it(server_url: str) ->
         credentials = base64.b64encode(f"{AUTH[0]}:{AUTH[1]}".encode()).decode()
         connection.putheader("Authorization", f"Basic {credentials}")
         connection.putheader("Content-Type", "application/json")
-        connection.putheader("Content-Length", str(server.MAX_PROPOSE_BYTES + 1))
+        connection.putheader("Content-Length", str(propose_api.MAX_BODY_BYTES + 1))
         connection.endheaders()  # the body is never sent: the server must answer from the header alone
         response = connection.getresponse()
         assert response.status == 413

@@ -23,6 +23,7 @@ from annotator.core.runs import plan_run
 from ml_backend.label_config import ProjectLabels
 from ml_backend.queries import batch_queries, identify_query, prompt_query
 from model.annotations import Box, Task
+from model.propose_api import ProposeBody
 from model.request import Prompt
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +52,8 @@ def test_every_surface_carries_the_one_prompt_type() -> None:
     for prompt in planned:
         assert ProposeRequest.of("a.jpg", prompt).prompt == Prompt(prompt.task, prompt.query, prompt.box)
         assert EngineRequest(Path("a.jpg"), prompt).prompt is prompt
+    body = ProposeBody(image=b"jpeg", prompts=planned)
+    assert ProposeBody.model_validate_json(body.to_json()).prompts == [Prompt(p.task, p.query, p.box) for p in planned]
 
 
 def test_the_readme_s_positional_propose_request_still_works() -> None:
@@ -70,9 +73,14 @@ def test_the_desktop_and_a_remote_only_client_do_not_load_torch() -> None:
         """
         import sys
         from annotator.core import engines, runs
-        from model import labels, request
+        from model import labels, propose_api, request
         from model.annotations import Task
-        runs.plan_run(Task.detection, "cat, dog", [])
+        from model.results import GenerationOptions
+        body = propose_api.ProposeBody(
+            image=b"png", prompts=runs.plan_run(Task.detection, "cat, dog", []),
+            options=propose_api.ProposeOptions.of(GenerationOptions(max_new_tokens=4)),
+        )
+        propose_api.ProposeBody.model_validate_json(body.to_json())
         loaded = sorted(name for name in ("torch", "transformers") if name in sys.modules)
         assert not loaded, loaded
         """
