@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from model.annotations import Box, Proposal, Task
+from model.annotations import Proposal, Task
 from model.errors import MiniGPTError
 from model.images import LoadedImage, load_image
-from model.proposer import GenerationOptions, ProposalResult, Proposer, ProposeRequest
+from model.proposer import GenerationOptions, Prompt, ProposalResult, Proposer, ProposeRequest
 
 from .corrections import CorrectionStore
 from .label_config import ProjectLabels
@@ -133,10 +133,7 @@ class MiniGPTBackend:
             if image is not None:
                 jobs.extend((index, query) for query in self._queries(context, labels, image))
 
-        requests = [
-            ProposeRequest(images[index], query.task, query.text, query.box)  # type: ignore[arg-type]
-            for index, query in jobs
-        ]
+        requests = [ProposeRequest.of(images[index], query) for index, query in jobs]  # type: ignore[arg-type]
         started = time.perf_counter()
         with self._model_lock:
             results = self.proposer.propose_batch(requests, batch_size=self.batch_size) if requests else []
@@ -163,16 +160,16 @@ class MiniGPTBackend:
     def propose(
         self,
         image: LoadedImage,
-        prompts: Sequence[tuple[Task | str, str | None, Box | None]],
+        prompts: Sequence[Prompt],
         options: GenerationOptions | None = None,
     ) -> list[ProposalResult]:
-        """Every (task, query, box) prompt about one decoded image, in request order.
+        """Every prompt about one decoded image, in request order.
 
         One `propose_batch` under the model lock, like a `/predict` chunk, so the image is encoded once and
         Label Studio's requests and these never run the model at the same time. Proposals carry this backend's
         model version (which `--model-version` may set), the one `/health` and `/predict` report.
         """
-        requests = [ProposeRequest(image, task, query, box) for task, query, box in prompts]
+        requests = [ProposeRequest.of(image, prompt) for prompt in prompts]
         started = time.perf_counter()
         with self._model_lock:
             results = (

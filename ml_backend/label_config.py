@@ -6,18 +6,21 @@ data key that holds the image reference, and optionally a `TextArea` on the same
 Each `<Label>` is prompted as `[detection] <prompt>`, where the prompt is, in order of preference:
 - the label's `prompt` attribute: `<Label value="Car" prompt="car or van"/>`;
 - the first item of the label's `predicted_values` attribute (the label-studio-ml convention for model class names);
-- the label's visible `value`.
+- the label's visible `value`;
+asked in words (`fire_hydrant` → `fire hydrant`): the desktop app's rule too, :func:`model.labels.label_prompt`.
+Which label a typed prompt or a model answer names is :class:`model.labels.LabelMatcher`'s rule, over every text
+above (value, alias, prompt, predicted values).
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from label_studio_sdk.label_interface import LabelInterface
 
 from model.errors import MiniGPTError
+from model.labels import LabelMatcher, label_prompt
 
 
 class LabelConfigError(MiniGPTError):
@@ -28,7 +31,7 @@ class LabelConfigError(MiniGPTError):
 class LabelSpec:
     value: str  # what Label Studio stores in `rectanglelabels` (the alias if the label has one)
     prompt: str  # what we ask the model for
-    names: tuple[str, ...]  # lower-case words that refer to this label in a typed prompt or a model answer
+    names: tuple[str, ...]  # the texts that name this label in a typed prompt or a model answer (see model.labels)
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,10 @@ class ProjectLabels:
     labels: tuple[LabelSpec, ...]
     prompt_name: str | None  # a TextArea on the same image, for typed prompts
     interface: LabelInterface
+    matcher: LabelMatcher[LabelSpec] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "matcher", LabelMatcher((spec, spec.names) for spec in self.labels))
 
     @classmethod
     def parse(cls, label_config: str) -> ProjectLabels:
@@ -46,47 +53,18 @@ class ProjectLabels:
         return _parse(label_config)
 
     def find(self, text: str) -> LabelSpec | None:
-        """The label a piece of text names: exactly, ignoring case and a plural 's', or as a whole word inside it.
-
-        The longest match wins, so "traffic light" beats "light".
-        """
-        exact = self.find_exact(text)
-        if exact is not None:
-            return exact
-        wanted = _normalise(text)
-        best: tuple[int, LabelSpec] | None = None
-        for spec in self.labels:
-            for name in spec.names:
-                if re.search(rf"(?<!\w){re.escape(name)}(?!\w)", wanted) and (best is None or len(name) > best[0]):
-                    best = (len(name), spec)
-        return best[1] if best else None
+        """The label a piece of text names as whole words, the longest name winning ("traffic light" beats
+        "light"), in any case, separator or number (see model.labels)."""
+        return self.matcher.find(text)
 
     def find_exact(self, text: str) -> LabelSpec | None:
-        """The label whose name (ignoring case and a plural 's') the whole text is."""
-        wanted = _normalise(text)
-        return next((spec for spec in self.labels if wanted and wanted in spec.names), None)
+        """The label the whole text is a name of (any case, separator or number)."""
+        return self.matcher.exact(text)
 
     def validation_errors(self, prediction: dict) -> list[str]:
         """The SDK's verdict on one prediction (`{"result": [...], "score": ...}`); empty when it is valid."""
         errors = self.interface.validate_prediction(prediction, return_errors=True)
         return [] if errors is True else list(errors or [])
-
-
-def _normalise(text: str) -> str:
-    return " ".join(text.lower().replace("_", " ").split())
-
-
-def _names(*texts: str) -> tuple[str, ...]:
-    names: list[str] = []
-    for text in texts:
-        name = _normalise(text)
-        if not name:
-            continue
-        singular = name[:-1] if name.endswith("s") and len(name) > 3 else name
-        for variant in (name, singular, singular + "s"):
-            if variant not in names:
-                names.append(variant)
-    return tuple(names)
 
 
 @lru_cache(maxsize=64)
@@ -130,5 +108,5 @@ def _label_spec(value: str, tag: object) -> LabelSpec:
     attrs: dict[str, str] = dict(getattr(tag, "attr", None) or {})
     shown = attrs.get("value", value)
     predicted = [v.strip() for v in attrs.get("predicted_values", "").split(",") if v.strip()]
-    prompt = (attrs.get("prompt") or "").strip() or (predicted[0] if predicted else "") or shown
-    return LabelSpec(value=value, prompt=prompt, names=_names(value, shown, prompt, *predicted))
+    prompt = label_prompt(shown, attrs.get("prompt"), *predicted[:1])
+    return LabelSpec(value=value, prompt=prompt, names=tuple(dict.fromkeys((value, shown, prompt, *predicted))))

@@ -14,14 +14,13 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from urllib.parse import parse_qsl, unquote, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 
-from model.errors import MiniGPTError
-
-from .tokens import PAT_FIX, LabelStudioAuth
+from .access_errors import PAT_FIX, REACH_FIX, ROOT_FIX, TOKEN_FIX, URL_FIX, MediaError, redact_url
+from .tokens import LabelStudioAuth
 
 log = logging.getLogger(__name__)
 
@@ -31,64 +30,8 @@ LOCAL_FILES_PATH = "/data/local-files"
 _HTTP_SCHEMES = ("http", "https")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-_SECRET_PARAM_PARTS = ("sig", "token", "credential", "key", "secret", "password", "auth")
-_MAX_URL_SHOWN = 300
 
-URL_FIX = (
-    "set LABEL_STUDIO_URL to Label Studio's address with http:// or https://, e.g. http://localhost:8080 "
-    "(from inside Docker: http://host.docker.internal:8080)"
-)
-REACH_FIX = (
-    "check that Label Studio is running and that LABEL_STUDIO_URL (with http://) is reachable from this backend; "
-    "inside Docker, localhost is the container itself: use http://host.docker.internal:8080"
-)
-TOKEN_FIX = (
-    "set LABEL_STUDIO_API_KEY to a personal access token (Label Studio > Account & Settings > Personal Access "
-    "Token), or to a legacy token if your organization enables legacy tokens"
-)
-ROOT_FIX = (
-    "set LOCAL_FILES_DOCUMENT_ROOT here to the same folder as Label Studio's LOCAL_FILES_DOCUMENT_ROOT "
-    "(in Docker, mount it at that path)"
-)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split()) if any(ch in text for ch in "\r\n\t") else text
-
-
-def _is_secret_param(name: str) -> bool:
-    lowered = unquote(name).lower()
-    return any(part in lowered for part in _SECRET_PARAM_PARTS)
-
-
-def redact_url(url: str) -> str:
-    """A URL fit for a message or log: no user info, no signature/token query values, one line, not too long."""
-    text = "".join(ch if ch.isprintable() else "?" for ch in url)
-    try:
-        parts = urlsplit(text)
-    except ValueError:
-        parts = None
-    if parts is not None:
-        netloc = parts.netloc
-        if "@" in netloc:
-            netloc = "***@" + netloc.rsplit("@", 1)[1]
-        query = "&".join(
-            f"{pair.split('=', 1)[0]}=***" if _is_secret_param(pair.split("=", 1)[0]) else pair
-            for pair in parts.query.split("&")
-        )
-        text = urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    return text if len(text) <= _MAX_URL_SHOWN else text[:_MAX_URL_SHOWN] + "..."
-
-
-class MediaError(MiniGPTError):
-    """An image reference could not be turned into bytes. ``str()`` names the URL, the cause and the fix."""
-
-    def __init__(self, cause: str, *, url: str | None = None, fix: str | None = None) -> None:
-        self.url = redact_url(url) if url is not None else None
-        self.cause = _one_line(cause)
-        self.fix = _one_line(fix) if fix else None
-        message = f"cannot fetch {self.url}: {self.cause}" if self.url is not None else self.cause
-        super().__init__(f"{message}; {self.fix}" if self.fix else message)
+__all__ = ["MediaError", "MediaFetcher", "MediaSettings", "redact_url"]  # MediaError: callers catch it from here
 
 
 # --- settings -------------------------------------------------------------------------------------------------------

@@ -16,9 +16,11 @@ mapped to one of the configured labels and suggested for the same rectangle.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
-from model.annotations import Box, Task
+from pydantic.dataclasses import dataclass
+
+from model.annotations import Task
+from model.request import Prompt
 
 from .label_config import LabelSpec, ProjectLabels
 from .regions import value_to_box
@@ -28,16 +30,16 @@ _ALL = re.compile(r"^\s*(?:find\s+all|all(?:\s+the)?|every|each)\s+(.+)$", re.IG
 
 
 @dataclass(frozen=True)
-class Query:
-    task: Task
-    text: str | None
-    label: LabelSpec | None  # the label the resulting boxes get; None for [identify] (the answer decides)
-    box: Box | None = None  # [identify]: the user's rectangle, in pixels of the upright image
+class Query(Prompt):
+    """A model prompt (:class:`model.request.Prompt`; ``box``: the user's rectangle for [identify]) and what the
+    backend does with the answer."""
+
+    label: LabelSpec | None = None  # the label the resulting boxes get; None for [identify] (the answer decides)
     region: dict | None = None  # [identify]: the user's region, echoed back with the suggested label
 
 
 def batch_queries(labels: ProjectLabels) -> list[Query]:
-    return [Query(Task.detection, spec.prompt, spec) for spec in labels.labels]
+    return [Query(Task.detection, spec.prompt, label=spec) for spec in labels.labels]
 
 
 def typed_prompt(context: dict | None, labels: ProjectLabels) -> str | None:
@@ -68,25 +70,25 @@ def prompt_query(prompt: str, labels: ProjectLabels) -> Query:
     explicit = _EXPLICIT.match(prompt)
     if explicit:
         task, text = Task(explicit.group(1).lower()), explicit.group(2).strip()
-        return Query(task, text, labels.find(text) or labels.labels[0])
+        return Query(task, text, label=labels.find(text) or labels.labels[0])
     every = _ALL.match(prompt)
     if every:
         text = every.group(1).strip()
         exact = labels.find_exact(text)
         if exact is not None:
-            return Query(Task.detection, exact.prompt, exact)
-        return Query(Task.detection, text, labels.find(text) or labels.labels[0])
+            return Query(Task.detection, exact.prompt, label=exact)
+        return Query(Task.detection, text, label=labels.find(text) or labels.labels[0])
     exact = labels.find_exact(prompt)
     if exact is not None:
-        return Query(Task.detection, exact.prompt, exact)
-    return Query(Task.refer, prompt.strip(), labels.find(prompt) or labels.labels[0])
+        return Query(Task.detection, exact.prompt, label=exact)
+    return Query(Task.refer, prompt.strip(), label=labels.find(prompt) or labels.labels[0])
 
 
 def identify_query(region: dict, labels: ProjectLabels, width: int, height: int) -> Query | None:
     box = value_to_box(region.get("value") or {}, width, height)
     if box is None:
         return None
-    return Query(Task.identify, None, None, box=box, region=region)
+    return Query(Task.identify, box=box, region=region)
 
 
 def _context_items(context: dict | None) -> list[dict]:

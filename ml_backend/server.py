@@ -5,27 +5,12 @@ Request bodies are checked with pydantic; a bad request gets a 400 whose `error`
 optional (Label Studio sends it when the connection is set up with a user and password); it covers every endpoint
 but `/` and `/health`.
 
-`POST /propose` needs no label config. Body (at most 64 MiB, else 413; unknown fields are refused):
-
-    {"image": "<base64 of the encoded image file: JPEG, PNG, ...; a data: URL prefix is accepted>",
-     "prompts": [{"task": "detection", "query": "circle", "box": null}, ...],   # 1 to 64 prompts
-     "options": {"max_new_tokens": 40, ...}}                                      # optional GenerationOptions fields
-
-`box` is `[x0, y0, x1, y1]` in pixels of the upright image (EXIF orientation applied), `[identify]` only. The image
-is decoded once and every prompt runs in one batch. Answer, 200:
-
-    {"model_version": "...", "results": [ProposalResult.model_dump(mode="json"), ...]}   # one per prompt, in order
-
-so `ProposalResult.model_validate` rebuilds each result exactly; `image` is "<bytes>" and `width`/`height` and every
-box are those of the image as sent. Errors: 400 for a malformed body or a prompt the task does not accept (e.g. a box
-on `[detection]`), 413 for a body over the limit, 422 for an image that cannot be decoded (the `error` is the
-decoder's one-line cause), 401 without the configured basic auth.
+`POST /propose` needs no label config; its body and answer are the contract in :mod:`model.propose_api`, the one the
+desktop app's remote engine builds its requests with. The image is decoded once and every prompt runs in one batch.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 import json
 import logging
@@ -33,12 +18,12 @@ import time
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from model.annotations import Box, Task
+from model import propose_api
 from model.errors import MiniGPTError, PromptError
 from model.images import load_image
-from model.proposer import GenerationOptions
+from model.propose_api import ProposeAnswer, ProposeBody
 
 from .backend import WEBHOOK_EVENTS, MiniGPTBackend
 from .label_config import LabelConfigError
@@ -75,52 +60,8 @@ class WebhookPayload(_Lenient):
     action: str
 
 
-MAX_PROMPTS = 64  # per /propose call: one batch's worth of work per request keeps the model lock fair
-MAX_PROPOSE_BYTES = 64 * 1024 * 1024  # a base64 photo of 40+ MB; the desktop app sends at most 1344 px images
-
-
 class PayloadTooLarge(BadPayload):
     """The request body is larger than the endpoint accepts."""
-
-
-class _Strict(BaseModel):
-    # The desktop app and the server may run different versions: a field this server does not know (a typo, or a
-    # newer client's feature) is refused with its name instead of being silently ignored.
-    model_config = ConfigDict(extra="forbid")
-
-
-class PromptPayload(_Strict):
-    task: Task
-    query: str | None = None
-    box: Box | None = Field(default=None, description="[x0, y0, x1, y1] in pixels of the upright image; identify only")
-
-    @field_validator("box", mode="before")
-    @classmethod
-    def _xyxy(cls, value: object) -> object:
-        if isinstance(value, (list, tuple)):
-            if len(value) != 4:
-                raise ValueError(f"expected [x0, y0, x1, y1], got {len(value)} numbers")
-            return dict(zip(("x0", "y0", "x1", "y1"), value, strict=True))
-        return value
-
-
-class OptionsPayload(GenerationOptions):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class ProposePayload(_Strict):
-    image: str = Field(min_length=1, description="base64 of the encoded image file")
-    prompts: list[PromptPayload] = Field(min_length=1, max_length=MAX_PROMPTS)
-    options: OptionsPayload | None = None
-
-    def image_bytes(self) -> bytes:
-        text = self.image
-        if text.startswith("data:") and "," in text:
-            text = text.split(",", 1)[1]  # a data: URL, as a browser's FileReader makes it
-        try:
-            return base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError) as err:
-            raise BadPayload(f"malformed request: image: not valid base64 ({err})") from err
 
 
 def create_app(backend: MiniGPTBackend, *, basic_auth: tuple[str, str] | None = None) -> Flask:
@@ -144,7 +85,9 @@ def create_app(backend: MiniGPTBackend, *, basic_auth: tuple[str, str] | None = 
 
     @app.errorhandler(ValidationError)
     def _bad_payload(err: ValidationError) -> tuple[Response, int]:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in err.errors())
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg'].removeprefix('Value error, ')}" for e in err.errors()
+        )
         return jsonify(error=f"malformed request: {problems}"), 400
 
     @app.errorhandler(PayloadTooLarge)
@@ -195,24 +138,24 @@ def create_app(backend: MiniGPTBackend, *, basic_auth: tuple[str, str] | None = 
         outcome = backend.fit(payload.action, payload.model_dump(by_alias=True))
         return jsonify(status="ok", action=payload.action, **outcome), 201
 
-    @app.post("/propose")
+    @app.post(propose_api.PATH)
     def propose() -> Response:
-        payload = ProposePayload.model_validate(_limited_json(MAX_PROPOSE_BYTES))
-        image = load_image(payload.image_bytes())  # ImageLoadError → 422 with the decoder's cause
-        prompts = [(p.task, p.query, p.box) for p in payload.prompts]
+        body = ProposeBody.model_validate(_limited_json(propose_api.MAX_BODY_BYTES))
+        image = load_image(body.image)  # ImageLoadError → 422 with the decoder's cause
         started = time.perf_counter()
         try:
-            results = backend.propose(image, prompts, payload.options)
+            results = backend.propose(image, body.prompts, body.options)
         except PromptError as err:  # the client asked for something the task does not take: its mistake, 400
             raise BadPayload(f"bad prompt: {err}") from err
         log.info(
             "proposed %d prompt(s) on a %dx%d image in %.2f s",
-            len(prompts),
+            len(body.prompts),
             image.width,
             image.height,
             time.perf_counter() - started,
         )
-        return jsonify(model_version=backend.model_version, results=[r.model_dump(mode="json") for r in results])
+        answer = ProposeAnswer(model_version=backend.model_version, results=results)
+        return Response(answer.model_dump_json(), mimetype="application/json")
 
     @app.get("/metrics")
     def metrics() -> Response:
@@ -252,5 +195,6 @@ def _too_large(size: int | None, limit: int) -> PayloadTooLarge:
     what = f"has {size:,} bytes, more" if size is not None else "is larger"
     return PayloadTooLarge(
         f"the request body {what} than the {limit:,} bytes {request.path} accepts; "
-        "send a smaller image (downscaled to at most 1344 px on its long side, the model sees 448 px anyway)"
+        f"send a smaller image (downscaled to at most {propose_api.MAX_UPLOAD_SIDE} px on its long side, the model "
+        "sees 448 px anyway)"
     )

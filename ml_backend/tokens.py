@@ -18,11 +18,10 @@ from typing import Any
 
 import requests
 
+from .access_errors import PAT_FIX, REACH_FIX, MediaError
+
 log = logging.getLogger(__name__)
 
-PAT_FIX = (
-    "create a new one in Label Studio > Account & Settings > Personal Access Token and put it in LABEL_STUDIO_API_KEY"
-)
 _B64URL_PART = re.compile(r"^[A-Za-z0-9_-]+={0,2}$")
 _HEADER_SAFE = re.compile(r"^[\x21-\x7e]+$")  # visible ASCII, no spaces: safe in an HTTP header
 _MAX_MARGIN_S = 30.0  # refresh this long before the access token expires (at most 10% of its lifetime)
@@ -70,8 +69,6 @@ def _lifetime_s(access: str) -> float:
 
 def _clean_key(api_key: str | None) -> str | None:
     """Strip whitespace and a pasted ``Token ``/``Bearer `` prefix; refuse keys that cannot go into a header."""
-    from .media import MediaError
-
     if api_key is None:
         return None
     key = api_key.strip()
@@ -130,8 +127,6 @@ class LabelStudioAuth:
 
     def _exchange(self) -> None:
         """POST the PAT to /api/token/refresh/ and cache the access token (caller holds the lock)."""
-        from .media import REACH_FIX, MediaError
-
         endpoint = f"{self._url}/api/token/refresh/"
         log.debug("exchanging the personal access token at %s", endpoint)
         try:

@@ -32,6 +32,7 @@ from .images import LoadedImage, load_image
 from .network import MiniGPTv2ForConditionalGeneration
 from .processing import MiniGPTv2Processor, Turn
 from .prompts import build_instruction
+from .request import Prompt
 from .results import GenerationOptions, ProposalResult
 
 ADAPTER_CONFIG = "adapter_config.json"  # written by peft for LoRA adapters
@@ -51,13 +52,47 @@ DEFAULT_MAX_NEW_TOKENS: dict[Task, int] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class ProposeRequest:
+    """One image and one :class:`~model.request.Prompt` about it, after earlier turns of a chat (``history``).
+
+    Built from the prompt's parts, ``ProposeRequest("a.jpg", "detection", "cat")``, or from a prompt another surface
+    planned, ``ProposeRequest.of(image, prompt)``. The task, query and box live only in ``prompt``.
+    """
+
     image: ImageSource
-    task: Task | str
-    query: str | None = None
-    box: Box | None = None  # pixels of the upright image; [identify] only
+    prompt: Prompt
     history: tuple[Turn, ...] = ()
+
+    def __init__(
+        self,
+        image: ImageSource,
+        task: Task | str,
+        query: str | None = None,
+        box: Box | None = None,  # pixels of the upright image; [identify] only
+        history: Sequence[Turn] = (),
+    ) -> None:
+        object.__setattr__(self, "image", image)
+        object.__setattr__(self, "prompt", Prompt(task, query, box))
+        object.__setattr__(self, "history", tuple(history))
+
+    @classmethod
+    def of(cls, image: ImageSource, prompt: Prompt, history: Sequence[Turn] = ()) -> ProposeRequest:
+        """The request for ``prompt`` (or a surface's subclass of it, whose extra fields the model ignores)."""
+        return cls(image, prompt.task, prompt.query, prompt.box, history)
+
+    # Read-only views, so code that reads a request's parts keeps working; the prompt holds them.
+    @property
+    def task(self) -> Task:
+        return self.prompt.task
+
+    @property
+    def query(self) -> str | None:
+        return self.prompt.query
+
+    @property
+    def box(self) -> Box | None:
+        return self.prompt.box
 
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -230,7 +265,7 @@ class Proposer:
         history: Sequence[Turn] = (),
         options: GenerationOptions | None = None,
     ) -> ProposalResult:
-        request = ProposeRequest(image=image, task=task, query=query, box=box, history=tuple(history))
+        request = ProposeRequest(image, task, query, box, history)
         return self.propose_batch([request], options=options)[0]
 
     @torch.inference_mode()
@@ -299,11 +334,11 @@ class Proposer:
         return images, image_of
 
     def _prepare(self, request: ProposeRequest, image: LoadedImage) -> _Prepared:
-        task = Task(request.task)
-        grid = pixels_to_grid(request.box, image.width, image.height) if request.box is not None else None
-        instruction = build_instruction(task, request.query, grid)
+        task, query, box = request.prompt.task, request.prompt.query, request.prompt.box
+        grid = pixels_to_grid(box, image.width, image.height) if box is not None else None
+        instruction = build_instruction(task, query, grid)
         ids = self.processor.prompt_ids(instruction, request.history)
-        return _Prepared(task=task, query=request.query, instruction=instruction, ids=ids)
+        return _Prepared(task=task, query=query, instruction=instruction, ids=ids)
 
     def _encode_images(self, images: Sequence[Image.Image], chunk: int) -> torch.Tensor:
         parts = []
@@ -486,4 +521,4 @@ def _span_score(span: tuple[int, int], ends: Sequence[int], logprobs: Sequence[f
     return math.exp(sum(chosen) / len(chosen)) if chosen else 0.0
 
 
-__all__ = ["GenerationOptions", "ParseResult", "Proposal", "ProposalResult", "ProposeRequest", "Proposer"]
+__all__ = ["GenerationOptions", "ParseResult", "Prompt", "Proposal", "ProposalResult", "ProposeRequest", "Proposer"]

@@ -18,11 +18,12 @@ from backend_process import running_backend, serve_command
 from ls_harness import free_port
 from patience import HANG_MS, HANG_S
 from PIL import Image
+from pydantic import ValidationError
 from pytestqt.qtbot import QtBot
 from same_answers import assert_same_proposals
 
+from annotator.core import engines
 from annotator.core.engines import (
-    MAX_PROMPTS_PER_CALL,
     MAX_UPLOAD_SIDE,
     Cancelled,
     EngineError,
@@ -32,11 +33,13 @@ from annotator.core.engines import (
     RemoteEngine,
 )
 from ml_backend import server
+from model import propose_api
 from model.annotations import Box, ImageRecord, Task
 from model.coco import read_coco
 from model.errors import ImageLoadError
 from model.images import load_image
 from model.proposer import GenerationOptions, ProposalResult
+from model.request import Prompt
 from model.synthetic.shapes import make_shapes
 from model.synthetic.shapes_model import SHIPPED_DIR
 
@@ -98,10 +101,10 @@ def _requests(records: dict) -> list[EngineRequest]:
     """What a labeller asks per image: every category, the first shape's phrase, and [identify] on its box."""
     out = []
     for path, record in records.items():
-        out += [EngineRequest(path, Task.detection, name) for name in CATEGORIES]
+        out += [EngineRequest(path, Prompt(Task.detection, name)) for name in CATEGORIES]
         first = record.annotations[0]
-        out.append(EngineRequest(path, Task.refer, first.phrase))
-        out.append(EngineRequest(path, Task.identify, None, first.box))
+        out.append(EngineRequest(path, Prompt(Task.refer, first.phrase)))
+        out.append(EngineRequest(path, Prompt(Task.identify, None, first.box)))
     return out
 
 
@@ -147,7 +150,7 @@ def test_the_remote_engine_gives_the_local_engines_boxes(local: LocalEngine, rem
 def test_cancel_stops_between_images_after_delivering_the_earlier_ones(kind: str, request, shapes) -> None:
     engine = request.getfixturevalue(kind)
     paths = list(shapes)[:3]
-    requests_ = [EngineRequest(p, Task.detection, name) for p in paths for name in CATEGORIES]
+    requests_ = [EngineRequest(p, Prompt(Task.detection, name)) for p in paths for name in CATEGORIES]
 
     delivered: list[ImageOutcome] = []
     with pytest.raises(Cancelled, match="stopped after 1 of 3 images"):
@@ -171,7 +174,7 @@ def test_a_corrupt_image_fails_alone_and_the_next_images_run(kind: str, request,
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(good[1].read_bytes()[:400])  # a JPEG cut off by an interrupted copy
     paths = [good[0], corrupt, tmp_path / "missing.png", good[1]]
-    requests_ = [EngineRequest(p, Task.detection, "circle") for p in paths]
+    requests_ = [EngineRequest(p, Prompt(Task.detection, "circle")) for p in paths]
 
     outcomes = list(engine.propose_each(requests_))
     assert [o.indices for o in outcomes] == [[0], [1], [2], [3]]
@@ -186,16 +189,39 @@ def test_a_corrupt_image_fails_alone_and_the_next_images_run(kind: str, request,
 
 
 def test_more_prompts_than_one_call_takes_and_generation_options(server_url: str, local: LocalEngine, shapes) -> None:
-    assert MAX_PROMPTS_PER_CALL == server.MAX_PROMPTS
     options = GenerationOptions(max_new_tokens=12)
     path = next(iter(shapes))
     phrases = [a.phrase for a in shapes[path].annotations] * 40
-    requests_ = [EngineRequest(str(path), "refer", phrase) for phrase in phrases[: MAX_PROMPTS_PER_CALL + 6]]
+    requests_ = [EngineRequest(str(path), Prompt("refer", phrase)) for phrase in phrases[: propose_api.MAX_PROMPTS + 6]]
     remote = RemoteEngine(server_url.removeprefix("http://"), auth=AUTH, options=options)  # two /propose calls
     there = remote.propose(requests_)
     here = LocalEngine(local.proposer, options=options).propose(requests_)
-    assert len(there) == MAX_PROMPTS_PER_CALL + 6
+    assert len(there) == propose_api.MAX_PROMPTS + 6
     assert_same_proposals(there, here)  # split 64 + 6 there, one call here: batches differ, scores may drift
+
+
+def test_client_and_server_speak_one_propose_contract(server_url: str, tmp_path: Path) -> None:
+    # Limits and schemas are not copies that could drift apart: both sides take them from model.propose_api.
+    for name in ("ProposeBody", "ProposeAnswer"):
+        assert getattr(server, name, None) is getattr(engines, name, None) is getattr(propose_api, name)
+    # The body the client builds is the one the server validates: a real serve takes MAX_PROMPTS prompts, in order...
+    options = propose_api.ProposeOptions.of(GenerationOptions(max_new_tokens=2))
+    prompts = [Prompt(Task.caption), Prompt(Task.identify, box=[2, 3, 20, 25])] * (propose_api.MAX_PROMPTS // 2)
+    body = propose_api.ProposeBody(image=_png(tmp_path), prompts=prompts, options=options)
+    response = requests.post(
+        server_url + propose_api.PATH,
+        data=body.to_json(),
+        headers={"Content-Type": "application/json"},
+        auth=AUTH,
+        timeout=HANG_S,
+    )
+    assert response.status_code == 200, response.text
+    answer = propose_api.ProposeAnswer.model_validate_json(response.content)
+    assert [r.task for r in answer.results] == [p.task for p in prompts]
+    assert answer.model_version == "tiny-shapes"
+    # ...and one prompt more is refused before anything is sent, by the same limit the server checks.
+    with pytest.raises(ValidationError, match="at most 64 items"):
+        propose_api.ProposeBody(image=b"x", prompts=[*prompts, Prompt(Task.caption)])
 
 
 def test_connecting_fails_with_the_url_the_cause_and_the_fix(server_url: str) -> None:
@@ -268,7 +294,7 @@ def test_propose_answers_the_documented_contract(server_url: str, tmp_path: Path
         ({"image": "IMG", "prompts": [{"task": "find"}]}, "prompts.0.task: Input should be 'detection'"),
         ({"image": "IMG", "prompts": [{"task": "identify", "box": [1, 2, 3]}]}, "expected [x0, y0, x1, y1]"),
         ({"image": "IMG", "prompts": [{"task": "identify", "box": [5, 2, 3, 9]}]}, "box must have x0 < x1"),
-        ({"image": "IMG", "prompts": [{"task": "refer", "querry": "x"}]}, "prompts.0.querry: Extra inputs"),
+        ({"image": "IMG", "prompts": [{"task": "refer", "querry": "x"}]}, "prompts.0.querry: Unexpected keyword"),
         ({"image": "IMG", "prompts": [{"task": "caption"}], "options": {"temprature": 1}}, "options.temprature"),
         ({"image": "IMG", "prompts": [{"task": "caption"}], "options": {"max_new_tokens": 0}}, "max_new_tokens"),
         ({"image": "IMG", "prompts": [{"task": "detection", "query": "a", "box": [1, 2, 3, 4]}]}, "only task identify"),
@@ -301,7 +327,7 @@ def test_propose_refuses_an_oversized_body_before_reading_it(server_url: str) ->
         credentials = base64.b64encode(f"{AUTH[0]}:{AUTH[1]}".encode()).decode()
         connection.putheader("Authorization", f"Basic {credentials}")
         connection.putheader("Content-Type", "application/json")
-        connection.putheader("Content-Length", str(server.MAX_PROPOSE_BYTES + 1))
+        connection.putheader("Content-Length", str(propose_api.MAX_BODY_BYTES + 1))
         connection.endheaders()  # the body is never sent: the server must answer from the header alone
         response = connection.getresponse()
         assert response.status == 413
@@ -311,8 +337,8 @@ def test_propose_refuses_an_oversized_body_before_reading_it(server_url: str) ->
 
 
 def test_engine_requests_accept_plain_strings(tmp_path: Path) -> None:
-    request = EngineRequest(str(tmp_path / "a.jpg"), "refer", "the dog")  # type: ignore[arg-type]
-    assert request.image == tmp_path / "a.jpg" and request.task is Task.refer
+    request = EngineRequest(str(tmp_path / "a.jpg"), Prompt("refer", "the dog"))  # type: ignore[arg-type]
+    assert request.image == tmp_path / "a.jpg" and request.prompt.task is Task.refer
 
 
 def test_the_window_uses_a_remote_server_like_a_local_model(
@@ -345,7 +371,7 @@ def test_the_window_uses_a_remote_server_like_a_local_model(
     win.run_model()
     qtbot.waitUntil(lambda: not win.ai.busy, timeout=HANG_MS)
     remote_boxes = sorted((r.label, r.box.xyxy) for r in win.session.boxes(image))
-    expected = local.propose([EngineRequest(path, Task.detection, name) for name in CATEGORIES])
+    expected = local.propose([EngineRequest(path, Prompt(Task.detection, name)) for name in CATEGORIES])
     rows: list = []
     for name, result in zip(CATEGORIES, expected, strict=True):  # merged the way the window merges
         rows += proposal_rows(result.proposals, image, rows, label=name)
@@ -367,6 +393,6 @@ def test_a_local_model_stops_mid_generation_and_drops_the_partial_answer(
         return len(polls) > 1  # the first call is the check before the image, then one per generated token
 
     with pytest.raises(Cancelled) as stopped:
-        local.propose([EngineRequest(path, Task.detection, "circle")], should_stop=stop_on_the_first_token)
+        local.propose([EngineRequest(path, Prompt(Task.detection, "circle"))], should_stop=stop_on_the_first_token)
     assert stopped.value.results == [None]  # nothing half-done comes back
     assert len(polls) == 2

@@ -45,7 +45,7 @@ def test_each_label_is_prompted_with_its_prompt_attribute_predicted_values_or_vi
     labels: ProjectLabels,
 ) -> None:
     queries = batch_queries(labels)
-    assert [(q.task, q.text, q.label.value) for q in queries] == [
+    assert [(q.task, q.query, q.label.value) for q in queries] == [
         (Task.detection, "car or van", "Car"),
         (Task.detection, "traffic light", "traffic light"),
         (Task.detection, "light", "light"),
@@ -103,7 +103,7 @@ def test_configs_we_cannot_serve_fail_with_the_fix(config: str) -> None:
 )
 def test_interactive_rule(labels: ProjectLabels, prompt: str, task: Task, text: str, label: str) -> None:
     query = prompt_query(prompt, labels)
-    assert (query.task, query.text, query.label.value) == (task, text, label)
+    assert (query.task, query.query, query.label.value) == (task, text, label)
 
 
 def test_context_gives_the_typed_prompt_or_the_drawn_rectangle(labels: ProjectLabels) -> None:

@@ -1,8 +1,10 @@
 """Where the desktop app's proposals come from: the model in this process, or `minigpt-annotate serve` on a GPU box.
 
-Both engines take the same :class:`EngineRequest` list and give the same :class:`~model.proposer.ProposalResult`
-objects (``image`` is the local path, boxes are in pixels of the local upright image), so the app does not care
-which one runs. Qt-free: the GUI calls them from a worker thread and passes ``should_stop``/``on_progress``.
+Both engines take the same :class:`EngineRequest` list (a local file and a :class:`~model.request.Prompt`) and give
+the same :class:`~model.results.ProposalResult` objects (``image`` is the local path, boxes are in pixels of the
+local upright image), so the app does not care which one runs. The remote engine speaks the `/propose` contract of
+:mod:`model.propose_api`, the models the server validates with. Qt-free: the GUI calls them from a worker thread
+and passes ``should_stop``/``on_progress``.
 
 Work is done one image at a time, all of that image's prompts in one batch (the image is encoded once). Batch code
 over a folder uses :meth:`Engine.propose_each`, which yields each image's results as soon as they exist, yields a
@@ -13,7 +15,6 @@ the same way, so the run stops.
 
 from __future__ import annotations
 
-import base64
 import io
 import os
 import threading
@@ -25,16 +26,18 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 import requests
 from PIL import Image
 
-from model.annotations import Box, Task
+from model import propose_api
+from model.annotations import Box
 from model.errors import GenerationStopped, MiniGPTError
 from model.images import load_image
+from model.propose_api import MAX_UPLOAD_SIDE, ProposeAnswer, ProposeBody, ProposeOptions
+from model.request import Prompt
 from model.results import GenerationOptions, ProposalResult
 
 if TYPE_CHECKING:  # torch loads only with a local model, so the window opens fast and a remote-only app stays lean
     from model.proposer import Proposer
 
 __all__ = [
-    "MAX_PROMPTS_PER_CALL",
     "MAX_UPLOAD_SIDE",
     "Cancelled",
     "Engine",
@@ -45,8 +48,6 @@ __all__ = [
     "RemoteEngine",
 ]
 
-MAX_UPLOAD_SIDE = 1344  # px, long side of what is uploaded: 3x the 448 px the model sees
-MAX_PROMPTS_PER_CALL = 64  # the server's limit per /propose call (ml_backend.server.MAX_PROMPTS)
 # Files sent as they are (see _Upload): formats every Pillow decodes, small enough not to need re-encoding.
 PASS_THROUGH_BYTES = 8 * 1024 * 1024
 _PASS_THROUGH_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")  # JPEG, PNG
@@ -58,17 +59,13 @@ StopCallback = Callable[[], bool]
 
 @dataclass(frozen=True)
 class EngineRequest:
-    """One question about one local image file."""
+    """One prompt about one local image file (no chat history: the server's contract carries none)."""
 
     image: Path  # a local image file
-    task: Task
-    query: str | None = None
-    box: Box | None = None  # pixels of the upright image; [identify] only
+    prompt: Prompt  # its box, if any, in pixels of the local upright image
 
     def __post_init__(self) -> None:
-        # Accept "photo.jpg" and "detection" too: callers build requests from settings and text fields.
-        object.__setattr__(self, "image", Path(self.image))
-        object.__setattr__(self, "task", Task(self.task))
+        object.__setattr__(self, "image", Path(self.image))  # accept "photo.jpg" too, as settings give it
 
 
 class Cancelled(MiniGPTError):
@@ -222,7 +219,7 @@ class LocalEngine(_ImageByImage):
         loaded = load_image(image)  # ImageLoadError names the file; result.image is str(image)
         from model.proposer import ProposeRequest
 
-        batch = [ProposeRequest(loaded, r.task, r.query, r.box) for r in requests]
+        batch = [ProposeRequest.of(loaded, r.prompt) for r in requests]
         with self._lock:
             try:  # Cancel also stops a long answer mid-generation, not only between images
                 return self.proposer.propose_batch(batch, options=self.options, should_stop=should_stop)
@@ -269,9 +266,13 @@ class _Upload:
     # 448 px instead of the original, nearly the same pixels, which can nudge an answer by a grid cell. Files sent
     # unchanged give exactly the local engine's results.
 
-    def box_to_sent(self, box: Box) -> list[float]:
+    def prompt_to_sent(self, prompt: Prompt) -> Prompt:
+        """The prompt as the server gets it: only the core fields, its box in pixels of the sent image."""
+        if prompt.box is None:
+            return Prompt(prompt.task, prompt.query)
         fx, fy = self.width / self.original_width, self.height / self.original_height
-        return [box.x0 * fx, box.y0 * fy, box.x1 * fx, box.y1 * fy]
+        box = prompt.box
+        return Prompt(prompt.task, prompt.query, [box.x0 * fx, box.y0 * fy, box.x1 * fx, box.y1 * fy])
 
     def box_from_sent(self, box: Box, sent_width: int, sent_height: int) -> Box:
         fx, fy = self.original_width / sent_width, self.original_height / sent_height
@@ -280,7 +281,7 @@ class _Upload:
 
 
 class RemoteEngine(_ImageByImage):
-    """`minigpt-annotate serve` on another machine, through its `POST /propose` (see ml_backend.server)."""
+    """`minigpt-annotate serve` on another machine, through its `POST /propose` (see model.propose_api)."""
 
     def __init__(
         self,
@@ -330,10 +331,12 @@ class RemoteEngine(_ImageByImage):
         self.model_version = str(body["model_version"])
         self.description = f"server {self.url} (model {self.model_version})"
         # Flask answers OPTIONS for every route after authentication: 401 means the password, 404 an old server.
-        probe = self._request("OPTIONS", "/propose", timeout=min(self.timeout, 10))
+        probe = self._request("OPTIONS", propose_api.PATH, timeout=min(self.timeout, 10))
         self._raise_for_engine(probe)
         if probe.status_code >= 400:
-            raise EngineError(f"{self.url} answered OPTIONS /propose with {probe.status_code}: {_error_text(probe)}")
+            raise EngineError(
+                f"{self.url} answered OPTIONS {propose_api.PATH} with {probe.status_code}: {_error_text(probe)}"
+            )
 
     def close(self) -> None:
         self._session.close()
@@ -343,25 +346,16 @@ class RemoteEngine(_ImageByImage):
     ) -> list[ProposalResult]:
         # A request in flight on the server is not interrupted; should_stop is checked between images.
         upload = _Upload.of(image)  # ImageLoadError for a broken file, before anything is sent
-        encoded = base64.b64encode(upload.data).decode("ascii")
-        options = self.options.model_dump(exclude_defaults=True) if self.options is not None else None
+        options = ProposeOptions.of(self.options) if self.options is not None else None
         results: list[ProposalResult] = []
-        for start in range(0, len(requests), MAX_PROMPTS_PER_CALL):
-            chunk = requests[start : start + MAX_PROMPTS_PER_CALL]
-            body: dict[str, Any] = {
-                "image": encoded,
-                "prompts": [
-                    {
-                        "task": r.task.value,
-                        "query": r.query,
-                        "box": upload.box_to_sent(r.box) if r.box is not None else None,
-                    }
-                    for r in chunk
-                ],
-            }
-            if options:
-                body["options"] = options
-            response = self._request("POST", "/propose", json=body)
+        for start in range(0, len(requests), propose_api.MAX_PROMPTS):
+            chunk = requests[start : start + propose_api.MAX_PROMPTS]
+            body = ProposeBody(
+                image=upload.data, prompts=[upload.prompt_to_sent(r.prompt) for r in chunk], options=options
+            )
+            response = self._request(
+                "POST", propose_api.PATH, data=body.to_json(), headers={"Content-Type": "application/json"}
+            )
             results.extend(self._results(response, image, upload, len(chunk)))
         return results
 
@@ -369,18 +363,18 @@ class RemoteEngine(_ImageByImage):
         self._raise_for_engine(response)
         if response.status_code in (400, 413, 422):  # about this image or its prompts: the run goes on
             raise MiniGPTError(f"the model server could not process {image}: {_error_text(response)}")
-        body = _json_body(response)
         try:
-            raw = body["results"] if isinstance(body, dict) else None
-            if response.status_code != 200 or not isinstance(raw, list) or len(raw) != count:
-                raise ValueError(f"expected {count} results")
-            parsed = [ProposalResult.model_validate(item) for item in raw]
-        except (ValueError, KeyError) as err:
+            if response.status_code != 200:
+                raise ValueError(f"expected 200 and {count} results")
+            answer = ProposeAnswer.model_validate_json(response.content)
+            if len(answer.results) != count:
+                raise ValueError(f"expected {count} results, got {len(answer.results)}")
+        except ValueError as err:  # pydantic's ValidationError is a ValueError too
             raise EngineError(
-                f"{self.url} answered /propose with {response.status_code} and an unexpected body ({err}); "
+                f"{self.url} answered {propose_api.PATH} with {response.status_code} and an unexpected body ({err}); "
                 "is the server's minigpt-annotate the same version as this app's?"
             ) from err
-        return [self._localised(result, image, upload) for result in parsed]
+        return [self._localised(result, image, upload) for result in answer.results]
 
     @staticmethod
     def _localised(result: ProposalResult, image: Path, upload: _Upload) -> ProposalResult:
@@ -428,8 +422,8 @@ class RemoteEngine(_ImageByImage):
             raise EngineError(f"the model server at {self.url} refused the request (401 unauthorized): {fix}")
         if status in (404, 405):
             raise EngineError(
-                f"{self.url} has no /propose endpoint ({status}): it is not a minigpt-annotate server, or an older "
-                "one; update minigpt-annotate on the server"
+                f"{self.url} has no {propose_api.PATH} endpoint ({status}): it is not a minigpt-annotate server, or "
+                "an older one; update minigpt-annotate on the server"
             )
         if status >= 500:
             raise EngineError(

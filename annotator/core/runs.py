@@ -8,16 +8,21 @@ knows which label its boxes get.
   (longest match, "the dog on the left" → dog), else the current label, else the phrase. ``[grounding]`` boxes
   take the phrases the model attaches.
 * ``[identify]`` asks what is inside the selected box; ``[vqa]``, ``[caption]`` and chat answer with text.
+
+Which label a text names, and what the model is asked for a label, are :mod:`model.labels`' rules, the ones the
+Label Studio backend uses too (any case, ``_``/``-`` as spaces, plurals, whole words, the longest name wins).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from pydantic.dataclasses import dataclass
+
+from model import request
 from model.annotations import Box, Task
 from model.errors import MiniGPTError
+from model.labels import LabelMatcher, label_prompt
 
 from .records import LabelRow
 
@@ -27,11 +32,10 @@ class RunError(MiniGPTError):
 
 
 @dataclass(frozen=True)
-class Prompt:
-    task: Task
-    query: str | None
-    box: Box | None = None
-    label: str | None = None  # the label its boxes get; None: the proposal's own label (phrase or query)
+class Prompt(request.Prompt):
+    """A model prompt (:class:`model.request.Prompt`) and the label its boxes get."""
+
+    label: str | None = None  # None: the proposal's own label (phrase or query)
 
 
 def plan_run(
@@ -65,28 +69,23 @@ def detection_prompts(labels: Sequence[LabelRow], query: str = "") -> list[Promp
     if not query:
         if not labels:
             raise RunError("type what to detect (e.g. 'circle'), or add labels to detect them all")
-        return [Prompt(Task.detection, label.prompt or label.name, label=label.name) for label in labels]
+        return [Prompt(Task.detection, label_prompt(label.name, label.prompt), label=label.name) for label in labels]
     things = [part.strip() for part in query.split(",") if part.strip()]
     return [Prompt(Task.detection, thing, label=exact_label(thing, labels) or thing) for thing in things]
 
 
+def _matcher(labels: Sequence[LabelRow]) -> LabelMatcher[str]:
+    return LabelMatcher((label.name, (label.name, label.prompt)) for label in labels)
+
+
 def exact_label(text: str, labels: Sequence[LabelRow]) -> str | None:
-    """The label ``text`` is the name, plural or prompt of (case-insensitive), if any."""
-    key = text.casefold()
-    for label in labels:
-        names = {label.name.casefold(), *((label.prompt.casefold(),) if label.prompt else ())}
-        if key in names or key in {n + "s" for n in names} or key in {n + "es" for n in names}:
-            return label.name
-    return None
+    """The label ``text`` is a name or prompt of, in any case, separator or number, if any."""
+    return _matcher(labels).exact(text)
 
 
 def label_named(phrase: str, labels: Sequence[LabelRow]) -> str | None:
-    """The label whose name (or plural) occurs in ``phrase`` as a whole word; the longest name wins."""
-    for label in sorted(labels, key=lambda row: len(row.name), reverse=True):
-        pattern = rf"\b{re.escape(label.name)}(?:s|es)?\b"
-        if re.search(pattern, phrase, re.IGNORECASE):
-            return label.name
-    return None
+    """The label whose name or prompt occurs in ``phrase`` as whole words; the longest name wins."""
+    return _matcher(labels).find(phrase)
 
 
 def label_from_answer(answer: str, labels: Sequence[LabelRow]) -> str | None:
@@ -95,7 +94,7 @@ def label_from_answer(answer: str, labels: Sequence[LabelRow]) -> str | None:
     text = " ".join(answer.replace("</s>", " ").split()).strip(" .,;:!?\"'")
     if not text:
         return None
-    named = exact_label(text, labels) or label_named(text, labels)
+    named = label_named(text, labels)
     if named is not None:
         return named
     return text if len(text.split()) <= 3 else None

@@ -78,7 +78,7 @@ class ProposeWorker(QThread):
         for done, job in enumerate(self.jobs, start=1):
             if self._stop.is_set():
                 return
-            requests = [EngineRequest(image=job.path, task=p.task, query=p.query, box=p.box) for p in job.prompts]
+            requests = [EngineRequest(job.path, p) for p in job.prompts]
             try:
                 results = self.engine.propose(requests, should_stop=self._stop.is_set)
             except Cancelled:
