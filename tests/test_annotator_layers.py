@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from patience import HANG_MS
 from PIL import Image
 from PySide6.QtCore import Qt
 from pytestqt.qtbot import QtBot
@@ -321,11 +322,11 @@ def test_the_ai_panel_says_what_the_user_did_and_shows_what_it_is_told(qtbot: Qt
     assert (panel.current_task(), panel.query_text(), panel.threshold_value_f()) == (Task.refer, "the cup", 0.25)
 
     # Finishing an edit (leaving the query field, picking a task) is one signal, however it was done.
-    with qtbot.waitSignal(panel.settings_edited, timeout=1000):
+    with qtbot.waitSignal(panel.settings_edited, timeout=HANG_MS):
         panel.query.editingFinished.emit()
-    with qtbot.waitSignal(panel.settings_edited, timeout=1000):
+    with qtbot.waitSignal(panel.settings_edited, timeout=HANG_MS):
         panel.task.setCurrentIndex(0)
-    with qtbot.waitSignal(panel.run_requested, timeout=1000):
+    with qtbot.waitSignal(panel.run_requested, timeout=HANG_MS):
         qtbot.mouseClick(panel.run_button, Qt.MouseButton.LeftButton)
 
     # What the window tells it to show.
@@ -338,9 +339,9 @@ def test_the_ai_panel_says_what_the_user_did_and_shows_what_it_is_told(qtbot: Qt
     assert panel.run_button.isEnabled()
     panel.suggest_label("circle")
     assert panel.apply_answer.isVisible() and "circle" in panel.apply_answer.text()
-    with qtbot.waitSignal(panel.apply_answer_requested, timeout=1000):
+    with qtbot.waitSignal(panel.apply_answer_requested, timeout=HANG_MS):
         qtbot.mouseClick(panel.apply_answer, Qt.MouseButton.LeftButton)
     panel.suggest_label(None)
     assert not panel.apply_answer.isVisible()
     panel.focus_query()
-    qtbot.waitUntil(panel.query.hasFocus, timeout=1000)
+    qtbot.waitUntil(panel.query.hasFocus, timeout=HANG_MS)

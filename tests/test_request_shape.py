@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from patience import HANG_S
 from pydantic import TypeAdapter, ValidationError
 
 from annotator.core.engines import EngineRequest
@@ -85,7 +86,7 @@ def test_the_desktop_and_a_remote_only_client_do_not_load_torch() -> None:
         assert not loaded, loaded
         """
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=HANG_S)
     assert done.returncode == 0, done.stderr
 
 
