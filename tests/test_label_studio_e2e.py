@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from backend_process import running_backend, serve_command
 from ls_harness import LabelStudioServer, free_port
+from patience import HANG_S
 
 from ml_backend.regions import value_to_box
 from model.annotations import Box
@@ -165,7 +166,7 @@ def test_a_submitted_annotation_reaches_the_coco_store(
     _wait_for(lambda: json.loads(coco_path.read_text())["images"] == [])
 
 
-def _wait_for(condition, timeout: float = 30.0) -> None:
+def _wait_for(condition, timeout: float = HANG_S) -> None:
     deadline = time.monotonic() + timeout  # webhooks may be delivered after the API call returns
     while not condition():
         assert time.monotonic() < deadline, "the webhook did not arrive"
