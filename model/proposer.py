@@ -31,7 +31,7 @@ from .grammar import ParseResult, parse_boxes, pixels_to_grid
 from .images import LoadedImage, load_image
 from .network import MiniGPTv2ForConditionalGeneration
 from .processing import MiniGPTv2Processor, Turn
-from .prompts import build_instruction
+from .prompts import build_instruction, split_identifier
 from .request import Prompt
 from .results import GenerationOptions, ProposalResult
 
@@ -487,7 +487,9 @@ class Proposer:
     def _label(prepared: _Prepared, phrase: str | None) -> str:
         if phrase:
             return phrase
-        return (prepared.query or "").strip() or prepared.task.value
+        # A pasted official prompt ("[refer] the dog") names the box by its text, not by its task identifier.
+        _, query = split_identifier(prepared.query or "")
+        return query or prepared.task.value
 
 
 class _StopWhen(StoppingCriteria):

@@ -29,6 +29,14 @@ def test_refer_box_is_mapped_to_original_pixels_of_a_non_square_photo(box_propos
     assert proposal.model_version == box_proposer.model_version
 
 
+def test_a_pasted_official_prompt_is_asked_as_is_and_its_label_has_no_identifier(box_proposer: Proposer) -> None:
+    pasted = "[refer] give me the location of the red circle"  # the prompt the box model was taught, pasted whole
+    result = box_proposer.propose(COFFEE, "refer", pasted)
+    assert result.prompt == pasted and result.text == REFER_ANSWER
+    [proposal] = result.proposals
+    assert proposal.label == "give me the location of the red circle"  # no phrase in the answer: the query names it
+
+
 def test_detection_returns_every_box_with_its_phrase(box_proposer: Proposer) -> None:
     result = box_proposer.propose(COFFEE, Task.detection, "circle")
     assert result.text == DETECTION_ANSWER
