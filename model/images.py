@@ -61,6 +61,9 @@ _DECODE_ERRORS: tuple[type[Exception], ...] = (
     zlib.error,
     # Pillow reports some damage (e.g. "Corrupt EXIF data") as warnings, which raise under ``-W error``.
     Warning,
+    # Some plugins re-check Pillow's global limit while reading a header (GIF frames): a random GIF header
+    # declaring a 585 MP frame raised it out of load_image.
+    Image.DecompressionBombError,
 )
 
 _READ_ERRORS: tuple[type[Exception], ...] = (OSError, *_DECODE_ERRORS)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
 from model.errors import ImageLoadError
@@ -578,3 +580,35 @@ def test_reduced_decoding_reports_damage_like_a_full_decode(tmp_path: Path) -> N
     for bad in ({"fit_pixels": 0}, {"fit_side": -1}):
         with pytest.raises(ValueError, match="must be positive"):
             load_image(cut, **bad)
+
+
+_GIF_BOMB = bytes.fromhex(
+    "474946383761040004008000000000000000712c004800000400207c0008090001081c48b0208080003b"
+)  # a 4x4 GIF whose frame descriptor was changed to declare 585,822,336 pixels
+
+
+def test_a_gif_frame_over_pillows_bomb_limit_is_a_one_line_image_error() -> None:
+    with pytest.raises(ImageLoadError, match="decompression-bomb limit"):
+        load_image(_GIF_BOMB)
+    with pytest.raises(ImageLoadError, match="decompression-bomb limit"):
+        load_image(_GIF_BOMB, fit_side=448)
+
+
+@settings(max_examples=300, derandomize=True)
+@given(
+    edits=st.lists(st.tuples(st.integers(6, 40), st.integers(0, 255)), min_size=1, max_size=4),
+    screen=st.none() | st.tuples(st.integers(0, 65535), st.integers(0, 65535)),
+)
+def test_damaged_gif_headers_load_or_fail_with_an_image_error(edits: list[tuple[int, int]], screen) -> None:
+    buffer = io.BytesIO()
+    Image.new("P", (4, 4)).save(buffer, "GIF")
+    data = bytearray(buffer.getvalue())
+    for position, value in edits:
+        data[position % len(data)] = value
+    if screen is not None:
+        struct.pack_into("<HH", data, 6, *screen)
+    try:
+        loaded = load_image(bytes(data))
+    except ImageLoadError:
+        return  # refused with the project's one-line error: what every caller (backend, CLI, desktop) handles
+    assert loaded.image.mode == "RGB"
