@@ -33,9 +33,11 @@ class Task(str, Enum):
 
 
 class Box(BaseModel):
-    """An axis-aligned box in pixels: (x0, y0) top-left, (x1, y1) bottom-right."""
+    """An axis-aligned box in pixels: (x0, y0) top-left, (x1, y1) bottom-right; finite coordinates only."""
 
-    model_config = ConfigDict(frozen=True)
+    # Infinity or NaN is never a box (a COCO x + w that overflows, `--box 0,0,inf,10`, JSON `Infinity`): refuse it
+    # here, where every surface builds its boxes, instead of letting it crash the grid conversion later.
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     x0: float
     y0: float

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -24,15 +25,25 @@ def box_arg(text: str) -> Box:
         values = [float(v) for v in text.split(",")]
     except ValueError:
         values = []
-    if len(values) != 4 or not (values[0] < values[2] and values[1] < values[3]):
-        raise argparse.ArgumentTypeError(f"expected x0,y0,x1,y1 in pixels with x0<x1 and y0<y1, got {text!r}")
+    if (
+        len(values) != 4
+        or not all(math.isfinite(v) for v in values)
+        or not (values[0] < values[2] and values[1] < values[3])
+    ):
+        raise argparse.ArgumentTypeError(
+            f"expected x0,y0,x1,y1 in pixels (finite numbers) with x0<x1 and y0<y1, got {text!r}"
+        )
     return Box.from_xyxy(values)
+
+
+MAX_INT_ARG = 2**31 - 1  # far above any real size, count or step number; larger ones overflow float arithmetic
 
 
 def positive_int(text: str) -> int:
     value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    if not 0 < value <= MAX_INT_ARG:
+        shown = text if len(text) <= 20 else f"{text[:20]}… ({len(text)} digits)"
+        raise argparse.ArgumentTypeError(f"must be a positive integer up to {MAX_INT_ARG:,}, got {shown}")
     return value
 
 

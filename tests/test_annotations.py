@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -67,3 +69,10 @@ def test_annotation_and_dataset_rules(tmp_path) -> None:
 def test_task_identifiers() -> None:
     assert Task.refer.identifier == "[refer]" and Task.chat.identifier == ""
     assert Task.detection.answers_with_boxes and not Task.vqa.answers_with_boxes
+
+
+@pytest.mark.parametrize("xyxy", [(0, 0, math.inf, 10), (0, 0, math.nan, 10), (-math.inf, 0, 5, 10)])
+def test_a_box_with_infinity_or_nan_is_refused(xyxy: tuple[float, float, float, float]) -> None:
+    # From COCO (x + w overflowing), JSON `Infinity` or the command line, it would crash the grid maths later.
+    with pytest.raises(ValidationError, match="finite"):
+        Box.from_xyxy(xyxy)

@@ -154,6 +154,9 @@ def test_convert_writes_a_folder_that_propose_loads(official_files: OfficialFile
             ["corrupt.jpg"],
         ),
         (["parse", "--width", "0", "--height", "5"], ["positive"]),
+        (["parse", "--width", "9" * 400, "--height", "5"], ["--width", "400 digits"]),  # overflowed float maths
+        (["propose", str(COFFEE), "--task", "identify", "--box", "0,0,inf,10", "--model", "{tiny}"], ["finite"]),
+        (["propose", str(COFFEE), "--task", "identify", "--box", "0,0,nan,10", "--model", "{tiny}"], ["finite"]),
     ],
 )
 def test_bad_input_exits_non_zero_with_a_one_line_cause(args, words, tiny_model_dir: Path, tmp_path: Path) -> None:
