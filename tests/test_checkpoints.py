@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from transformers import LlamaForCausalLM
 
 from model.errors import CheckpointError
 from model.network import MiniGPTv2ForConditionalGeneration, interpolate_pos_embed
-from model.weights.official import convert, load_official
+from model.weights.official import convert, load_official, read_state_file
 
 
 def _logits(model, processor, seed: int = 0) -> torch.Tensor:
@@ -182,6 +183,18 @@ def test_pickled_objects_need_an_explicit_opt_in(official_files: OfficialFiles, 
         official_files.eva, official_files.llama_dir, path, image_size=IMAGE_SIZE, allow_pickle=True
     )
     assert torch.equal(_logits(trusted, processor), _logits(model, processor))
+
+
+class _RunsACommand:
+    def __reduce__(self) -> tuple:
+        return (os.system, ("true",))  # what a malicious checkpoint does; never loaded here
+
+
+def test_a_pickle_calling_a_blocked_module_gets_the_allow_pickle_hint(tmp_path) -> None:
+    path = tmp_path / "blocked.pth"
+    torch.save({"weights": torch.zeros(2), "payload": _RunsACommand()}, path)
+    with pytest.raises(CheckpointError, match=r"system\) that needs pickle.*--allow-pickle"):
+        read_state_file(path)
 
 
 def test_unreadable_files_fail_clearly(official_files: OfficialFiles, tmp_path) -> None:

@@ -62,7 +62,9 @@ def read_state_file(path: str | os.PathLike, *, allow_pickle: bool = False) -> d
         raise CheckpointError(f"cannot read checkpoint {path}: {err}; is it a complete PyTorch .pth file?") from err
 
 
-_GLOBAL_NEEDED = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+# torch's two wordings: a global it does not know ("Unsupported global: GLOBAL x.y") and one from a module it
+# blocks outright ("unsupported GLOBAL posix.system whose module posix is blocked"). Both need pickle to load.
+_GLOBAL_NEEDED = re.compile(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)")
 
 
 def _can_mmap(path: Path) -> bool:
