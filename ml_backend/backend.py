@@ -236,7 +236,13 @@ class MiniGPTBackend:
     # --- steps ---------------------------------------------------------------------------------------------------
     def _image(self, task: dict, labels: ProjectLabels) -> LoadedImage | None:
         task_id = task.get("id")
-        reference = (task.get("data") or {}).get(labels.value_key)
+        data = task.get("data")
+        if not isinstance(data, dict):  # one malformed task must not cost the others their predictions
+            log.warning(
+                "task %s: its data is %s, not an object; returning an empty prediction", task_id, type(data).__name__
+            )
+            return None
+        reference = data.get(labels.value_key)
         if not isinstance(reference, str) or not reference:
             log.warning("task %s: no image under data.%s; returning an empty prediction", task_id, labels.value_key)
             return None

@@ -64,6 +64,14 @@ class PayloadTooLarge(BadPayload):
     """The request body is larger than the endpoint accepts."""
 
 
+def _same_secret(given: str | None, expected: str) -> bool:
+    """Constant-time comparison of credentials; compared as UTF-8 bytes because `hmac.compare_digest` refuses
+    non-ASCII str (a TypeError, which was a 500 for a client sending or a server configured with `é`)."""
+    return hmac.compare_digest(
+        (given or "").encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
+
+
 def create_app(backend: MiniGPTBackend, *, basic_auth: tuple[str, str] | None = None) -> Flask:
     app = Flask("minigpt_annotate_ml_backend")
     app.config["backend"] = backend
@@ -74,9 +82,7 @@ def create_app(backend: MiniGPTBackend, *, basic_auth: tuple[str, str] | None = 
             return None
         given = request.authorization
         user, password = basic_auth
-        if given is None or not (
-            hmac.compare_digest(given.username or "", user) and hmac.compare_digest(given.password or "", password)
-        ):
+        if given is None or not (_same_secret(given.username, user) and _same_secret(given.password, password)):
             response = jsonify(error="basic auth required: set the user and password in the ML backend connection")
             response.status_code = 401
             response.headers["WWW-Authenticate"] = 'Basic realm="minigpt-annotate"'

@@ -183,6 +183,29 @@ def test_bad_requests_name_the_cause(client) -> None:
     assert client.post("/webhook", json={"action": "PROJECT_UPDATED"}).get_json()["status"] == "Unknown event"
 
 
+def test_a_task_whose_data_is_not_an_object_gets_an_empty_result_alone(client, ground_truth) -> None:
+    good = _task(1, sorted(ground_truth)[0])
+    odd = [{"id": 2, "data": ["image.png"]}, {"id": 3, "data": "image.png"}, {"id": 4, "data": None}, {"id": 5}]
+    response = client.post("/predict", json={"tasks": [good, *odd], "label_config": CONFIG})
+    assert response.status_code == 200, response.get_data(as_text=True)  # was a 500 for the whole batch
+    results = response.get_json()["results"]
+    assert [r["result"] for r in results[1:]] == [[], [], [], []]
+    alone = client.post("/predict", json={"tasks": [good], "label_config": CONFIG}).get_json()["results"]
+    assert_same_proposals(results[:1], alone, ignore={"id"})
+
+
+def test_non_ascii_credentials_are_checked_not_a_server_error(shapes: Path) -> None:
+    client = create_app(_backend(shapes), basic_auth=("labeller", "pässwört")).test_client()
+
+    def setup_as(user: str, password: str) -> int:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        return client.post("/setup", json={"schema": CONFIG}, headers={"Authorization": f"Basic {token}"}).status_code
+
+    assert setup_as("labeller", "pässwört") == 200  # a non-ASCII configured password was a 500 for everyone
+    assert setup_as("labeller", "passwort") == 401
+    assert setup_as("lâbeller", "pässwört") == 401
+
+
 def test_basic_auth_guards_everything_but_health(shapes: Path) -> None:
     app = create_app(_backend(shapes), basic_auth=("labeller", "s3cret"))
     client = app.test_client()
