@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from PIL import Image
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from model.annotations import Annotation, Box, Category, Dataset, ImageRecord, Origin
 from model.coco import write_coco
@@ -78,21 +78,31 @@ class CorrectionStore:
         source: str,
         fetch_image: Callable[[], bytes],
     ) -> dict:
-        """Replace one annotation's boxes (label, Label Studio percent value); fetch the image the first time."""
+        """Replace one annotation's boxes (label, Label Studio percent value); fetch the image the first time.
+
+        Everything is checked before the first write: an annotation that cannot become COCO (a blank label, an
+        unreadable image) is refused alone with a MiniGPTError and leaves the folder exactly as it was.
+        """
         with self._locked() as state:
             task = state.tasks.get(str(task_id))
+            new_image: tuple[str, bytes] | None = None
             if task is None:
-                task = self._store_image(task_id, source, fetch_image())
-                state.tasks[str(task_id)] = task
+                task, new_image = self._described_image(task_id, source, fetch_image())
             boxes = []
             for label, value in regions:
                 box = value_to_box(value, task.width, task.height)
                 if box is None:
                     log.warning("task %s: skipping a degenerate rectangle %s", task_id, value)
                     continue
+                _check_annotation(annotation_id, label, box)
                 boxes.append(StoredBox(label=label, bbox=box.xyxy))
-                if label not in state.categories:
-                    state.categories.append(label)
+            # Valid: only now does anything change, in memory and then on disk (the image copy, then the state).
+            if new_image is not None:
+                write_bytes_atomic(self.root / new_image[0], new_image[1])  # original bytes: EXIF stays with them
+                state.tasks[str(task_id)] = task
+            for stored in boxes:
+                if stored.label not in state.categories:
+                    state.categories.append(stored.label)
             task.annotations.pop(str(annotation_id), None)  # re-insert: the latest submission goes last
             task.annotations[str(annotation_id)] = boxes
             return {"task": task_id, "annotation": annotation_id, "boxes": len(boxes)}
@@ -134,8 +144,9 @@ class CorrectionStore:
             ) from err
 
     def _write(self, state: StoreState) -> None:
+        dataset = self.dataset(state)  # built before either file is written: a state that cannot be COCO is not saved
         write_text_atomic(self._state_path, json.dumps(state.model_dump(mode="json"), indent=1))
-        write_coco(self.dataset(state), self.coco_path)
+        write_coco(dataset, self.coco_path)
 
     def dataset(self, state: StoreState) -> Dataset:
         categories = [Category(id=i, name=name) for i, name in enumerate(state.categories, start=1)]
@@ -154,10 +165,22 @@ class CorrectionStore:
         ]
         return Dataset(categories=categories, images=images)
 
-    def _store_image(self, task_id: int, source: str, payload: bytes) -> StoredTask:
+    def _described_image(self, task_id: int, source: str, payload: bytes) -> tuple[StoredTask, tuple[str, bytes]]:
+        """The task record for a newly fetched image, and the copy to write (path, bytes) once the rest is valid."""
         image = load_image(payload)  # raises a clear ImageLoadError for a corrupt file
         with Image.open(io.BytesIO(payload)) as raw:
             extension = (raw.format or "png").lower().replace("jpeg", "jpg")
         relative = f"images/task-{task_id}.{extension}"
-        write_bytes_atomic(self.root / relative, payload)  # the original bytes: EXIF orientation stays with them
-        return StoredTask(image=relative, width=image.width, height=image.height, source=source)
+        return StoredTask(image=relative, width=image.width, height=image.height, source=source), (relative, payload)
+
+
+def _check_annotation(annotation_id: int, label: str, box: Box) -> None:
+    """Refuse a box that `annotations.json` could not hold, naming the annotation and the fix."""
+    try:
+        Annotation(box=box, label=label, origin=Origin.manual)
+    except ValueError as err:
+        reasons = "; ".join(e["msg"] for e in err.errors()) if isinstance(err, ValidationError) else str(err)
+        raise MiniGPTError(
+            f"annotation {annotation_id}: label {label!r} cannot be stored ({reasons}); "
+            "fix the label in Label Studio's labeling config and submit again"
+        ) from None

@@ -277,6 +277,35 @@ def test_webhooks_keep_a_coco_dataset_that_finetune_reads(shapes: Path, ground_t
     assert not list((store_dir / "images").iterdir())
 
 
+def _folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_bad_annotation_is_refused_alone_and_changes_nothing_on_disk(shapes: Path, ground_truth, tmp_path) -> None:
+    store_dir = tmp_path / "corrections"
+    client = create_app(_backend(shapes, corrections=store_dir)).test_client()
+    first, second = (_task(61 + i, n) for i, n in enumerate(sorted(ground_truth)[:2]))
+    good = _annotation_event("ANNOTATION_CREATED", 601, first, [_region("circle", 10, 20, 30, 40)])
+    assert client.post("/webhook", json=good).status_code == 201
+    before = _folder_bytes(store_dir)
+
+    # A blank label on an already stored task, and on a new task (whose image must not be copied).
+    for task in (first, second):
+        regions = [_region("circle", 5, 5, 10, 10), _region(" ", 1, 1, 5, 5)]
+        response = client.post("/webhook", json=_annotation_event("ANNOTATION_CREATED", 602, task, regions))
+        assert response.status_code == 422  # well-formed but not storable: refused, with the cause
+        assert "annotation 602" in response.get_json()["error"]
+        assert _folder_bytes(store_dir) == before  # state.json, annotations.json and images/ untouched
+
+    # Later webhooks still land: the store was not poisoned (before the fix every later one was a 400).
+    later = _annotation_event("ANNOTATION_CREATED", 603, second, [_region("square", 50, 50, 10, 10)])
+    assert client.post("/webhook", json=later).status_code == 201
+    assert sorted(a.label for r in read_coco(store_dir / "annotations.json").images for a in r.annotations) == [
+        "circle",
+        "square",
+    ]
+
+
 def test_serve_without_a_model_says_how_to_give_one(tmp_path: Path) -> None:
     import subprocess
     import sys
