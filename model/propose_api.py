@@ -58,6 +58,16 @@ class ProposeOptions(GenerationOptions):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    @field_validator("cache")
+    @classmethod
+    def _server_chooses_its_cache(cls, value: str) -> str:
+        # The KV cache is the server's business: "compiled" made a CPU server torch.compile for 5-48 s while it
+        # held the model lock, so every client waited. The server runs its own "auto" (compiled only on a GPU,
+        # warmed up when it starts).
+        if value != "auto":
+            raise ValueError(f"cache {value!r} is chosen by the server, not the request; leave options.cache at auto")
+        return value
+
     @classmethod
     def of(cls, options: GenerationOptions) -> ProposeOptions:
         return cls.model_validate(options.model_dump())

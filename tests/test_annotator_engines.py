@@ -224,6 +224,17 @@ def test_client_and_server_speak_one_propose_contract(server_url: str, tmp_path:
         propose_api.ProposeBody(image=b"x", prompts=[*prompts, Prompt(Task.caption)])
 
 
+def test_a_client_cannot_make_the_server_compile(server_url: str, tmp_path: Path) -> None:
+    body = {"image": base64.b64encode(_png(tmp_path)).decode(), "prompts": [{"task": "caption"}]}
+    for cache in ("compiled", "static", "dynamic"):
+        response = requests.post(
+            server_url + propose_api.PATH, json={**body, "options": {"cache": cache}}, auth=AUTH, timeout=HANG_S
+        )
+        assert response.status_code == 400 and "chosen by the server" in response.json()["error"], response.text
+    with pytest.raises(ValidationError, match="chosen by the server"):  # the desktop's client refuses it first
+        propose_api.ProposeOptions.of(GenerationOptions(cache="compiled"))
+
+
 def test_connecting_fails_with_the_url_the_cause_and_the_fix(server_url: str) -> None:
     nobody = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(EngineError) as unreachable:
