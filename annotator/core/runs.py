@@ -71,7 +71,8 @@ def detection_prompts(labels: Sequence[LabelRow], query: str = "") -> list[Promp
             raise RunError("type what to detect (e.g. 'circle'), or add labels to detect them all")
         return [Prompt(Task.detection, label_prompt(label.name, label.prompt), label=label.name) for label in labels]
     things = [part.strip() for part in query.split(",") if part.strip()]
-    return [Prompt(Task.detection, thing, label=exact_label(thing, labels) or thing) for thing in things]
+    matcher = _matcher(labels)  # built once: it compiles a pattern for every form of every label
+    return [Prompt(Task.detection, thing, label=matcher.exact(thing) or thing) for thing in things]
 
 
 def _matcher(labels: Sequence[LabelRow]) -> LabelMatcher[str]:
