@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from model.commands import missing_extra
 from model.errors import MiniGPTError
 
 
@@ -35,8 +36,7 @@ def cmd_gui(args: argparse.Namespace) -> int:
     try:
         from .gui.app import run
     except ImportError as err:
-        hint = "pip install 'minigpt-annotate[gui]'"
-        raise MiniGPTError(f"the desktop annotator needs its extra: {hint} ({err})") from err
+        raise missing_extra("the desktop annotator", "gui", err) from err
     if args.folder is not None and not args.folder.is_dir():
         raise MiniGPTError(f"folder {args.folder} not found; pass a folder of images")
     if args.folder is None and args.store is not None and not args.store.is_file():

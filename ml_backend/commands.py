@@ -10,8 +10,7 @@ import argparse
 import os
 from pathlib import Path
 
-from model.commands import DTYPES
-from model.errors import MiniGPTError
+from model.commands import DTYPES, missing_extra
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,8 +36,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from .serving import serve
     except ImportError as err:
-        hint = "pip install 'minigpt-annotate[backend]'"
-        raise MiniGPTError(f"the Label Studio backend needs its extra: {hint} ({err})") from err
+        raise missing_extra("the Label Studio backend", "backend", err) from err
     return serve(
         model=args.model,
         host=args.host,

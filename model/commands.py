@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from .annotations import Box, Task
+from .errors import MiniGPTError
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -45,6 +46,11 @@ def positive_int(text: str) -> int:
         shown = text if len(text) <= 20 else f"{text[:20]}… ({len(text)} digits)"
         raise argparse.ArgumentTypeError(f"must be a positive integer up to {MAX_INT_ARG:,}, got {shown}")
     return value
+
+
+def missing_extra(what: str, extra: str, err: ImportError) -> MiniGPTError:
+    """The error for a subcommand whose optional dependencies are not installed, with the install command."""
+    return MiniGPTError(f"{what} needs its extra: pip install 'minigpt-annotate[{extra}]' ({err})")
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
