@@ -12,11 +12,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from model.annotations import Proposal, Task
 from model.errors import MiniGPTError
-from model.images import LoadedImage, load_image
+from model.images import MODEL_FIT_PIXELS, LoadedImage, load_image
 from model.proposer import GenerationOptions, Prompt, ProposalResult, Proposer, ProposeRequest
 
 from .corrections import CorrectionStore
@@ -48,9 +48,13 @@ class Metrics:
 
 
 class _ImageCache:
-    """The last few decoded images by URL: interactive prompts on one task reuse its image. Bounded in pixels."""
+    """The last few decoded images by URL: interactive prompts on one task reuse its image.
 
-    def __init__(self, max_pixels: int = 64_000_000):
+    Bounded by the pixels actually held (each image as decoded, which is at most MODEL_FIT_PIXELS), and the bound is
+    kept: an image that alone exceeds it is not kept at all.
+    """
+
+    def __init__(self, max_pixels: int = 2 * MODEL_FIT_PIXELS):
         self._items: OrderedDict[str, LoadedImage] = OrderedDict()
         self._max_pixels = max_pixels
         self._lock = threading.Lock()
@@ -66,8 +70,17 @@ class _ImageCache:
         with self._lock:
             self._items[key] = image
             self._items.move_to_end(key)
-            while len(self._items) > 1 and sum(i.width * i.height for i in self._items.values()) > self._max_pixels:
+            while self._items and sum(_held_pixels(i) for i in self._items.values()) > self._max_pixels:
                 self._items.popitem(last=False)
+
+    def held_pixels(self) -> int:
+        """Pixels the cached images hold (what the bound counts)."""
+        with self._lock:
+            return sum(_held_pixels(i) for i in self._items.values())
+
+
+def _held_pixels(image: LoadedImage) -> int:
+    return image.image.width * image.image.height
 
 
 class MiniGPTBackend:
@@ -251,11 +264,12 @@ class MiniGPTBackend:
             return cached
         try:
             payload = self.fetcher.fetch(reference, task_id=task_id if isinstance(task_id, int) else None)
-            image = load_image(payload)
+            image = load_image(payload, fit_pixels=MODEL_FIT_PIXELS)
         except MiniGPTError as err:
             log.warning("task %s: cannot read image %s: %s; returning an empty prediction", task_id, reference, err)
             return None
-        image = LoadedImage(image=image.image, width=image.width, height=image.height, source=reference)
+        # Only the model's square is kept: the chunk and the cache then hold kilobytes per image, not 144 MB.
+        image = self.proposer.model_image(replace(image, source=reference))
         self._images.put(reference, image)
         return image
 

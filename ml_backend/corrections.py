@@ -26,7 +26,7 @@ from model.annotations import Annotation, Box, Category, Dataset, ImageRecord, O
 from model.coco import write_coco
 from model.errors import MiniGPTError
 from model.files import write_bytes_atomic, write_text_atomic
-from model.images import load_image
+from model.images import MODEL_FIT_PIXELS, load_image
 
 from .regions import value_to_box
 
@@ -167,7 +167,7 @@ class CorrectionStore:
 
     def _described_image(self, task_id: int, source: str, payload: bytes) -> tuple[StoredTask, tuple[str, bytes]]:
         """The task record for a newly fetched image, and the copy to write (path, bytes) once the rest is valid."""
-        image = load_image(payload)  # raises a clear ImageLoadError for a corrupt file
+        image = load_image(payload, fit_pixels=MODEL_FIT_PIXELS)  # raises a clear ImageLoadError for a corrupt file
         with Image.open(io.BytesIO(payload)) as raw:
             extension = (raw.format or "png").lower().replace("jpeg", "jpg")
         relative = f"images/task-{task_id}.{extension}"

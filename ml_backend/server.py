@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from model import propose_api
 from model.errors import MiniGPTError, PromptError
-from model.images import load_image
+from model.images import MODEL_FIT_PIXELS, load_image
 from model.propose_api import ProposeAnswer, ProposeBody
 
 from .backend import WEBHOOK_EVENTS, MiniGPTBackend
@@ -147,7 +147,7 @@ def create_app(backend: MiniGPTBackend, *, basic_auth: tuple[str, str] | None = 
     @app.post(propose_api.PATH)
     def propose() -> Response:
         body = ProposeBody.model_validate(_limited_json(propose_api.MAX_BODY_BYTES))
-        image = load_image(body.image)  # ImageLoadError → 422 with the decoder's cause
+        image = load_image(body.image, fit_pixels=MODEL_FIT_PIXELS)  # ImageLoadError → 422 with the decoder's cause
         started = time.perf_counter()
         try:
             results = backend.propose(image, body.prompts, body.options)

@@ -218,12 +218,12 @@ def _task_list(text: str) -> list[Task]:
 
 def cmd_propose(args: argparse.Namespace) -> int:
     from .grammar import pixels_to_grid
-    from .images import load_image
+    from .images import MODEL_FIT_PIXELS, load_image
     from .prompts import build_instruction
     from .proposer import GenerationOptions, Proposer
 
     # Check the image and the request before spending a minute loading a 7B model.
-    image = load_image(args.image)
+    image = load_image(args.image, fit_pixels=MODEL_FIT_PIXELS)
     box = pixels_to_grid(args.box, image.width, image.height) if args.box is not None else None
     build_instruction(args.task, args.query, box)
     options = GenerationOptions.demo(seed=args.seed) if args.sample else GenerationOptions(seed=args.seed)

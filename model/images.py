@@ -6,10 +6,18 @@ Every image that enters the annotation tool goes through :func:`load_image`, whi
 * refuses decompression bombs *before* any pixel data is decoded,
 * decodes the whole image at once, so truncated or corrupt files fail here and not later inside the model,
 * applies the EXIF orientation, so boxes are drawn on the image the user actually sees,
-* converts every pixel format Pillow reads to 8-bit RGB with correct colours,
+* converts every pixel format Pillow reads to 8-bit RGB with correct colours, a band of rows at a time,
 * on request, decodes only as many pixels as the caller will use (``fit_pixels`` / ``fit_side``): a JPEG is
   decoded reduced by libjpeg itself, so a 108 MP photo never exists in memory at full size, while the result
-  still reports the full upright size, the frame boxes are measured in.
+  still reports the full upright size, the frame boxes are measured in,
+* bounds the memory of decoding: what a decode holds at its peak is known from the header (pixels x bytes per
+  pixel of the decoded mode, plus the result) and reserved in a process-wide budget
+  (:mod:`model.decode_memory`) before any pixel is decoded, so concurrent decodes of huge images take turns.
+
+Peak memory of one decode, above what the caller holds: the decoded pixels (at most ``max_pixels`` x 4 bytes,
+1 GB at the default limit; 2 bytes a pixel for 16-bit grey, 1 for 8-bit grey or palette), plus the RGB result
+(4 bytes a pixel of what was asked for), plus about 100 MB of conversion temporaries. Callers that feed the
+model ask for :data:`MODEL_FIT_PIXELS`, so their result is at most 144 MB.
 
 Failures raise :class:`~model.errors.ImageLoadError`, whose message names the file, the cause and the fix.
 """
@@ -28,22 +36,32 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO
 
-import numpy as np
-from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
+from model.decode_memory import process_decode_memory
 from model.errors import ImageLoadError
 from model.image_errors import REEXPORT, decode_error, fail, os_error, pil_detail, unidentified_error
+from model.pixel_modes import BAND_PIXELS, bits_per_sample, bytes_per_pixel, converted_to_rgb, needs_conversion
 
-__all__ = ["DEFAULT_MAX_PIXELS", "LoadedImage", "image_size", "load_image", "to_rgb"]
+__all__ = ["DEFAULT_MAX_PIXELS", "MODEL_FIT_PIXELS", "LoadedImage", "image_size", "load_image", "to_rgb"]
 
 # Large enough for any real photo (a 12000x9000 = 108 MP camera image must open), small enough that a
 # crafted header claiming e.g. 100000x100000 pixels is refused before gigabytes are allocated for it.
 DEFAULT_MAX_PIXELS: int = 250_000_000
 
-# Transparent pixels are composited over white, not black: transparency means "no content" (logos, scans,
-# screenshots, line drawings), and over black, dark strokes on a transparent background would vanish into
-# the background - the model would see an image no user ever saw in a viewer.
-_BACKGROUND = (255, 255, 255)
+# The model sees every image at 448 x 448, so decoding more pixels only costs memory. Images up to this size are
+# decoded whole, as the official code does (its preprocessing resizes the full image), so answers keep parity;
+# larger ones are decoded reduced (JPEG) or downscaled a band at a time while converting (see load_image).
+# 36 MP: every phone photo but the 48-200 MP modes, and 144 MB as RGB.
+MODEL_FIT_PIXELS: int = 36_000_000
+
+# Bytes a pixel costs while decoding, for formats whose decoders hold the frame more than once (peak RSS measured at
+# 64-169 MP with Pillow 13: WebP 16, JPEG 2000 19, AVIF 10); the others decode straight into Pillow's image.
+# They admit fewer pixels: at most 4 bytes x max_pixels may be decoded, what any mode takes at the pixel limit.
+_DECODER_BYTES_PER_PIXEL = {"WEBP": 16, "JPEG2000": 20, "AVIF": 12}
+
+# Temporaries of converting one band of rows (see model.pixel_modes): int64 for 16-bit grey, crop, grey and RGB.
+_BAND_COST = BAND_PIXELS * 24
 
 _ORIENTATION_TAG = int(ExifTags.Base.Orientation)
 # Orientations that rotate by 90 or 270 degrees: the upright image has width and height swapped.
@@ -114,10 +132,11 @@ def load_image(
 
     ``fit_pixels`` (at most this many pixels) and ``fit_side`` (the longer side at most this long) ask for a
     smaller image, aspect ratio kept and never enlarged; ``width`` / ``height`` of the result stay the full
-    upright size. Memory stays bounded by the request, not by the file: a JPEG is decoded at 1/2, 1/4 or 1/8
-    scale by libjpeg (the finest whose pixels stay within 1.5 x the request), then downscaled (Lanczos), and
-    the EXIF orientation is applied last, to the small image. Other formats cannot decode reduced; they are
-    decoded whole and downscaled at once, bounded by ``max_pixels``.
+    upright size. A JPEG is decoded at 1/2, 1/4 or 1/8 scale by libjpeg (the finest whose pixels stay within
+    1.5 x the request); other formats are decoded whole, bounded by ``max_pixels``. Either is then converted to
+    RGB and downscaled (Lanczos) a band of rows at a time, so no full-size RGB copy exists, and the EXIF
+    orientation is applied last, to the small image. The call waits while other threads' decodes hold the
+    process's decode memory budget.
 
     Raises:
         ImageLoadError: the image is missing, unreadable, empty, truncated, corrupt, too large or has a
@@ -132,8 +151,10 @@ def load_image(
         name = _pil_source_name(source)
         _check_pixel_count(source.size, max_pixels, name)
         try:
-            with _pil_bomb_warning_ignored():
-                return _shrunk(_decode(source, name), fit)  # already in memory: nothing to save by drafting
+            with _pil_bomb_warning_ignored(), _decode_memory_for(source, fit):
+                source.load()  # a lazily opened image: its EXIF may follow the pixel data
+                transpose = _orientation_transpose(source)
+                return _decode(source, name, fit, transpose, owned=False, full=_upright(source.size, transpose))
         except ImageLoadError:
             raise
         except _LOAD_ERRORS as exc:
@@ -141,10 +162,18 @@ def load_image(
 
     with _opened_image(source) as (image, fp, name):
         _check_pixel_count(image.size, max_pixels, name)
-        with _pil_bomb_warning_ignored():
-            if fit.needed(image.size):
-                return _decode_reduced(image, name, fit, _upright_size(image, fp))
-            return _decode(image, name)
+        header_transpose = _TRANSPOSES.get(_header_orientation(image, fp))
+        full = _upright(_stored_size(image), header_transpose)  # before drafting shrinks the size
+        if fit.needed(image.size):
+            _draft(image, fit)
+        _check_decoding_bytes(image, max_pixels, name)
+        with _pil_bomb_warning_ignored(), _decode_memory_for(image, fit):
+            image.load()
+            # Pillow's TIFF loader applies the orientation itself while loading (and drops the tag), so ask the
+            # loaded image; but a PNG's eXIf chunk may follow the pixel data, which only our header read found
+            # (Pillow keeps the EXIF it had before loading).
+            transpose = header_transpose if image.format == "PNG" else _orientation_transpose(image)
+            return _decode(image, name, fit, transpose, owned=True, full=full)
 
 
 def image_size(source: str | os.PathLike[str]) -> tuple[int, int]:
@@ -180,27 +209,20 @@ def _opened_image(
 
 def _upright_size(image: ImageFile.ImageFile, fp: IO[bytes]) -> tuple[int, int]:
     """(width, height) once the EXIF orientation is applied, from the header alone."""
-    width, height = _stored_size(image)
-    return (height, width) if _header_orientation(image, fp) in _SWAPPING_ORIENTATIONS else (width, height)
+    return _upright(_stored_size(image), _TRANSPOSES.get(_header_orientation(image, fp)))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert ``image`` to mode "RGB" with correct colours. EXIF orientation is not touched.
-
-    * Alpha (RGBA, LA, PA, La, RGBa, a palette or single-colour transparency) is composited over white.
-    * 16- and 32-bit grey (I;16, I;16B, I, ...) is scaled by its real bit depth (16-bit 65535 -> 255)
-      instead of being clipped. A TIFF's BitsPerSample is honoured (12-bit 4095 -> 255), and mode I
-      holding only values in 0..65535 is taken as 16-bit data (how Pillow represents a 16-bit PGM).
-    * Float (F) in 0..1 is taken as normalised intensity (x 255); any other range is clipped to 0..255.
-    * 1, L, P, CMYK, YCbCr, LAB, HSV, RGBX use Pillow's own conversions.
-
-    An image that is already RGB (without a transparent colour) is returned as is, not copied.
+    """Convert ``image`` to mode "RGB" with correct colours (see :mod:`model.pixel_modes`). EXIF orientation is not
+    touched. An image that is already RGB (without a transparent colour) is returned as is, not copied.
 
     Raises:
         ImageLoadError: Pillow cannot convert the pixel mode.
     """
+    if not needs_conversion(image):
+        return image
     try:
-        return _to_rgb(image, _bits_per_sample(image))
+        return converted_to_rgb(image, bits_per_sample(image))
     except ValueError as exc:
         raise ImageLoadError(
             f"cannot convert an image of mode {image.mode!r} to RGB ({pil_detail(exc)}); "
@@ -310,42 +332,48 @@ def _check_pixel_count(size: tuple[int, int], max_pixels: int, name: str) -> Non
 # Decoding and pixel-mode conversion
 
 
-def _decode(image: Image.Image, name: str) -> LoadedImage:
+def _decode(
+    image: Image.Image,
+    name: str,
+    fit: _Fit,
+    transpose: Image.Transpose | None,
+    *,
+    owned: bool,
+    full: tuple[int, int],
+) -> LoadedImage:
+    """Decode ``image``, convert it to RGB and downscale it to ``fit`` a band at a time, then apply ``transpose``:
+    in that order, so no full-size RGB copy exists when a smaller one was asked for and the rotation works on the
+    result. ``owned``: the image is ours to close (opened from a file), so its decoded pixels go before the
+    rotation allocates its own. ``full``: the upright size of the file (a drafted ``image`` is smaller).
+    """
     # Decode everything now, inside the caller's try, so truncation surfaces here as ImageLoadError.
     # ImageFile.LOAD_TRUNCATED_IMAGES stays False (never set here): it would silently grey-fill cut files.
     image.load()
-    bits = _bits_per_sample(image)  # read before transposing: the transposed copy has no TIFF tags
-    upright = ImageOps.exif_transpose(image)  # always a new image, so the result never aliases the input
-    rgb = _converted(upright, bits, name, image.mode)
-    return LoadedImage(image=rgb, width=rgb.width, height=rgb.height, source=name)
-
-
-def _decode_reduced(image: ImageFile.ImageFile, name: str, fit: _Fit, full: tuple[int, int]) -> LoadedImage:
-    """Decode reduced (where the format allows), convert to RGB, downscale, then orient: in that order, so a big
-    JPEG is never held at full size and the rotation works on the small image. ``full``: the upright size."""
-    scale = _draft_scale(image.size, fit.budget(image.size))
-    if scale > 1:  # JPEG: libjpeg decodes at exactly 1/scale; other formats ignore draft()
-        image.draft(None, (image.width // scale, image.height // scale))
-    image.load()  # truncation and corruption surface here, inside the caller's error translation
-    bits = _bits_per_sample(image)
+    bits = bits_per_sample(image)  # read before anything else: derived images have no TIFF tags
     target = fit.size(image.size)  # the bounds hold in either orientation, so the stored one will do
-    if image.size == target:  # the draft alone was enough
-        upright = ImageOps.exif_transpose(image)  # a copy: the file's pixels go when it is closed
-        return LoadedImage(_converted(upright, bits, name, image.mode), *full, source=name)
-    transpose = _orientation_transpose(image)  # the transposition exif_transpose would apply
-    rgb = _converted(image, bits, name, image.mode)
-    reduced = _resize_in_strips(rgb, target)
-    del rgb
-    image.close()  # release the decoded pixels before the rotation allocates its own
+    if owned or transpose is None or needs_conversion(image) or target != image.size:
+        # A new image, so the result never aliases the caller's image or the file's (closed on return).
+        rgb = _converted(image, bits, name, image.mode, target)
+    else:
+        rgb = image  # the caller's RGB image, which the rotation below copies
+    if owned:
+        image.close()
     if transpose is not None:
-        reduced = reduced.transpose(transpose)
-    return LoadedImage(reduced, *full, source=name)
+        rgb = rgb.transpose(transpose)
+    return LoadedImage(rgb, *full, source=name)
 
 
-def _converted(image: Image.Image, bits: int | None, name: str, mode: str) -> Image.Image:
-    """``_to_rgb``, with a refused pixel mode (``mode``, as the file has it) reported like any other bad file."""
+def _upright(size: tuple[int, int], transpose: Image.Transpose | None) -> tuple[int, int]:
+    return (size[1], size[0]) if transpose in _SWAPPING_TRANSPOSES else size
+
+
+def _converted(
+    image: Image.Image, bits: int | None, name: str, mode: str, size: tuple[int, int] | None = None
+) -> Image.Image:
+    """:func:`converted_to_rgb`, with a refused pixel mode (``mode``, as the file has it) reported like any other
+    bad file."""
     try:
-        return _to_rgb(image, bits)
+        return converted_to_rgb(image, bits, size)
     except ValueError as exc:
         raise fail(
             name,
@@ -354,71 +382,37 @@ def _converted(image: Image.Image, bits: int | None, name: str, mode: str) -> Im
         ) from exc
 
 
-def _to_rgb(image: Image.Image, bits: int | None) -> Image.Image:
-    mode = image.mode
-    if mode == "RGB" and "transparency" not in image.info:
-        return image
-    if mode.startswith("I"):
-        return _transparent_to_background(_integer_to_grey(image, bits), image)
-    if mode == "F":
-        return _float_to_grey(image).convert("RGB")
-    if mode == "La":
-        # Pillow cannot convert premultiplied "La"; over white it is simply L + (255 - A).
-        values = np.asarray(image, dtype=np.int32)
-        grey = np.clip(values[..., 0] + 255 - values[..., 1], 0, 255).astype(np.uint8)
-        return Image.fromarray(grey).convert("RGB")
-    if _has_transparency(image):
-        rgba = image.convert("RGBA")  # applies palette alpha, tRNS colours and premultiplied RGBa too
-        background = Image.new("RGBA", rgba.size, (*_BACKGROUND, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
+def _decoding_bytes(image: Image.Image) -> int:
+    """Bytes decoding ``image`` (as drafted) holds before conversion, from its header: pixels x bytes per pixel of
+    the decoded mode, or of the decoder itself for formats whose decoders buffer the frame more than once."""
+    width, height = image.size
+    per_pixel = _DECODER_BYTES_PER_PIXEL.get(image.format or "", bytes_per_pixel(image.mode))
+    return width * height * per_pixel
 
 
-def _has_transparency(image: Image.Image) -> bool:
-    # Image.has_transparency_data only exists from Pillow 10.1; the project supports 10.0.
-    if image.mode in ("LA", "PA", "RGBA", "RGBa") or "transparency" in image.info:
-        return True
-    return image.mode == "P" and image.palette is not None and image.palette.mode.endswith("A")
+def _check_decoding_bytes(image: Image.Image, max_pixels: int, name: str) -> None:
+    limit = max_pixels * bytes_per_pixel("RGB")  # what any mode at the pixel limit takes
+    needed = _decoding_bytes(image)
+    if needed > limit:
+        width, height = image.size
+        raise fail(
+            name,
+            f"decoding this {width}x{height} {image.format} image needs about {needed // 1_000_000:,} MB, more "
+            f"than the {limit // 1_000_000:,} MB one image may take ({image.format} decoders buffer the pixels "
+            "several times)",
+            "downscale the image or save it as PNG or JPEG, or pass a larger max_pixels if you trust the file",
+        )
 
 
-def _bits_per_sample(image: Image.Image) -> int | None:
-    """The bit depth a TIFF declares (e.g. 12 for 12-bit data that Pillow stores as I;16), if any."""
-    tags = getattr(image, "tag_v2", None)
-    value = tags.get(258) if tags is not None else None  # BitsPerSample
-    if isinstance(value, tuple):
-        value = value[0] if value else None
-    return value if isinstance(value, int) and value > 0 else None
-
-
-def _integer_to_grey(image: Image.Image, bits: int | None) -> Image.Image:
-    """Scale 16/32-bit integer grey to 8 bits by the data's bit depth: full scale -> 255, not clipping."""
-    values = np.asarray(image)
-    dtype_max = int(np.iinfo(values.dtype).max)
-    if bits is not None and bits < 32:
-        full_scale = min(2**bits - 1, dtype_max)
-    elif bits is None and dtype_max > 65535 and values.size and values.min() >= 0 and values.max() <= 65535:
-        full_scale = 65535  # mode "I" is how Pillow holds 16-bit PGM (and, in old versions, 16-bit PNG)
-    else:
-        full_scale = dtype_max
-    scaled = (np.clip(values.astype(np.int64), 0, full_scale) * 255 + full_scale // 2) // full_scale
-    return Image.fromarray(scaled.astype(np.uint8))
-
-
-def _float_to_grey(image: Image.Image) -> Image.Image:
-    values = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=np.inf, neginf=0.0)
-    if values.size and values.min() >= 0.0 and values.max() <= 1.0:
-        values = values * 255.0  # a normalised float image (the numpy / scikit-image convention)
-    return Image.fromarray(np.rint(np.clip(values, 0.0, 255.0)).astype(np.uint8))
-
-
-def _transparent_to_background(grey: Image.Image, original: Image.Image) -> Image.Image:
-    transparency = original.info.get("transparency")
-    if not isinstance(transparency, int):
-        return grey.convert("RGB")
-    # A tRNS grey level in 16-bit data: pixels of exactly that level are transparent.
-    rgb = np.repeat(np.asarray(grey)[..., None], 3, axis=2)
-    rgb[np.asarray(original) == transparency] = _BACKGROUND
-    return Image.fromarray(rgb)
+@contextmanager
+def _decode_memory_for(image: Image.Image, fit: _Fit) -> Iterator[None]:
+    """Reserve, in the process's decode budget, the bytes decoding ``image`` (as drafted) to ``fit`` holds at its
+    peak: the decoded pixels and the RGB result, or the result twice while it is rotated, plus one band of
+    conversion temporaries. Computed from the header, before any pixel is decoded."""
+    out_width, out_height = fit.size(image.size)
+    rgb = out_width * out_height * bytes_per_pixel("RGB")
+    with process_decode_memory().reserved(max(_decoding_bytes(image), rgb) + rgb + _BAND_COST):
+        yield
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -427,7 +421,6 @@ def _transparent_to_background(grey: Image.Image, original: Image.Image) -> Imag
 # A JPEG slightly above the request is decoded whole and downscaled (peak 2.5 x the request, 4 bytes a pixel in
 # Pillow), not delivered at a quarter of its pixels; one further above is decoded at the reduction that fits.
 _DRAFT_SLACK = 1.5
-_STRIP_ROWS = 256
 _TRANSPOSES = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
     3: Image.Transpose.ROTATE_180,
@@ -437,6 +430,7 @@ _TRANSPOSES = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
+_SWAPPING_TRANSPOSES = frozenset(_TRANSPOSES[orientation] for orientation in _SWAPPING_ORIENTATIONS)
 
 
 @dataclass(frozen=True)
@@ -475,12 +469,12 @@ class _Fit:
         return max(1, width * self.side // height), self.side
 
 
-def _shrunk(loaded: LoadedImage, fit: _Fit) -> LoadedImage:
-    """A decoded full-size image downscaled to ``fit`` (for PIL images, which are in memory already)."""
-    target = fit.size(loaded.image.size)
-    if target == loaded.image.size:
-        return loaded
-    return LoadedImage(_resize_in_strips(loaded.image, target), loaded.width, loaded.height, loaded.source)
+def _draft(image: ImageFile.ImageFile, fit: _Fit) -> None:
+    """Ask a JPEG to decode reduced, at the finest of 1/2, 1/4, 1/8 that still needs downscaling little; other
+    formats ignore it and decode whole (bounded by the pixel limit)."""
+    scale = _draft_scale(image.size, fit.budget(image.size))
+    if scale > 1:  # libjpeg decodes at exactly 1/scale
+        image.draft(None, (image.width // scale, image.height // scale))
 
 
 def _draft_scale(size: tuple[int, int], budget: float) -> int:
@@ -492,19 +486,6 @@ def _draft_scale(size: tuple[int, int], budget: float) -> int:
         if math.ceil(width / scale) * math.ceil(height / scale) <= _DRAFT_SLACK * budget:
             return scale
     return 8
-
-
-def _resize_in_strips(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """``image.resize(size)``, a band of rows at a time: one resize keeps a source-height intermediate (62 MB for a
-    6000x4500 draft) alive; bands of the same scale give the same pixels (the filter reads across band edges)."""
-    width, height = size
-    out = Image.new("RGB", size)
-    row_scale = image.height / height
-    for top in range(0, height, _STRIP_ROWS):
-        bottom = min(height, top + _STRIP_ROWS)
-        box = (0.0, top * row_scale, float(image.width), bottom * row_scale)
-        out.paste(image.resize((width, bottom - top), Image.Resampling.LANCZOS, box=box), (0, top))
-    return out
 
 
 def _orientation_transpose(image: Image.Image) -> Image.Transpose | None:

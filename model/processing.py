@@ -68,6 +68,14 @@ class Turn:
     answer: str
 
 
+def model_view(image: Image.Image, config: ImageProcessorConfig) -> Image.Image:
+    """The square the vision encoder sees: the whole image resized to S x S (bicubic, aspect not kept), as the
+    official preprocessing does. Resizing a view again to S x S gives the same pixels (Pillow copies at equal size),
+    so callers may keep only views of images they hold for long."""
+    size = config.image_size
+    return image.resize((size, size), Image.Resampling.BICUBIC)
+
+
 def preprocess_images(images: Sequence[Image.Image], config: ImageProcessorConfig) -> torch.Tensor:
     """RGB PIL images → float32 [N, 3, S, S], normalised."""
     size = config.image_size
@@ -77,8 +85,7 @@ def preprocess_images(images: Sequence[Image.Image], config: ImageProcessorConfi
     for image in images:
         if image.mode != "RGB":
             raise ValueError(f"expected an RGB image, got mode {image.mode}; load it with model.images")
-        resized = image.resize((size, size), Image.Resampling.BICUBIC)
-        array = np.asarray(resized, dtype=np.float32) / 255.0
+        array = np.asarray(model_view(image, config), dtype=np.float32) / 255.0
         arrays.append(((array - mean) / std).transpose(2, 0, 1))
     return torch.from_numpy(np.stack(arrays)) if arrays else torch.empty(0, 3, size, size)
 
@@ -127,6 +134,10 @@ class MiniGPTv2Processor:
     # --- images ----------------------------------------------------------------------------------------------------
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         return preprocess_images(images, self.config.image)
+
+    def model_view(self, image: Image.Image) -> Image.Image:
+        """See :func:`model_view`."""
+        return model_view(image, self.config.image)
 
     # --- text ------------------------------------------------------------------------------------------------------
     @property

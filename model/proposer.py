@@ -28,7 +28,7 @@ from transformers import CompileConfig, StoppingCriteria, StoppingCriteriaList
 from .annotations import Box, Proposal, Task
 from .errors import CheckpointError, GenerationStopped, PromptError
 from .grammar import ParseResult, parse_boxes, pixels_to_grid
-from .images import LoadedImage, load_image
+from .images import MODEL_FIT_PIXELS, LoadedImage, load_image
 from .network import MiniGPTv2ForConditionalGeneration
 from .processing import MiniGPTv2Processor, Turn
 from .prompts import build_instruction, split_identifier
@@ -255,6 +255,13 @@ class Proposer:
         return self.model.device
 
     # --- public API ------------------------------------------------------------------------------------------------
+    def model_image(self, image: LoadedImage) -> LoadedImage:
+        """``image`` reduced to the square the model sees, for callers that hold many images until they are run (a
+        16-task /predict chunk would otherwise hold up to 16 x 144 MB). Its answers are the same as for ``image``:
+        the model resizes every image to that square anyway. ``width``/``height`` stay the full upright size, the
+        frame boxes are measured in; the pixels are for the model, not for display (the aspect ratio is not kept)."""
+        return LoadedImage(self.processor.model_view(image.image), image.width, image.height, image.source)
+
     def propose(
         self,
         image: ImageSource,
@@ -329,7 +336,8 @@ class Proposer:
             key: object = os.fspath(source) if isinstance(source, (str, os.PathLike)) else id(source)
             if key not in index:
                 index[key] = len(images)
-                images.append(source if isinstance(source, LoadedImage) else load_image(source))
+                loaded = source if isinstance(source, LoadedImage) else load_image(source, fit_pixels=MODEL_FIT_PIXELS)
+                images.append(loaded)
             image_of.append(index[key])
         return images, image_of
 

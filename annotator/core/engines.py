@@ -29,7 +29,7 @@ from PIL import Image
 from model import propose_api
 from model.annotations import Box
 from model.errors import GenerationStopped, MiniGPTError
-from model.images import load_image
+from model.images import MODEL_FIT_PIXELS, load_image
 from model.propose_api import MAX_UPLOAD_SIDE, ProposeAnswer, ProposeBody, ProposeOptions
 from model.request import Prompt
 from model.results import GenerationOptions, ProposalResult
@@ -216,7 +216,8 @@ class LocalEngine(_ImageByImage):
     def _propose_image(
         self, image: Path, requests: Sequence[EngineRequest], should_stop: StopCallback | None = None
     ) -> list[ProposalResult]:
-        loaded = load_image(image)  # ImageLoadError names the file; result.image is str(image)
+        # ImageLoadError names the file; result.image is str(image)
+        loaded = load_image(image, fit_pixels=MODEL_FIT_PIXELS)
         from model.proposer import ProposeRequest
 
         batch = [ProposeRequest.of(loaded, r.prompt) for r in requests]
@@ -244,7 +245,8 @@ class _Upload:
         Sending the file unchanged (EXIF and all) lets the server decode exactly the pixels the local engine would;
         a re-encoded upload is upright already (JPEG without EXIF), so the server does not rotate it again.
         """
-        loaded = load_image(path)  # decode here too: a broken file fails with its local name, not "<bytes>"
+        # Decode here too: a broken file fails with its local name, not "<bytes>".
+        loaded = load_image(path, fit_pixels=MODEL_FIT_PIXELS)
         width, height = loaded.width, loaded.height
         if max(width, height) <= MAX_UPLOAD_SIDE and path.stat().st_size <= PASS_THROUGH_BYTES:
             data = path.read_bytes()

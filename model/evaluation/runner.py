@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, Field
 
 from ..annotations import Box, Dataset, ImageRecord, Task
-from ..images import LoadedImage, load_image
+from ..images import MODEL_FIT_PIXELS, LoadedImage, load_image
 from .metrics import (
     EVALUATED_TASKS,
     Acceptance,
@@ -179,7 +179,7 @@ def evaluated_tasks(tasks: Sequence[Task | str]) -> tuple[Task, ...]:
 
 
 def _load(record: ImageRecord, index: int, images_dir: str | os.PathLike | None) -> LoadedImage:
-    image = load_image(_resolve(record.path, images_dir))
+    image = load_image(_resolve(record.path, images_dir), fit_pixels=MODEL_FIT_PIXELS)
     if (image.width, image.height) != (record.width, record.height):
         # Boxes would be compared across two pixel grids; usually an EXIF rotation or a replaced file.
         raise EvaluationError(

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ..errors import PromptError
-from ..images import load_image
+from ..images import MODEL_FIT_PIXELS, load_image
 from ..processing import MiniGPTv2Processor
 from .instructions import InstructionSample
 
@@ -93,4 +93,4 @@ class ImageCache:
 
 def load_pixels(paths: Sequence[Path], processor: MiniGPTv2Processor) -> torch.Tensor:
     """Upright RGB pixels, preprocessed as at inference. A bad image fails with its path named."""
-    return processor.preprocess([load_image(p).image for p in paths])
+    return processor.preprocess([load_image(p, fit_pixels=MODEL_FIT_PIXELS).image for p in paths])
