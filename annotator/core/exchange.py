@@ -12,18 +12,21 @@ Export follows the checklist of what COCO exporters get wrong:
   so a failed export never replaces a good file.
 
 Import matches images by folder-relative path (then by a unique file name), adds boxes as annotations in one
-transaction, and skips boxes the project already has, so importing the same file twice adds nothing.
+transaction, and skips boxes the project already has, so importing the same file twice adds nothing. It comes in
+two parts so that a window stays responsive: :func:`read_import` (slow, reads files only, any thread) and
+:func:`apply_import` (one transaction, time proportional to the boxes, the thread that owns the store).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import posixpath
 import shutil
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +36,8 @@ from model.coco import CocoError, load_with_pycocotools, read_coco_with_report, 
 from model.errors import MiniGPTError
 
 from .folder import is_image_name, natural_key, probe_image
-from .records import BoxRow, BoxState
+from .overlaps import OverlapIndex
+from .records import BoxRow, BoxState, ImageRow
 from .store import ProjectStore
 
 __all__ = [
@@ -41,9 +45,14 @@ __all__ = [
     "MIN_BOX_SIZE",
     "ExchangeError",
     "ExportReport",
+    "ImageImport",
+    "ImportCancelled",
+    "ImportPlan",
     "ImportReport",
+    "apply_import",
     "export_coco",
     "import_coco",
+    "read_import",
 ]
 
 MIN_BOX_SIZE = 1.0  # pixels; a box thinner than this after clipping is a slip of the mouse, not an object
@@ -84,6 +93,7 @@ class ImportReport:
     unmatched: list[str] = field(default_factory=list)  # file names in the COCO file with no image in the folder
     size_mismatches: list[tuple[str, str]] = field(default_factory=list)  # (image path, reason): boxes not imported
     not_boxes: int = 0  # crowd regions and empty boxes in the file, which cannot be boxes here
+    image_ids: set[int] = field(default_factory=set)  # the project's images the import wrote to
 
     def __str__(self) -> str:
         return _summary(
@@ -258,6 +268,29 @@ def _fmt(values: Sequence[float]) -> str:
 # Import
 
 
+class ImportCancelled(MiniGPTError):
+    """``should_stop()`` turned true while the file was being read: nothing was changed."""
+
+
+@dataclass(frozen=True)
+class ImageImport:
+    """One image of the file, matched to the project: what to write for it."""
+
+    path: str  # folder-relative
+    image_id: int | None  # None: a file in the folder the project has not listed yet; the import adds it
+    size: tuple[int, int] | None  # its upright size as read now (None: unreadable, so nothing to check against)
+    annotations: tuple[Annotation, ...]
+
+
+@dataclass(frozen=True)
+class ImportPlan:
+    """What reading a COCO file found, before anything is written: :func:`apply_import` writes it."""
+
+    labels: tuple[str, ...]  # in category id order
+    images: tuple[ImageImport, ...]
+    report: ImportReport  # what reading found (unmatched images, other sizes, crowd regions); the writing adds to it
+
+
 def import_coco(store: ProjectStore, folder: str | os.PathLike[str], coco_path: str | os.PathLike[str]) -> ImportReport:
     """Add the boxes of a COCO file to the project of ``folder`` as annotations, in one transaction.
 
@@ -267,46 +300,99 @@ def import_coco(store: ProjectStore, folder: str | os.PathLike[str], coco_path: 
     the file differs from the real (upright) size keeps its boxes out: they were drawn on another frame, e.g. the
     un-rotated pixels of an EXIF-rotated photo.
 
+    This is :func:`read_import` then :func:`apply_import`; the desktop runs the first in a worker thread.
+
     Raises:
         CocoError: the file is missing or malformed.
+    """
+    return apply_import(store, read_import(store.images(), folder, coco_path))
+
+
+def read_import(
+    images: Sequence[ImageRow],
+    folder: str | os.PathLike[str],
+    coco_path: str | os.PathLike[str],
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> ImportPlan:
+    """The slow, read-only part of an import: read and check the file, match its images to the project's ``images``,
+    and read each matched image's real size. Touches no store, so it can run in any thread.
+
+    ``progress(done, total)`` is called after each image of the file; ``should_stop`` is checked between images.
+
+    Raises:
+        CocoError: the file is missing or malformed.
+        ImportCancelled: ``should_stop()`` turned true.
     """
     root = Path(folder).resolve()
     read = read_coco_with_report(coco_path, images_dir=root)
     report = ImportReport(not_boxes=len(read.skipped))
-    images = store.images()
     by_path = {row.path: row.id for row in images}
     by_name: dict[str, list[int]] = defaultdict(list)
     for row in images:
         by_name[posixpath.basename(row.path)].append(row.id)
-
-    with store.batch():
-        for category in sorted(read.dataset.categories, key=lambda c: c.id):
-            store.ensure_label(category.name)
-        for record in read.dataset.images:
-            relative = _relative(record.path, root)
-            image_id = _match(store, root, relative, by_path, by_name)
-            if image_id is None:
-                report.unmatched.append(relative)
-                continue
+    path_of = {row.id: row.path for row in images}
+    planned: list[ImageImport] = []
+    total = len(read.dataset.images)
+    for done, record in enumerate(read.dataset.images, start=1):
+        if should_stop is not None and should_stop():
+            raise ImportCancelled(f"the import of {coco_path} was cancelled; nothing was changed")
+        relative = _relative(record.path, root)
+        matched = _match(root, relative, by_path, by_name)
+        if matched is None:
+            report.unmatched.append(relative)
+        else:
             report.images_matched += 1
-            path = store.image(image_id).path
+            path = relative if matched == _NEW else path_of[matched]
             size = probe_image(root / path)
-            if isinstance(size, tuple):  # an unreadable image keeps the file's boxes: nothing to check them against
-                if size != (record.width, record.height):
-                    report.size_mismatches.append(
-                        (
-                            path,
-                            f"the file says {record.width}x{record.height}, the image is {size[0]}x{size[1]} "
-                            "upright; its boxes were not imported",
-                        )
+            if isinstance(size, tuple) and size != (record.width, record.height):
+                report.size_mismatches.append(
+                    (
+                        path,
+                        f"the file says {record.width}x{record.height}, the image is {size[0]}x{size[1]} "
+                        "upright; its boxes were not imported",
                     )
-                    continue
-                store.set_image_size(image_id, *size)
-            new_rows, duplicates = _new_annotations(store.boxes(image_id), record, image_id)
+                )
+            else:  # an unreadable image keeps the file's boxes: nothing to check them against
+                image_id = None if matched == _NEW else matched
+                known = size if isinstance(size, tuple) else None
+                planned.append(ImageImport(path, image_id, known, tuple(record.annotations)))
+        if progress is not None:
+            progress(done, total)
+    labels = tuple(category.name for category in sorted(read.dataset.categories, key=lambda c: c.id))
+    return ImportPlan(labels=labels, images=tuple(planned), report=report)
+
+
+def apply_import(store: ProjectStore, plan: ImportPlan) -> ImportReport:
+    """The writing part of an import, in one transaction: labels, new images, sizes, and the boxes that are not
+    already there. Duplicates are found against the store as it is now (the person may have worked on meanwhile),
+    in time proportional to the boxes (see :mod:`annotator.core.overlaps`).
+
+    Raises:
+        StoreError: the store cannot be written; then nothing was.
+    """
+    report = copy.deepcopy(plan.report)  # the plan stays as read
+    with store.batch():
+        for name in plan.labels:
+            store.ensure_label(name)
+        for image in plan.images:
+            image_id = image.image_id
+            if image_id is None:
+                store.add_images([image.path])
+                image_id = store.image_id(image.path)
+                assert image_id is not None  # just added, in this transaction
+            if image.size is not None:
+                store.set_image_size(image_id, *image.size)
+            new_rows, duplicates = _new_annotations(store.boxes(image_id), image.annotations, image_id)
             store.put_boxes(new_rows)
             report.annotations_added += len(new_rows)
             report.duplicates_skipped += duplicates
+            report.image_ids.add(image_id)
     return report
+
+
+_NEW = -1  # _match's answer for an image file that is in the folder but not yet in the project
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -314,37 +400,34 @@ def _relative(path: Path, root: Path) -> str:
     return Path(os.path.relpath(os.path.abspath(path), root)).as_posix()
 
 
-def _match(
-    store: ProjectStore, root: Path, relative: str, by_path: dict[str, int], by_name: dict[str, list[int]]
-) -> int | None:
+def _match(root: Path, relative: str, by_path: dict[str, int], by_name: dict[str, list[int]]) -> int | None:
+    """The project's image id for a file of the COCO file, ``_NEW`` for an image file the folder gained since it
+    was scanned (the import adds it), or None."""
     if relative in by_path:
         return by_path[relative]
     inside = not relative.startswith("../") and relative != ".."
     parts = relative.split("/")
     if inside and is_image_name(relative) and not any(p.startswith(".") for p in parts) and (root / relative).is_file():
-        store.add_images([relative])  # on disk but new since the folder was scanned
-        image_id = store.image_id(relative)
-        if image_id is not None:
-            by_path[relative] = image_id
-            return image_id
+        by_path[relative] = _NEW  # a second record naming it is the same new image
+        return _NEW
     candidates = by_name.get(posixpath.basename(relative), [])
     return candidates[0] if len(candidates) == 1 else None
 
 
-def _new_annotations(existing: Sequence[BoxRow], record: ImageRecord, image_id: int) -> tuple[list[BoxRow], int]:
-    """The file's boxes not yet in the project, and how many were; each existing annotation absorbs one box."""
-    unused = [row for row in existing if row.state is BoxState.annotation]
+def _new_annotations(
+    existing: Sequence[BoxRow], annotations: Sequence[Annotation], image_id: int
+) -> tuple[list[BoxRow], int]:
+    """The file's boxes not yet in the project, and how many were. Each existing annotation absorbs at most one box:
+    the one it overlaps most (ties: the later annotation), as the boxes come in file order."""
+    index = OverlapIndex(IMPORT_DUPLICATE_IOU)
+    for i, row in enumerate(existing):
+        if row.state is BoxState.annotation:
+            index.add(row.label, row.box, i)
     added: list[BoxRow] = []
     duplicates = 0
-    for annotation in record.annotations:
+    for annotation in annotations:
         label = annotation.label.strip()  # the store keeps label names stripped
-        same = [
-            (annotation.box.iou(row.box), i)
-            for i, row in enumerate(unused)
-            if row.label == label and annotation.box.iou(row.box) >= IMPORT_DUPLICATE_IOU
-        ]
-        if same:
-            unused.pop(max(same)[1])
+        if index.take_best(label, annotation.box) is not None:
             duplicates += 1
             continue
         added.append(

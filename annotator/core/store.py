@@ -331,9 +331,9 @@ class ProjectStore:
         """Insert or replace ``rows`` in one transaction. Rows without an id get a new, never reused one."""
         saved: list[BoxRow] = []
         with self.batch():
+            for label in dict.fromkeys(row.label for row in rows if row.label.strip()):
+                self.ensure_label(label)  # once per label, not per row: an import puts 10k rows of a few labels
             for row in rows:
-                if row.label.strip():
-                    self.ensure_label(row.label)
                 values = (
                     row.id,
                     row.image_id,
