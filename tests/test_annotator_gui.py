@@ -549,3 +549,90 @@ def test_identify_suggests_a_label_for_the_selected_box(qtbot: QtBot, window: Ma
     assert relabelled.label == win._suggested_label and relabelled.label in answer
     session.undo_stack.undo()
     assert session.boxes(image)[0].label == "thing"
+
+
+def _coco_for(folder: Path, name: str, boxes: int, path: Path) -> Path:
+    """A COCO file with ``boxes`` boxes in a grid on the image ``name`` of ``folder``."""
+    width, height = image_size(folder / name)
+    annotations = [
+        {"id": i + 1, "image_id": 1, "category_id": 1, "bbox": [(i % 20) * 10, (i // 20) * 10, 8, 8]}
+        for i in range(boxes)
+    ]
+    image = {"id": 1, "file_name": name, "width": width, "height": height}
+    path.write_text(
+        json.dumps({"images": [image], "categories": [{"id": 1, "name": "cup"}], "annotations": annotations})
+    )
+    return path
+
+
+def test_coco_import_runs_off_the_gui_thread_and_leaves_undo_as_it_was(
+    qtbot: QtBot, image_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13 item 10. Before: the import ran inside import_from, on the GUI thread, and froze the window."""
+    import threading
+
+    import annotator.gui.workers as workers
+
+    readers: list[int] = []
+    read_import = getattr(workers, "read_import", None)  # absent before the worker existed
+
+    def watched(*args: object, **kwargs: object) -> object:
+        readers.append(threading.get_ident())
+        assert read_import is not None
+        return read_import(*args, **kwargs)
+
+    monkeypatch.setattr(workers, "read_import", watched, raising=False)
+    win = MainWindow()
+    qtbot.addWidget(win)
+    win.open_folder(image_folder, tmp_path / "import.minigpt.sqlite")
+    session = win.session
+    assert session is not None
+    target = _go(win, "photo-coffee.jpg")
+    coco = _coco_for(image_folder, "photo-coffee.jpg", 300, tmp_path / "cups.json")
+
+    # The person's own edit: one undo step.
+    _draw(win, "saucer", QPointF(300, 200), QPointF(360, 240))
+    assert session.undo_stack.count() == 1
+
+    started = win.import_from(coco)
+    assert len(session.boxes(target)) == 1  # nothing written yet: the file is read in the background
+    assert started and win.importer is not None and win.importer.busy
+    progress: list[tuple[int, int]] = []  # the worker's reports are delivered by the event loop, from here on
+    win.importer.progress.connect(lambda done, total: progress.append((done, total)))
+    qtbot.waitUntil(lambda: win.importer is not None and not win.importer.busy, timeout=HANG_MS)
+    assert readers and threading.get_ident() not in readers  # read in a worker thread
+    assert progress == [(1, 1)]
+    message = win.statusBar().currentMessage()
+    assert message == "Imported cups.json: 300 boxes added on 1 images, 0 already there"
+    assert len(session.boxes(target)) == 301
+    assert len(win.canvas.items_by_id()) == 301  # the current image shows them at once
+
+    # Undo works as it did: the import is no step of its own, the person's edit is undone and redone.
+    assert session.undo_stack.count() == 1
+    session.undo_stack.undo()
+    assert [row.label for row in session.boxes(target)] == ["cup"] * 300
+    session.undo_stack.redo()
+    assert len(session.boxes(target)) == 301
+
+    # Twice adds nothing; a cancelled import changes nothing, even when the file was read already.
+    assert win.import_from(coco)
+    qtbot.waitUntil(lambda: win.importer is not None and not win.importer.busy, timeout=HANG_MS)
+    assert win.statusBar().currentMessage() == "Imported cups.json: 0 boxes added on 1 images, 300 already there"
+    other = _coco_for(image_folder, "photo-astronaut.jpg", 50, tmp_path / "astronaut.json")
+    assert win.import_from(other)
+    assert not win.import_from(coco)  # one at a time
+    assert "still running" in win.ai_panel.status.text()
+    win.importer.cancel()
+    qtbot.waitUntil(lambda: win.importer is not None and not win.importer.busy, timeout=HANG_MS)
+    assert win.statusBar().currentMessage() == "Import of astronaut.json cancelled: nothing was changed"
+    assert session.boxes(session.store.image_id("photo-astronaut.jpg") or -1) == []
+
+    # A broken file: one line saying why, nothing changed.
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"images": [')
+    assert win.import_from(broken)
+    qtbot.waitUntil(lambda: win.importer is not None and not win.importer.busy, timeout=HANG_MS)
+    assert win.ai_panel.status.text().startswith("Import failed, nothing was changed: ")
+    assert "\n" not in win.ai_panel.status.text()
+    assert len(session.boxes(target)) == 301
+    win.close()

@@ -18,7 +18,7 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoCommand, QUndoStack
 
 from annotator.core.edits import DeleteLabel, Edit, RenameLabel
-from annotator.core.exchange import ExportReport, ImportReport, export_coco, import_coco
+from annotator.core.exchange import ExportReport, ImportPlan, ImportReport, apply_import, export_coco
 from annotator.core.records import BoxRow, ImageRow, LabelRow
 from annotator.core.sources import ModelSource
 from annotator.core.store import ProjectStore
@@ -141,13 +141,21 @@ class Session(QObject):
             log.warning("export skipped %s", item)
         return report
 
-    def import_coco(self, path: Path) -> ImportReport:
-        """Add another person's boxes (not an undo step: it reports what it added, and adds nothing twice)."""
-        report = import_coco(self.store, self.folder, path)
+    def apply_import(self, plan: ImportPlan) -> ImportReport | None:
+        """Write what reading a COCO file found (:class:`annotator.gui.importer.CocoImporter` reads it in a worker),
+        in one transaction; None when the project was closed meanwhile. Not an undo step: it reports what it added,
+        and adds nothing twice.
+
+        Raises:
+            MiniGPTError: it could not be saved; nothing was.
+        """
+        if self._closed:
+            return None
+        report = apply_import(self.store, plan)
+        for image_id in sorted(report.image_ids):
+            self.boxes_changed.emit(image_id)
         self.images_changed.emit()
         self.labels_changed.emit()
-        if self.current_id is not None:
-            self.boxes_changed.emit(self.current_id)
         return report
 
     # --- what happened to image files ------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Background threads for everything slow: loading the model, running it, probing image files.
+"""Background threads for everything slow: loading the model, running it, probing image files, reading an import.
 
 Workers get immutable inputs, never touch widgets or the store (which belongs to the GUI thread), and report by
 signals. Cancel is cooperative: a flag checked between images (and passed to the engine), never ``terminate()``.
@@ -15,7 +15,9 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QThread, Signal
 
 from annotator.core.engines import Cancelled, Engine, EngineError, EngineRequest
+from annotator.core.exchange import ImportCancelled, ImportPlan, read_import
 from annotator.core.folder import probe_image
+from annotator.core.records import ImageRow
 from annotator.core.runs import Prompt
 from annotator.core.sources import ModelSource
 from model.errors import ImageLoadError, MiniGPTError
@@ -117,3 +119,37 @@ class ProbeWorker(QThread):
             self.probed.emit(
                 [(image_id, probe_image(path)) for image_id, path in self.files[start : start + self.CHUNK]]
             )
+
+
+class ImportWorker(QThread):
+    """Reads a COCO file for import: the file, which images it names, their real sizes. The session writes what it
+    found when the worker has finished (``plan``), or shows ``error``; a cancelled import leaves both None."""
+
+    progress = Signal(int, int)  # images of the file read, total
+
+    def __init__(self, images: Sequence[ImageRow], folder: Path, path: Path, parent: QObject | None = None):
+        super().__init__(parent)
+        self.images = list(images)
+        self.folder = folder
+        self.path = path
+        self.plan: ImportPlan | None = None
+        self.error: str | None = None
+        self._stop = threading.Event()
+
+    def cancel(self) -> None:
+        self._stop.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self) -> None:
+        try:
+            self.plan = read_import(
+                self.images, self.folder, self.path, progress=self.progress.emit, should_stop=self._stop.is_set
+            )
+        except ImportCancelled:
+            return
+        except Exception as err:  # the UI must show every failure, not lose it in a thread
+            log.warning("cannot import %s: %s", self.path, describe(err))
+            self.error = describe(err)
