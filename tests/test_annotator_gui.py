@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from patience import HANG_MS, HANG_S
@@ -20,7 +21,7 @@ from annotator.core.engines import LocalEngine
 from annotator.core.records import BoxState, ImageStatus
 from annotator.core.sources import ModelSource
 from annotator.gui.main_window import MainWindow
-from model.annotations import Origin, Task
+from model.annotations import Box, Origin, Task
 from model.coco import load_with_pycocotools
 from model.images import image_size
 from model.synthetic.shapes import make_shapes
@@ -571,17 +572,22 @@ def test_coco_import_runs_off_the_gui_thread_and_leaves_undo_as_it_was(
     """Issue 13 item 10. Before: the import ran inside import_from, on the GUI thread, and froze the window."""
     import threading
 
-    import annotator.gui.workers as workers
+    from annotator.core.exchange import read_coco_with_report
 
-    readers: list[int] = []
-    read_import = getattr(workers, "read_import", None)  # absent before the worker existed
+    # Where the slow parts run: reading the file, and comparing its boxes with the project's.
+    threads: dict[str, set[int]] = {"read": set(), "compare": set()}
+    read, iou = read_coco_with_report, Box.iou
 
-    def watched(*args: object, **kwargs: object) -> object:
-        readers.append(threading.get_ident())
-        assert read_import is not None
-        return read_import(*args, **kwargs)
+    def watched_read(*args: Any, **kwargs: Any) -> Any:
+        threads["read"].add(threading.get_ident())
+        return read(*args, **kwargs)
 
-    monkeypatch.setattr(workers, "read_import", watched, raising=False)
+    def watched_iou(self: Box, other: Box) -> float:
+        threads["compare"].add(threading.get_ident())
+        return iou(self, other)
+
+    monkeypatch.setattr("annotator.core.exchange.read_coco_with_report", watched_read)
+    monkeypatch.setattr(Box, "iou", watched_iou)
     win = MainWindow()
     qtbot.addWidget(win)
     win.open_folder(image_folder, tmp_path / "import.minigpt.sqlite")
@@ -600,8 +606,9 @@ def test_coco_import_runs_off_the_gui_thread_and_leaves_undo_as_it_was(
     progress: list[tuple[int, int]] = []  # the worker's reports are delivered by the event loop, from here on
     win.importer.progress.connect(lambda done, total: progress.append((done, total)))
     qtbot.waitUntil(lambda: win.importer is not None and not win.importer.busy, timeout=HANG_MS)
-    assert readers and threading.get_ident() not in readers  # read in a worker thread
-    assert progress == [(1, 1)]
+    gui = threading.get_ident()
+    assert threads["read"] and gui not in threads["read"]  # read in a worker
+    assert progress == [(1, 1), (1, 1)]  # the file's one image read, then matched
     message = win.statusBar().currentMessage()
     assert message == "Imported cups.json: 300 boxes added on 1 images, 0 already there"
     assert len(session.boxes(target)) == 301
@@ -614,10 +621,13 @@ def test_coco_import_runs_off_the_gui_thread_and_leaves_undo_as_it_was(
     session.undo_stack.redo()
     assert len(session.boxes(target)) == 301
 
-    # Twice adds nothing; a cancelled import changes nothing, even when the file was read already.
+    # Twice adds nothing, and the 300 boxes are compared with the project's in a worker, not on the GUI thread.
+    threads["compare"].clear()
     assert win.import_from(coco)
     qtbot.waitUntil(lambda: win.importer is not None and not win.importer.busy, timeout=HANG_MS)
+    assert threads["compare"] and gui not in threads["compare"]
     assert win.statusBar().currentMessage() == "Imported cups.json: 0 boxes added on 1 images, 300 already there"
+    # A cancelled import changes nothing, even when the file was read already.
     other = _coco_for(image_folder, "photo-astronaut.jpg", 50, tmp_path / "astronaut.json")
     assert win.import_from(other)
     assert not win.import_from(coco)  # one at a time

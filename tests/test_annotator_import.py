@@ -17,7 +17,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from annotator.core.exchange import IMPORT_DUPLICATE_IOU, ImportCancelled, import_coco, read_import
+from annotator.core.exchange import (
+    IMPORT_DUPLICATE_IOU,
+    ImportCancelled,
+    apply_import,
+    import_coco,
+    match_import,
+    read_import,
+)
 from annotator.core.folder import open_project
 from annotator.core.overlaps import OverlapIndex
 from annotator.core.records import BoxState
@@ -98,6 +105,38 @@ def test_reading_an_import_reports_progress_and_stops_when_asked(tmp_path: Path)
         assert store.all_boxes() == {}  # reading writes nothing
         with pytest.raises(ImportCancelled, match="nothing was changed"):
             read_import(store.images(), folder, coco, should_stop=lambda: True)
+    finally:
+        store.close()
+
+
+def test_boxes_matched_in_a_worker_are_matched_again_when_the_store_changed_meanwhile(
+    tmp_path: Path, count_overlaps: list[int]
+) -> None:
+    """The desktop matches in a worker against a copy; a person's edit in between must not let a duplicate in."""
+    folder, coco = crowded_folder(tmp_path, 20)
+    store = open_project(folder, tmp_path / "project.minigpt.sqlite")
+    try:
+        plan = read_import(store.images(), folder, coco)
+        (image_id,) = plan.image_ids
+        matched = match_import(plan, store.annotation_corners(plan.image_ids), store.generation)
+        assert [image.new for image in matched.images] == [plan.images[0].annotations]  # nothing there yet
+
+        # Unchanged store: the worker's answer is written as it is, no overlap computed on the writing thread.
+        count_overlaps[0] = 0
+        first = apply_import(store, matched)
+        assert (first.annotations_added, first.duplicates_skipped, count_overlaps[0]) == (20, 0, 0)
+        assert first.image_ids == {image_id}
+
+        # Matched against 20 boxes; meanwhile the person deletes one of them: written again, it is not a duplicate.
+        again = match_import(plan, store.annotation_corners(plan.image_ids), store.generation)
+        assert [image.new for image in again.images] == [()]
+        removed = store.boxes(image_id)[0]
+        store.delete_boxes([removed.id])
+        second = apply_import(store, again)
+        assert (second.annotations_added, second.duplicates_skipped) == (1, 19)
+        assert sorted(row.box.xyxy for row in store.boxes(image_id)) == sorted(
+            annotation.box.xyxy for annotation in plan.images[0].annotations
+        )
     finally:
         store.close()
 

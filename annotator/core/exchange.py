@@ -13,8 +13,9 @@ Export follows the checklist of what COCO exporters get wrong:
 
 Import matches images by folder-relative path (then by a unique file name), adds boxes as annotations in one
 transaction, and skips boxes the project already has, so importing the same file twice adds nothing. It comes in
-two parts so that a window stays responsive: :func:`read_import` (slow, reads files only, any thread) and
-:func:`apply_import` (one transaction, time proportional to the boxes, the thread that owns the store).
+three parts so that a window stays responsive: :func:`read_import` (the files) and :func:`match_import` (the
+duplicates, in time proportional to the boxes) run in any thread; :func:`apply_import` writes, in one transaction,
+on the thread that owns the store.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ import posixpath
 import shutil
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,7 @@ __all__ = [
     "apply_import",
     "export_coco",
     "import_coco",
+    "match_import",
     "read_import",
 ]
 
@@ -93,7 +95,7 @@ class ImportReport:
     unmatched: list[str] = field(default_factory=list)  # file names in the COCO file with no image in the folder
     size_mismatches: list[tuple[str, str]] = field(default_factory=list)  # (image path, reason): boxes not imported
     not_boxes: int = 0  # crowd regions and empty boxes in the file, which cannot be boxes here
-    image_ids: set[int] = field(default_factory=set)  # the project's images the import wrote to
+    image_ids: set[int] = field(default_factory=set)  # the project's images the import added boxes to
 
     def __str__(self) -> str:
         return _summary(
@@ -269,7 +271,7 @@ def _fmt(values: Sequence[float]) -> str:
 
 
 class ImportCancelled(MiniGPTError):
-    """``should_stop()`` turned true while the file was being read: nothing was changed."""
+    """``should_stop()`` turned true while the file was being read or matched: nothing was changed."""
 
 
 @dataclass(frozen=True)
@@ -279,7 +281,9 @@ class ImageImport:
     path: str  # folder-relative
     image_id: int | None  # None: a file in the folder the project has not listed yet; the import adds it
     size: tuple[int, int] | None  # its upright size as read now (None: unreadable, so nothing to check against)
-    annotations: tuple[Annotation, ...]
+    annotations: tuple[Annotation, ...]  # the file's boxes for it
+    new: tuple[Annotation, ...] | None = None  # those not yet in the project, once matched (match_import)
+    duplicates: int = 0  # and how many were
 
 
 @dataclass(frozen=True)
@@ -289,6 +293,15 @@ class ImportPlan:
     labels: tuple[str, ...]  # in category id order
     images: tuple[ImageImport, ...]
     report: ImportReport  # what reading found (unmatched images, other sizes, crowd regions); the writing adds to it
+    matched_at: tuple[int, int] | None = None  # the store's generation the duplicates were found against
+
+    @property
+    def image_ids(self) -> list[int]:
+        """The project's images the file has boxes for (not those the import will add to the project)."""
+        return sorted({image.image_id for image in self.images if image.image_id is not None})
+
+
+Corners = tuple[str, float, float, float, float]  # (label, x0, y0, x1, y1): an annotation as a worker gets it
 
 
 def import_coco(store: ProjectStore, folder: str | os.PathLike[str], coco_path: str | os.PathLike[str]) -> ImportReport:
@@ -300,12 +313,15 @@ def import_coco(store: ProjectStore, folder: str | os.PathLike[str], coco_path: 
     the file differs from the real (upright) size keeps its boxes out: they were drawn on another frame, e.g. the
     un-rotated pixels of an EXIF-rotated photo.
 
-    This is :func:`read_import` then :func:`apply_import`; the desktop runs the first in a worker thread.
+    This is :func:`read_import`, :func:`match_import` and :func:`apply_import` in a row; the desktop runs the first
+    two in a worker thread, and only the last (the writing) on the thread that owns the store.
 
     Raises:
         CocoError: the file is missing or malformed.
     """
-    return apply_import(store, read_import(store.images(), folder, coco_path))
+    plan = read_import(store.images(), folder, coco_path)
+    plan = match_import(plan, store.annotation_corners(plan.image_ids), store.generation)
+    return apply_import(store, plan)
 
 
 def read_import(
@@ -316,8 +332,8 @@ def read_import(
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> ImportPlan:
-    """The slow, read-only part of an import: read and check the file, match its images to the project's ``images``,
-    and read each matched image's real size. Touches no store, so it can run in any thread.
+    """The slow part of an import, reading files only: read and check the COCO file, match its images to the
+    project's ``images``, and read each matched image's real size. Touches no store, so it can run in any thread.
 
     ``progress(done, total)`` is called after each image of the file; ``should_stop`` is checked between images.
 
@@ -336,8 +352,7 @@ def read_import(
     planned: list[ImageImport] = []
     total = len(read.dataset.images)
     for done, record in enumerate(read.dataset.images, start=1):
-        if should_stop is not None and should_stop():
-            raise ImportCancelled(f"the import of {coco_path} was cancelled; nothing was changed")
+        _check_stop(should_stop, coco_path)
         relative = _relative(record.path, root)
         matched = _match(root, relative, by_path, by_name)
         if matched is None:
@@ -364,15 +379,48 @@ def read_import(
     return ImportPlan(labels=labels, images=tuple(planned), report=report)
 
 
+def match_import(
+    plan: ImportPlan,
+    existing: Mapping[int, Sequence[Corners]],
+    generation: tuple[int, int],
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> ImportPlan:
+    """Find which of the file's boxes the project already has, against ``existing`` (the annotations of
+    ``plan.image_ids``, :meth:`ProjectStore.annotation_corners`) as the store held them at ``generation``.
+    Pure: runs in any thread. ``progress`` and ``should_stop`` as for :func:`read_import`.
+
+    Raises:
+        ImportCancelled: ``should_stop()`` turned true.
+    """
+    # Two records of the file can name the same image: the second must see what the first adds.
+    seen: dict[int | str, list[tuple[str, Box]]] = {}
+    matched: list[ImageImport] = []
+    for done, image in enumerate(plan.images, start=1):
+        _check_stop(should_stop, "the COCO file")
+        key: int | str = image.path if image.image_id is None else image.image_id
+        if key not in seen:
+            corners = existing.get(image.image_id, []) if image.image_id is not None else []
+            seen[key] = [(label, Box(x0=x0, y0=y0, x1=x1, y1=y1)) for label, x0, y0, x1, y1 in corners]
+        new, duplicates = _new_annotations(seen[key], image.annotations)
+        seen[key] += [(annotation.label.strip(), annotation.box) for annotation in new]
+        matched.append(replace(image, new=tuple(new), duplicates=duplicates))
+        if progress is not None:
+            progress(done, len(plan.images))
+    return replace(plan, images=tuple(matched), matched_at=generation)
+
+
 def apply_import(store: ProjectStore, plan: ImportPlan) -> ImportReport:
     """The writing part of an import, in one transaction: labels, new images, sizes, and the boxes that are not
-    already there. Duplicates are found against the store as it is now (the person may have worked on meanwhile),
-    in time proportional to the boxes (see :mod:`annotator.core.overlaps`).
+    already there. When the store changed since :func:`match_import` found them (the person went on working), or
+    they were never matched, the duplicates are found again here, against the store as it is now.
 
     Raises:
         StoreError: the store cannot be written; then nothing was.
     """
     report = copy.deepcopy(plan.report)  # the plan stays as read
+    matched = plan.matched_at is not None and plan.matched_at == store.generation
     with store.batch():
         for name in plan.labels:
             store.ensure_label(name)
@@ -384,15 +432,25 @@ def apply_import(store: ProjectStore, plan: ImportPlan) -> ImportReport:
                 assert image_id is not None  # just added, in this transaction
             if image.size is not None:
                 store.set_image_size(image_id, *image.size)
-            new_rows, duplicates = _new_annotations(store.boxes(image_id), image.annotations, image_id)
-            store.put_boxes(new_rows)
-            report.annotations_added += len(new_rows)
+            if matched and image.new is not None:
+                new, duplicates = list(image.new), image.duplicates
+            else:
+                current = [(row.label, row.box) for row in store.boxes(image_id) if row.state is BoxState.annotation]
+                new, duplicates = _new_annotations(current, image.annotations)
+            store.put_boxes([_annotation_row(annotation, image_id) for annotation in new])
+            report.annotations_added += len(new)
             report.duplicates_skipped += duplicates
-            report.image_ids.add(image_id)
+            if new:
+                report.image_ids.add(image_id)
     return report
 
 
 _NEW = -1  # _match's answer for an image file that is in the folder but not yet in the project
+
+
+def _check_stop(should_stop: Callable[[], bool] | None, what: str | os.PathLike[str]) -> None:
+    if should_stop is not None and should_stop():
+        raise ImportCancelled(f"the import of {os.fspath(what)} was cancelled; nothing was changed")
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -415,30 +473,30 @@ def _match(root: Path, relative: str, by_path: dict[str, int], by_name: dict[str
 
 
 def _new_annotations(
-    existing: Sequence[BoxRow], annotations: Sequence[Annotation], image_id: int
-) -> tuple[list[BoxRow], int]:
-    """The file's boxes not yet in the project, and how many were. Each existing annotation absorbs at most one box:
-    the one it overlaps most (ties: the later annotation), as the boxes come in file order."""
+    existing: Sequence[tuple[str, Box]], annotations: Sequence[Annotation]
+) -> tuple[list[Annotation], int]:
+    """The file's boxes not yet among the ``existing`` annotations (label, box), and how many were. Each existing
+    annotation absorbs at most one box: the one it overlaps most (ties: the later annotation), in file order."""
     index = OverlapIndex(IMPORT_DUPLICATE_IOU)
-    for i, row in enumerate(existing):
-        if row.state is BoxState.annotation:
-            index.add(row.label, row.box, i)
-    added: list[BoxRow] = []
+    for i, (label, box) in enumerate(existing):
+        index.add(label, box, i)
+    new: list[Annotation] = []
     duplicates = 0
     for annotation in annotations:
-        label = annotation.label.strip()  # the store keeps label names stripped
-        if index.take_best(label, annotation.box) is not None:
+        if index.take_best(annotation.label.strip(), annotation.box) is None:  # the store keeps labels stripped
+            new.append(annotation)
+        else:
             duplicates += 1
-            continue
-        added.append(
-            BoxRow(
-                image_id=image_id,
-                label=label,
-                box=annotation.box,
-                state=BoxState.annotation,
-                origin=Origin.manual,
-                score=annotation.score,
-                phrase=annotation.phrase,
-            )
-        )
-    return added, duplicates
+    return new, duplicates
+
+
+def _annotation_row(annotation: Annotation, image_id: int) -> BoxRow:
+    return BoxRow(
+        image_id=image_id,
+        label=annotation.label.strip(),
+        box=annotation.box,
+        state=BoxState.annotation,
+        origin=Origin.manual,
+        score=annotation.score,
+        phrase=annotation.phrase,
+    )

@@ -50,6 +50,7 @@ class OverlapIndex:
         self._spread = 1.0 - low  # how far apart (in larger widths) the corners of a match can be
         self._log_base = -math.log(low)  # one size class: sizes within a factor 1/low
         self._cells: dict[tuple[Hashable, int, int, int, int], dict[tuple[float, ...], _Entry]] = {}
+        self._classes: set[tuple[Hashable, int, int]] = set()  # (key, width class, height class) that hold boxes
         self.comparisons = 0
 
     def add(self, key: Hashable, box: Box, item: int) -> None:
@@ -57,6 +58,7 @@ class OverlapIndex:
         if not _measurable(box):
             return  # its area overflows, so its IoU with anything is 0: it can never match
         kw, kh = self._size_class(box.width), self._size_class(box.height)
+        self._classes.add((key, kw, kh))
         cell = (key, kw, kh, math.floor(box.x0 / self._side(kw)), math.floor(box.y0 / self._side(kh)))
         entries = self._cells.setdefault(cell, {})
         entries.setdefault(box.xyxy, _Entry(box)).items.append(item)
@@ -66,16 +68,25 @@ class OverlapIndex:
         largest item), or None when no filed box under ``key`` overlaps it that much."""
         if not _measurable(box):
             return None
+        kw, kh = self._size_class(box.width), self._size_class(box.height)
+        # The cells a match can lie in: 3 width classes x 3 height classes, and in each the cells its corner reaches.
+        columns = [(cw, self._reach(box.x0, box.width, cw)) for cw in (kw - 1, kw, kw + 1)]
+        rows = [(ch, self._reach(box.y0, box.height, ch)) for ch in (kh - 1, kh, kh + 1)]
         best: tuple[float, int, dict[tuple[float, ...], _Entry], tuple[float, ...]] | None = None
-        for cell in self._neighbourhood(key, box):
-            entries = self._cells.get(cell)
-            if not entries:
-                continue
-            for xyxy, entry in entries.items():
-                self.comparisons += 1
-                iou = box.iou(entry.box)
-                if iou >= self.threshold and (best is None or (iou, entry.items[-1]) > best[:2]):
-                    best = (iou, entry.items[-1], entries, xyxy)
+        for cw, xs in columns:
+            for ch, ys in rows:
+                if (key, cw, ch) not in self._classes:
+                    continue
+                for x in xs:
+                    for y in ys:
+                        entries = self._cells.get((key, cw, ch, x, y))
+                        if not entries:
+                            continue
+                        for xyxy, entry in entries.items():
+                            self.comparisons += 1
+                            iou = box.iou(entry.box)
+                            if iou >= self.threshold and (best is None or (iou, entry.items[-1]) > best[:2]):
+                                best = (iou, entry.items[-1], entries, xyxy)
         if best is None:
             return None
         _, item, entries, xyxy = best
@@ -95,17 +106,6 @@ class OverlapIndex:
             return math.exp((size_class + 1) * self._log_base)
         except OverflowError:
             return math.inf
-
-    def _neighbourhood(self, key: Hashable, box: Box) -> list[tuple[Hashable, int, int, int, int]]:
-        """The cells that can hold a box overlapping ``box`` by at least the threshold."""
-        kw, kh = self._size_class(box.width), self._size_class(box.height)
-        cells = []
-        for cw in (kw - 1, kw, kw + 1):
-            xs = self._reach(box.x0, box.width, cw)
-            for ch in (kh - 1, kh, kh + 1):
-                ys = self._reach(box.y0, box.height, ch)
-                cells += [(key, cw, ch, x, y) for x in xs for y in ys]
-        return cells
 
     def _reach(self, start: float, size: float, size_class: int) -> range:
         """The cells (of ``size_class``) along one axis that a matching box's near edge can fall in."""

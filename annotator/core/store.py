@@ -104,6 +104,7 @@ class ProjectStore:
         self.path = path
         self._db = db
         self._depth = 0  # nesting of batch(); only the outermost commits
+        self._commits = 0  # transactions this connection committed (see generation)
 
     # --- opening ---------------------------------------------------------------------------------------------------
     @classmethod
@@ -160,6 +161,12 @@ class ProjectStore:
     def schema_version(self) -> int:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
+    @property
+    def generation(self) -> tuple[int, int]:
+        """Changes when anything is committed to the store, by this connection or another one: work prepared from
+        what the store held (an import matched in a worker) is still valid while this stays the same."""
+        return self._commits, int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -187,6 +194,7 @@ class ProjectStore:
             self._depth -= 1
             if outer:
                 self._db.execute("COMMIT")
+                self._commits += 1
         except sqlite3.OperationalError as err:  # the file system's fault: full, read-only, locked
             hint = "check that the disk has space and the file is writable and not open in another program"
             raise StoreError(f"cannot save to {self.path}: {err}; {hint}") from err
@@ -313,6 +321,18 @@ class ProjectStore:
     def boxes(self, image_id: int) -> list[BoxRow]:
         rows = self._db.execute(f"SELECT {_BOX_COLUMNS} FROM boxes WHERE image_id = ? ORDER BY id", (image_id,))
         return [_box_row(r) for r in rows.fetchall()]
+
+    def annotation_corners(self, image_ids: Iterable[int]) -> dict[int, list[tuple[str, float, float, float, float]]]:
+        """The annotations of these images as plain (label, x0, y0, x1, y1), in id order: a cheap copy for a worker
+        thread, which makes boxes of them itself (the store belongs to the GUI thread)."""
+        corners: dict[int, list[tuple[str, float, float, float, float]]] = {}
+        for image_id in image_ids:
+            rows = self._db.execute(
+                "SELECT label, x0, y0, x1, y1 FROM boxes WHERE image_id = ? AND state = 'annotation' ORDER BY id",
+                (image_id,),
+            )
+            corners[image_id] = rows.fetchall()
+        return corners
 
     def all_boxes(self, state: BoxState | None = None) -> dict[int, list[BoxRow]]:
         """Every image's boxes (optionally of one state), keyed by image id; one query for exports."""

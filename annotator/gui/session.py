@@ -18,7 +18,7 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoCommand, QUndoStack
 
 from annotator.core.edits import DeleteLabel, Edit, RenameLabel
-from annotator.core.exchange import ExportReport, ImportPlan, ImportReport, apply_import, export_coco
+from annotator.core.exchange import Corners, ExportReport, ImportPlan, ImportReport, apply_import, export_coco
 from annotator.core.records import BoxRow, ImageRow, LabelRow
 from annotator.core.sources import ModelSource
 from annotator.core.store import ProjectStore
@@ -141,10 +141,15 @@ class Session(QObject):
             log.warning("export skipped %s", item)
         return report
 
+    def import_snapshot(self, plan: ImportPlan) -> tuple[dict[int, list[Corners]], tuple[int, int]]:
+        """A copy of the annotations an import must not repeat (those of the images the file names), and the
+        store's generation it was taken at, for a worker to match against."""
+        return self.store.annotation_corners(plan.image_ids), self.store.generation
+
     def apply_import(self, plan: ImportPlan) -> ImportReport | None:
-        """Write what reading a COCO file found (:class:`annotator.gui.importer.CocoImporter` reads it in a worker),
-        in one transaction; None when the project was closed meanwhile. Not an undo step: it reports what it added,
-        and adds nothing twice.
+        """Write what a COCO import found (:class:`annotator.gui.importer.CocoImporter` reads and matches it in
+        workers), in one transaction; None when the project was closed meanwhile. Not an undo step: it reports what
+        it added, and adds nothing twice.
 
         Raises:
             MiniGPTError: it could not be saved; nothing was.

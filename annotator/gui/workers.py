@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from PySide6.QtCore import QObject, QThread, Signal
 
 from annotator.core.engines import Cancelled, Engine, EngineError, EngineRequest
-from annotator.core.exchange import ImportCancelled, ImportPlan, read_import
+from annotator.core.exchange import ImportCancelled, ImportPlan
 from annotator.core.folder import probe_image
-from annotator.core.records import ImageRow
 from annotator.core.runs import Prompt
 from annotator.core.sources import ModelSource
 from model.errors import ImageLoadError, MiniGPTError
@@ -122,16 +122,16 @@ class ProbeWorker(QThread):
 
 
 class ImportWorker(QThread):
-    """Reads a COCO file for import: the file, which images it names, their real sizes. The session writes what it
-    found when the worker has finished (``plan``), or shows ``error``; a cancelled import leaves both None."""
+    """One step of a COCO import that needs no store: reading the file (:func:`read_import`) or finding the boxes the
+    project already has (:func:`match_import`). The caller reads ``plan`` or ``error`` once it has finished; a
+    cancelled step leaves both None."""
 
-    progress = Signal(int, int)  # images of the file read, total
+    progress = Signal(int, int)  # images done, total
 
-    def __init__(self, images: Sequence[ImageRow], folder: Path, path: Path, parent: QObject | None = None):
+    def __init__(self, step: ImportStep, path: Path, parent: QObject | None = None):
         super().__init__(parent)
-        self.images = list(images)
-        self.folder = folder
-        self.path = path
+        self.step = step
+        self.path = path  # the COCO file
         self.plan: ImportPlan | None = None
         self.error: str | None = None
         self._stop = threading.Event()
@@ -145,11 +145,15 @@ class ImportWorker(QThread):
 
     def run(self) -> None:
         try:
-            self.plan = read_import(
-                self.images, self.folder, self.path, progress=self.progress.emit, should_stop=self._stop.is_set
-            )
+            self.plan = self.step(progress=self.progress.emit, should_stop=self._stop.is_set)
         except ImportCancelled:
             return
         except Exception as err:  # the UI must show every failure, not lose it in a thread
             log.warning("cannot import %s: %s", self.path, describe(err))
             self.error = describe(err)
+
+
+class ImportStep(Protocol):
+    """:func:`read_import` or :func:`match_import` with everything but progress and cancel bound."""
+
+    def __call__(self, *, progress: Callable[[int, int], None], should_stop: Callable[[], bool]) -> ImportPlan: ...
