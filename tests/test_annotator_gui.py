@@ -661,3 +661,44 @@ def test_the_qt_binding_does_not_take_references_from_none() -> None:
     for _ in range(1000):
         probe.setObjectName("probe")
     assert sys.getrefcount(None) >= before - 10, "this PySide6 frees None: install another release (see pyproject)"
+
+
+def test_store_problems_show_as_one_line_with_the_fix_never_as_a_traceback(
+    qtbot: QtBot, image_folder: Path, tmp_path: Path
+) -> None:
+    """Issue 13 item 19. Before: a hand-edited row opened, then every view of it raised a raw validation error."""
+    import sqlite3
+
+    path = tmp_path / "edited.minigpt.sqlite"
+    win = MainWindow()
+    qtbot.addWidget(win)
+    win.open_folder(image_folder, path)
+    target = _go(win, "photo-coffee.jpg")
+    _draw(win, "saucer", QPointF(300, 200), QPointF(360, 240))
+    win.close_project()
+
+    # Edited by hand while the app was closed: refused on opening, naming the row and the command that mends it.
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE boxes SET x0 = x1 + 5")
+    db.close()
+    win.open_folder(image_folder, path)
+    assert win.session is None
+    status = win.ai_panel.status.text()
+    assert "row id = 1 of table boxes has x0 >= x1" in status and "DELETE FROM boxes WHERE id = 1" in status
+    assert "\n" not in status
+
+    # Mended, it opens; edited by another program while open: the view says what is wrong instead of failing.
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE boxes SET x0 = x1 - 20")
+    db.close()
+    win.open_folder(image_folder, path)
+    assert win.session is not None
+    assert len(win.session.boxes(target)) == 1
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE boxes SET y0 = y1 + 1")
+    db.close()
+    _go(win, "photo-astronaut.jpg")
+    _go(win, "photo-coffee.jpg")
+    assert "row id = 1 of table boxes cannot be read" in win.ai_panel.status.text()
+    assert win.canvas.items_by_id() == {}
+    win.close()

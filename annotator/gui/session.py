@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoCommand, QUndoStack
@@ -26,6 +27,7 @@ from model.annotations import Task
 from model.errors import MiniGPTError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class EditCommand(QUndoCommand):
@@ -90,17 +92,26 @@ class Session(QObject):
         self.labels_changed.emit()
 
     # --- queries ---------------------------------------------------------------------------------------------------
+    # What the views show. The store was checked on opening; if another program damages or edits it meanwhile, the
+    # view shows nothing and the error signal says what is wrong and how to fix it, instead of a traceback.
     def images(self) -> list[ImageRow]:
-        return self.store.images()
+        return self._shown(self.store.images)
 
     def image(self, image_id: int) -> ImageRow:
         return self.store.image(image_id)
 
     def boxes(self, image_id: int) -> list[BoxRow]:
-        return self.store.boxes(image_id)
+        return self._shown(lambda: self.store.boxes(image_id))
 
     def labels(self) -> list[LabelRow]:
-        return self.store.labels()
+        return self._shown(self.store.labels)
+
+    def _shown(self, read: Callable[[], list[T]]) -> list[T]:
+        try:
+            return read()
+        except MiniGPTError as err:
+            self.error.emit(str(err))
+            return []
 
     def path_of(self, image: ImageRow) -> Path:
         return self.folder / image.path
