@@ -477,6 +477,8 @@ def _new_annotations(
 ) -> tuple[list[Annotation], int]:
     """The file's boxes not yet among the ``existing`` annotations (label, box), and how many were. Each existing
     annotation absorbs at most one box: the one it overlaps most (ties: the later annotation), in file order."""
+    if not existing:  # a first import: nothing to look up
+        return list(annotations), 0
     index = OverlapIndex(IMPORT_DUPLICATE_IOU)
     for i, (label, box) in enumerate(existing):
         index.add(label, box, i)
