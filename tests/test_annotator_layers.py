@@ -11,6 +11,7 @@ every flow that could break them (pytest-qt, offscreen, the shipped tiny model o
 from __future__ import annotations
 
 import ast
+import json
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from PySide6.QtCore import Qt
 from pytestqt.qtbot import QtBot
 
 from annotator.core.engines import LocalEngine
+from annotator.core.exchange import ImportPlan, ImportReport
 from annotator.core.folder import open_project
 from annotator.core.records import ImageStatus
 from annotator.core.runs import detection_prompts
@@ -283,6 +285,21 @@ def test_every_store_change_goes_through_the_session_and_is_announced(
     assert heard.images > before and win.files.model.rows == session.images()
     assert heard.errors == []
 
+    # A COCO import: read in a worker, written by the session in one transaction, announced image by image.
+    coco = tmp_path / "more.json"
+    first = session.image(ids["000001.png"])
+    image = {"id": 1, "file_name": first.path, "width": first.width, "height": first.height}
+    annotation = {"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 2, 10, 10]}
+    coco.write_text(
+        json.dumps({"images": [image], "categories": [{"id": 1, "name": "dot"}], "annotations": [annotation]})
+    )
+    heard.boxes.clear()
+    assert win.import_from(coco)
+    _wait_until(qtbot, lambda: win.importer is not None and not win.importer.busy)
+    assert [row.label for row in session.boxes(ids["000001.png"])].count("dot") == 1
+    assert heard.boxes == [ids["000001.png"]]
+    assert store.strangers == [], "\n".join(store.strangers)
+
     win.close()  # saves the settings and closes the store
     assert store.strangers == [], "\n".join(store.strangers)
     reopened = ProjectStore.open(tmp_path / "watched.minigpt.sqlite")
@@ -302,6 +319,7 @@ def test_reports_arriving_after_the_project_closed_are_dropped(qtbot: QtBot, fol
     session.record_probes([(image_id, (10, 10))])
     session.mark_unreadable(image_id, "gone")
     assert session.save_batch_proposals(image_id, []) == []
+    assert session.apply_import(ImportPlan(labels=("late",), images=(), report=ImportReport())) is None
     assert (heard.images, heard.boxes, heard.errors) == (0, [], [])
 
 

@@ -12,19 +12,23 @@ Export follows the checklist of what COCO exporters get wrong:
   so a failed export never replaces a good file.
 
 Import matches images by folder-relative path (then by a unique file name), adds boxes as annotations in one
-transaction, and skips boxes the project already has, so importing the same file twice adds nothing.
+transaction, and skips boxes the project already has, so importing the same file twice adds nothing. It comes in
+three parts so that a window stays responsive: :func:`read_import` (the files) and :func:`match_import` (the
+duplicates, in time proportional to the boxes) run in any thread; :func:`apply_import` writes, in one transaction,
+on the thread that owns the store.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import posixpath
 import shutil
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +37,8 @@ from model.coco import CocoError, load_with_pycocotools, read_coco_with_report, 
 from model.errors import MiniGPTError
 
 from .folder import is_image_name, natural_key, probe_image
-from .records import BoxRow, BoxState
+from .overlaps import OverlapIndex
+from .records import BoxRow, BoxState, ImageRow
 from .store import ProjectStore
 
 __all__ = [
@@ -41,9 +46,15 @@ __all__ = [
     "MIN_BOX_SIZE",
     "ExchangeError",
     "ExportReport",
+    "ImageImport",
+    "ImportCancelled",
+    "ImportPlan",
     "ImportReport",
+    "apply_import",
     "export_coco",
     "import_coco",
+    "match_import",
+    "read_import",
 ]
 
 MIN_BOX_SIZE = 1.0  # pixels; a box thinner than this after clipping is a slip of the mouse, not an object
@@ -84,6 +95,7 @@ class ImportReport:
     unmatched: list[str] = field(default_factory=list)  # file names in the COCO file with no image in the folder
     size_mismatches: list[tuple[str, str]] = field(default_factory=list)  # (image path, reason): boxes not imported
     not_boxes: int = 0  # crowd regions and empty boxes in the file, which cannot be boxes here
+    image_ids: set[int] = field(default_factory=set)  # the project's images the import added boxes to
 
     def __str__(self) -> str:
         return _summary(
@@ -258,6 +270,40 @@ def _fmt(values: Sequence[float]) -> str:
 # Import
 
 
+class ImportCancelled(MiniGPTError):
+    """``should_stop()`` turned true while the file was being read or matched: nothing was changed."""
+
+
+@dataclass(frozen=True)
+class ImageImport:
+    """One image of the file, matched to the project: what to write for it."""
+
+    path: str  # folder-relative
+    image_id: int | None  # None: a file in the folder the project has not listed yet; the import adds it
+    size: tuple[int, int] | None  # its upright size as read now (None: unreadable, so nothing to check against)
+    annotations: tuple[Annotation, ...]  # the file's boxes for it
+    new: tuple[Annotation, ...] | None = None  # those not yet in the project, once matched (match_import)
+    duplicates: int = 0  # and how many were
+
+
+@dataclass(frozen=True)
+class ImportPlan:
+    """What reading a COCO file found, before anything is written: :func:`apply_import` writes it."""
+
+    labels: tuple[str, ...]  # in category id order
+    images: tuple[ImageImport, ...]
+    report: ImportReport  # what reading found (unmatched images, other sizes, crowd regions); the writing adds to it
+    matched_at: tuple[int, int] | None = None  # the store's generation the duplicates were found against
+
+    @property
+    def image_ids(self) -> list[int]:
+        """The project's images the file has boxes for (not those the import will add to the project)."""
+        return sorted({image.image_id for image in self.images if image.image_id is not None})
+
+
+Corners = tuple[str, float, float, float, float]  # (label, x0, y0, x1, y1): an annotation as a worker gets it
+
+
 def import_coco(store: ProjectStore, folder: str | os.PathLike[str], coco_path: str | os.PathLike[str]) -> ImportReport:
     """Add the boxes of a COCO file to the project of ``folder`` as annotations, in one transaction.
 
@@ -267,46 +313,144 @@ def import_coco(store: ProjectStore, folder: str | os.PathLike[str], coco_path: 
     the file differs from the real (upright) size keeps its boxes out: they were drawn on another frame, e.g. the
     un-rotated pixels of an EXIF-rotated photo.
 
+    This is :func:`read_import`, :func:`match_import` and :func:`apply_import` in a row; the desktop runs the first
+    two in a worker thread, and only the last (the writing) on the thread that owns the store.
+
     Raises:
         CocoError: the file is missing or malformed.
+    """
+    plan = read_import(store.images(), folder, coco_path)
+    plan = match_import(plan, store.annotation_corners(plan.image_ids), store.generation)
+    return apply_import(store, plan)
+
+
+def read_import(
+    images: Sequence[ImageRow],
+    folder: str | os.PathLike[str],
+    coco_path: str | os.PathLike[str],
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> ImportPlan:
+    """The slow part of an import, reading files only: read and check the COCO file, match its images to the
+    project's ``images``, and read each matched image's real size. Touches no store, so it can run in any thread.
+
+    ``progress(done, total)`` is called after each image of the file; ``should_stop`` is checked between images.
+
+    Raises:
+        CocoError: the file is missing or malformed.
+        ImportCancelled: ``should_stop()`` turned true.
     """
     root = Path(folder).resolve()
     read = read_coco_with_report(coco_path, images_dir=root)
     report = ImportReport(not_boxes=len(read.skipped))
-    images = store.images()
     by_path = {row.path: row.id for row in images}
     by_name: dict[str, list[int]] = defaultdict(list)
     for row in images:
         by_name[posixpath.basename(row.path)].append(row.id)
-
-    with store.batch():
-        for category in sorted(read.dataset.categories, key=lambda c: c.id):
-            store.ensure_label(category.name)
-        for record in read.dataset.images:
-            relative = _relative(record.path, root)
-            image_id = _match(store, root, relative, by_path, by_name)
-            if image_id is None:
-                report.unmatched.append(relative)
-                continue
+    path_of = {row.id: row.path for row in images}
+    planned: list[ImageImport] = []
+    total = len(read.dataset.images)
+    for done, record in enumerate(read.dataset.images, start=1):
+        _check_stop(should_stop, coco_path)
+        relative = _relative(record.path, root)
+        matched = _match(root, relative, by_path, by_name)
+        if matched is None:
+            report.unmatched.append(relative)
+        else:
             report.images_matched += 1
-            path = store.image(image_id).path
+            path = relative if matched == _NEW else path_of[matched]
             size = probe_image(root / path)
-            if isinstance(size, tuple):  # an unreadable image keeps the file's boxes: nothing to check them against
-                if size != (record.width, record.height):
-                    report.size_mismatches.append(
-                        (
-                            path,
-                            f"the file says {record.width}x{record.height}, the image is {size[0]}x{size[1]} "
-                            "upright; its boxes were not imported",
-                        )
+            if isinstance(size, tuple) and size != (record.width, record.height):
+                report.size_mismatches.append(
+                    (
+                        path,
+                        f"the file says {record.width}x{record.height}, the image is {size[0]}x{size[1]} "
+                        "upright; its boxes were not imported",
                     )
-                    continue
-                store.set_image_size(image_id, *size)
-            new_rows, duplicates = _new_annotations(store.boxes(image_id), record, image_id)
-            store.put_boxes(new_rows)
-            report.annotations_added += len(new_rows)
+                )
+            else:  # an unreadable image keeps the file's boxes: nothing to check them against
+                image_id = None if matched == _NEW else matched
+                known = size if isinstance(size, tuple) else None
+                planned.append(ImageImport(path, image_id, known, tuple(record.annotations)))
+        if progress is not None:
+            progress(done, total)
+    labels = tuple(category.name for category in sorted(read.dataset.categories, key=lambda c: c.id))
+    return ImportPlan(labels=labels, images=tuple(planned), report=report)
+
+
+def match_import(
+    plan: ImportPlan,
+    existing: Mapping[int, Sequence[Corners]],
+    generation: tuple[int, int],
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> ImportPlan:
+    """Find which of the file's boxes the project already has, against ``existing`` (the annotations of
+    ``plan.image_ids``, :meth:`ProjectStore.annotation_corners`) as the store held them at ``generation``.
+    Pure: runs in any thread. ``progress`` and ``should_stop`` as for :func:`read_import`.
+
+    Raises:
+        ImportCancelled: ``should_stop()`` turned true.
+    """
+    # Two records of the file can name the same image: the second must see what the first adds.
+    seen: dict[int | str, list[tuple[str, Box]]] = {}
+    matched: list[ImageImport] = []
+    for done, image in enumerate(plan.images, start=1):
+        _check_stop(should_stop, "the COCO file")
+        key: int | str = image.path if image.image_id is None else image.image_id
+        if key not in seen:
+            corners = existing.get(image.image_id, []) if image.image_id is not None else []
+            seen[key] = [(label, Box(x0=x0, y0=y0, x1=x1, y1=y1)) for label, x0, y0, x1, y1 in corners]
+        new, duplicates = _new_annotations(seen[key], image.annotations)
+        seen[key] += [(annotation.label.strip(), annotation.box) for annotation in new]
+        matched.append(replace(image, new=tuple(new), duplicates=duplicates))
+        if progress is not None:
+            progress(done, len(plan.images))
+    return replace(plan, images=tuple(matched), matched_at=generation)
+
+
+def apply_import(store: ProjectStore, plan: ImportPlan) -> ImportReport:
+    """The writing part of an import, in one transaction: labels, new images, sizes, and the boxes that are not
+    already there. When the store changed since :func:`match_import` found them (the person went on working), or
+    they were never matched, the duplicates are found again here, against the store as it is now.
+
+    Raises:
+        StoreError: the store cannot be written; then nothing was.
+    """
+    report = copy.deepcopy(plan.report)  # the plan stays as read
+    matched = plan.matched_at is not None and plan.matched_at == store.generation
+    with store.batch():
+        for name in plan.labels:
+            store.ensure_label(name)
+        for image in plan.images:
+            image_id = image.image_id
+            if image_id is None:
+                store.add_images([image.path])
+                image_id = store.image_id(image.path)
+                assert image_id is not None  # just added, in this transaction
+            if image.size is not None:
+                store.set_image_size(image_id, *image.size)
+            if matched and image.new is not None:
+                new, duplicates = list(image.new), image.duplicates
+            else:
+                current = [(row.label, row.box) for row in store.boxes(image_id) if row.state is BoxState.annotation]
+                new, duplicates = _new_annotations(current, image.annotations)
+            store.put_boxes([_annotation_row(annotation, image_id) for annotation in new])
+            report.annotations_added += len(new)
             report.duplicates_skipped += duplicates
+            if new:
+                report.image_ids.add(image_id)
     return report
+
+
+_NEW = -1  # _match's answer for an image file that is in the folder but not yet in the project
+
+
+def _check_stop(should_stop: Callable[[], bool] | None, what: str | os.PathLike[str]) -> None:
+    if should_stop is not None and should_stop():
+        raise ImportCancelled(f"the import of {os.fspath(what)} was cancelled; nothing was changed")
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -314,48 +458,47 @@ def _relative(path: Path, root: Path) -> str:
     return Path(os.path.relpath(os.path.abspath(path), root)).as_posix()
 
 
-def _match(
-    store: ProjectStore, root: Path, relative: str, by_path: dict[str, int], by_name: dict[str, list[int]]
-) -> int | None:
+def _match(root: Path, relative: str, by_path: dict[str, int], by_name: dict[str, list[int]]) -> int | None:
+    """The project's image id for a file of the COCO file, ``_NEW`` for an image file the folder gained since it
+    was scanned (the import adds it), or None."""
     if relative in by_path:
         return by_path[relative]
     inside = not relative.startswith("../") and relative != ".."
     parts = relative.split("/")
     if inside and is_image_name(relative) and not any(p.startswith(".") for p in parts) and (root / relative).is_file():
-        store.add_images([relative])  # on disk but new since the folder was scanned
-        image_id = store.image_id(relative)
-        if image_id is not None:
-            by_path[relative] = image_id
-            return image_id
+        by_path[relative] = _NEW  # a second record naming it is the same new image
+        return _NEW
     candidates = by_name.get(posixpath.basename(relative), [])
     return candidates[0] if len(candidates) == 1 else None
 
 
-def _new_annotations(existing: Sequence[BoxRow], record: ImageRecord, image_id: int) -> tuple[list[BoxRow], int]:
-    """The file's boxes not yet in the project, and how many were; each existing annotation absorbs one box."""
-    unused = [row for row in existing if row.state is BoxState.annotation]
-    added: list[BoxRow] = []
+def _new_annotations(
+    existing: Sequence[tuple[str, Box]], annotations: Sequence[Annotation]
+) -> tuple[list[Annotation], int]:
+    """The file's boxes not yet among the ``existing`` annotations (label, box), and how many were. Each existing
+    annotation absorbs at most one box: the one it overlaps most (ties: the later annotation), in file order."""
+    if not existing:  # a first import: nothing to look up
+        return list(annotations), 0
+    index = OverlapIndex(IMPORT_DUPLICATE_IOU)
+    for i, (label, box) in enumerate(existing):
+        index.add(label, box, i)
+    new: list[Annotation] = []
     duplicates = 0
-    for annotation in record.annotations:
-        label = annotation.label.strip()  # the store keeps label names stripped
-        same = [
-            (annotation.box.iou(row.box), i)
-            for i, row in enumerate(unused)
-            if row.label == label and annotation.box.iou(row.box) >= IMPORT_DUPLICATE_IOU
-        ]
-        if same:
-            unused.pop(max(same)[1])
+    for annotation in annotations:
+        if index.take_best(annotation.label.strip(), annotation.box) is None:  # the store keeps labels stripped
+            new.append(annotation)
+        else:
             duplicates += 1
-            continue
-        added.append(
-            BoxRow(
-                image_id=image_id,
-                label=label,
-                box=annotation.box,
-                state=BoxState.annotation,
-                origin=Origin.manual,
-                score=annotation.score,
-                phrase=annotation.phrase,
-            )
-        )
-    return added, duplicates
+    return new, duplicates
+
+
+def _annotation_row(annotation: Annotation, image_id: int) -> BoxRow:
+    return BoxRow(
+        image_id=image_id,
+        label=annotation.label.strip(),
+        box=annotation.box,
+        state=BoxState.annotation,
+        origin=Origin.manual,
+        score=annotation.score,
+        phrase=annotation.phrase,
+    )

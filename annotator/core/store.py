@@ -6,6 +6,8 @@
 * The schema version is SQLite's ``user_version``. Opening an older file runs the missing migrations in one
   transaction; a file from a newer version of the app is refused rather than damaged.
 * Image paths are stored relative to the folder, so a folder moved together with its store still opens.
+* Every failure is a :class:`StoreError` with its cause and fix, never a raw ``sqlite3`` error. A damaged file, rows
+  the app cannot use, and a store that cannot be written are refused on opening (:mod:`.store_checks`).
 """
 
 from __future__ import annotations
@@ -16,17 +18,17 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from model.annotations import Box, Origin, Task
-from model.errors import MiniGPTError
 
 from .colors import color_for
 from .records import BoxRow, BoxState, ImageRow, LabelRow
+from .store_checks import SQLITE_FAILURES, StoreError, check_store, explain, row_error
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "STORE_SUFFIX", "ProjectStore", "StoreError", "default_store_path"]
 
 STORE_SUFFIX = ".minigpt.sqlite"
-
-
-class StoreError(MiniGPTError):
-    """The project store cannot be opened or written."""
 
 
 def default_store_path(folder: str | Path) -> Path:
@@ -82,14 +84,30 @@ def _read_version(db: sqlite3.Connection, path: Path) -> int:
     """The schema version of the store at ``path``; refuses files that are not stores or are from a newer app."""
     try:
         version = int(db.execute("PRAGMA user_version").fetchone()[0])
-    except sqlite3.DatabaseError as err:
-        raise StoreError(f"{path} is not a project store ({err}); move it away or choose another --store") from err
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' LIMIT 3")]
+    except SQLITE_FAILURES as err:
+        raise explain(err, path, "open") from err
+    if version == 0 and tables:  # another program's database: version 0 must be empty to become a store
+        raise StoreError(
+            f"{path} is not a project store (it is another program's SQLite database, with tables "
+            f"{', '.join(tables)}); move it away or choose another --store"
+        )
     if version > SCHEMA_VERSION:
         raise StoreError(
             f"{path} was written by a newer minigpt-annotate (schema {version}, this one knows up to "
             f"{SCHEMA_VERSION}); upgrade minigpt-annotate to open it"
         )
     return version
+
+
+def _check_writable(db: sqlite3.Connection, version: int) -> None:
+    """Write to the store and take it back: SQLite opens a read-only file without a word, and only the first change
+    would fail, after the person made it."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute(f"PRAGMA user_version = {version}")
+    finally:
+        db.execute("ROLLBACK")
 
 
 # MIGRATIONS[i] takes a store from schema version i to i + 1. Append, never edit a shipped step.
@@ -104,44 +122,46 @@ class ProjectStore:
         self.path = path
         self._db = db
         self._depth = 0  # nesting of batch(); only the outermost commits
+        self._commits = 0  # transactions this connection committed (see generation)
 
     # --- opening ---------------------------------------------------------------------------------------------------
     @classmethod
     def open(cls, path: str | Path) -> ProjectStore:
-        """Open (or create) the store at ``path`` and bring its schema up to date."""
+        """Open (or create) the store at ``path``, bring its schema up to date and check it.
+
+        Raises:
+            StoreError: it is a folder, not a store, from a newer app, damaged, holds rows the app cannot use, or
+                cannot be written (read-only file, folder or disk); the message says which, and what to do.
+        """
         path = Path(path)
         if path.is_dir():
             raise StoreError(f"{path} is a folder; the project store is a file, e.g. {path}{STORE_SUFFIX}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StoreError(f"cannot create the folder of {path}: {err}; choose another place with --store") from err
+        try:
             db = sqlite3.connect(path, isolation_level=None)  # autocommit; transactions are explicit
-        except (OSError, sqlite3.Error) as err:
-            raise StoreError(
-                f"cannot open the project store {path}: {err}; choose a writable place with --store"
-            ) from err
+        except SQLITE_FAILURES as err:
+            raise explain(err, path, "open") from err
         try:
             # Refuse a file that is not a store, or is from a newer version, before anything is written to it:
             # switching the journal mode to WAL already rewrites the file header.
-            _read_version(db, path)
+            version = _read_version(db, path)
             db.execute("PRAGMA foreign_keys = ON")
             mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             db.execute("PRAGMA synchronous = NORMAL")
-        except StoreError:
-            db.close()
-            raise
-        except sqlite3.Error as err:
-            db.close()
-            raise StoreError(
-                f"cannot open the project store {path}: {err}; choose a writable place with --store"
-            ) from err
-        if mode.lower() != "wal":
-            db.close()
-            raise StoreError(
-                f"{path}: the file system does not support SQLite's WAL mode; choose a local disk with --store"
-            )
-        store = cls(path, db)
-        try:
+            if mode.lower() != "wal":
+                raise StoreError(
+                    f"{path}: the file system does not support SQLite's WAL mode; choose a local disk with --store"
+                )
+            _check_writable(db, version)
+            store = cls(path, db)
             store._migrate()
+            check_store(db, path)
+        except SQLITE_FAILURES as err:
+            db.close()
+            raise explain(err, path, "open") from err
         except BaseException:
             db.close()
             raise
@@ -158,10 +178,16 @@ class ProjectStore:
 
     @property
     def schema_version(self) -> int:
-        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        return int(self._read("PRAGMA user_version")[0][0])
+
+    @property
+    def generation(self) -> tuple[int, int]:
+        """Changes when anything is committed to the store, by this connection or another one: work prepared from
+        what the store held (an import matched in a worker) is still valid while this stays the same."""
+        return self._commits, int(self._read("PRAGMA data_version")[0][0])
 
     def close(self) -> None:
-        with contextlib.suppress(sqlite3.Error):
+        with contextlib.suppress(*SQLITE_FAILURES):
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._db.close()
 
@@ -170,7 +196,8 @@ class ProjectStore:
     def batch(self) -> Iterator[None]:
         """Group changes into one transaction: all of them are saved, or (on an error or a crash) none.
 
-        SQLite failures (a full disk, a locked or read-only file) become :class:`StoreError` naming the file.
+        SQLite failures (a full disk, a locked, read-only or damaged file) become :class:`StoreError` saying what
+        to do.
         """
         outer = self._depth == 0
         try:
@@ -187,20 +214,28 @@ class ProjectStore:
             self._depth -= 1
             if outer:
                 self._db.execute("COMMIT")
-        except sqlite3.OperationalError as err:  # the file system's fault: full, read-only, locked
-            hint = "check that the disk has space and the file is writable and not open in another program"
-            raise StoreError(f"cannot save to {self.path}: {err}; {hint}") from err
-        except sqlite3.Error as err:
-            raise StoreError(f"cannot save to {self.path}: {err}") from err
+                self._commits += 1
+        except SQLITE_FAILURES as err:
+            if outer and self._db.in_transaction:  # a failed COMMIT (a full disk) leaves the transaction open
+                with contextlib.suppress(*SQLITE_FAILURES):
+                    self._db.execute("ROLLBACK")
+            raise explain(err, self.path, "save to") from err
 
     def _write(self, sql: str, params: Sequence[object] = ()) -> sqlite3.Cursor:
         with self.batch():
             return self._db.execute(sql, params)
 
+    def _read(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+        """All rows of a query; a failure (a page damaged since opening, the disk gone) becomes a StoreError."""
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except SQLITE_FAILURES as err:
+            raise explain(err, self.path, "read") from err
+
     # --- settings (session state) ----------------------------------------------------------------------------------
     def setting(self, key: str, default: str | None = None) -> str | None:
-        row = self._db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else default
+        rows = self._read("SELECT value FROM settings WHERE key = ?", (key,))
+        return rows[0][0] if rows else default
 
     def set_setting(self, key: str, value: str | None) -> None:
         if value is None:
@@ -218,18 +253,18 @@ class ProjectStore:
 
     def images(self) -> list[ImageRow]:
         """All images in path order, with their box counts."""
-        rows = self._db.execute(
+        rows = self._read(
             """
             SELECT i.id, i.path, i.width, i.height, i.reviewed, i.error,
                    COALESCE(SUM(b.state = 'annotation'), 0), COALESCE(SUM(b.state = 'proposal'), 0)
             FROM images i LEFT JOIN boxes b ON b.image_id = i.id
             GROUP BY i.id ORDER BY i.path
             """
-        ).fetchall()
+        )
         return [_image_row(r) for r in rows]
 
     def image(self, image_id: int) -> ImageRow:
-        row = self._db.execute(
+        rows = self._read(
             """
             SELECT i.id, i.path, i.width, i.height, i.reviewed, i.error,
                    (SELECT COUNT(*) FROM boxes WHERE image_id = i.id AND state = 'annotation'),
@@ -237,14 +272,14 @@ class ProjectStore:
             FROM images i WHERE i.id = ?
             """,
             (image_id,),
-        ).fetchone()
-        if row is None:
+        )
+        if not rows:
             raise StoreError(f"no image with id {image_id} in {self.path}")
-        return _image_row(row)
+        return _image_row(rows[0])
 
     def image_id(self, path: str) -> int | None:
-        row = self._db.execute("SELECT id FROM images WHERE path = ?", (path,)).fetchone()
-        return row[0] if row else None
+        rows = self._read("SELECT id FROM images WHERE path = ?", (path,))
+        return rows[0][0] if rows else None
 
     def set_image_size(self, image_id: int, width: int, height: int) -> None:
         self._write("UPDATE images SET width = ?, height = ?, error = NULL WHERE id = ?", (width, height, image_id))
@@ -257,7 +292,7 @@ class ProjectStore:
 
     # --- labels ----------------------------------------------------------------------------------------------------
     def labels(self) -> list[LabelRow]:
-        rows = self._db.execute("SELECT name, color, prompt FROM labels ORDER BY position, name").fetchall()
+        rows = self._read("SELECT name, color, prompt FROM labels ORDER BY position, name")
         return [LabelRow(name=r[0], color=r[1], prompt=r[2]) for r in rows]
 
     def ensure_label(self, name: str) -> LabelRow:
@@ -266,9 +301,9 @@ class ProjectStore:
         if not name:
             raise StoreError("a label needs a name")
         with self.batch():
-            row = self._db.execute("SELECT name, color, prompt FROM labels WHERE name = ?", (name,)).fetchone()
-            if row is not None:
-                return LabelRow(name=row[0], color=row[1], prompt=row[2])
+            rows = self._read("SELECT name, color, prompt FROM labels WHERE name = ?", (name,))
+            if rows:
+                return LabelRow(name=rows[0][0], color=rows[0][1], prompt=rows[0][2])
             color = color_for(name, taken=[label.color for label in self.labels()])
             self._db.execute(
                 "INSERT INTO labels (name, color, prompt, position) VALUES (?, ?, NULL, ?)",
@@ -277,8 +312,8 @@ class ProjectStore:
         return LabelRow(name=name, color=color)
 
     def label_position(self, name: str) -> int | None:
-        row = self._db.execute("SELECT position FROM labels WHERE name = ?", (name,)).fetchone()
-        return None if row is None else int(row[0])
+        rows = self._read("SELECT position FROM labels WHERE name = ?", (name,))
+        return int(rows[0][0]) if rows else None
 
     def put_label(self, label: LabelRow, position: int) -> None:
         """Insert or restore ``label`` as it was (colour, prompt, place in the list); undo uses this."""
@@ -290,16 +325,16 @@ class ProjectStore:
     def remove_label(self, name: str) -> None:
         """Remove an unused label; boxes still using it keep it (it is re-created with them), so refuse that."""
         with self.batch():
-            used = self._db.execute("SELECT COUNT(*) FROM boxes WHERE label = ?", (name,)).fetchone()[0]
+            used = self._read("SELECT COUNT(*) FROM boxes WHERE label = ?", (name,))[0][0]
             if used:
                 raise StoreError(f"{used} box(es) still use the label {name!r}; relabel or delete them first")
             self._db.execute("DELETE FROM labels WHERE name = ?", (name,))
 
     def box_ids_with_label(self, name: str) -> list[int]:
-        return [r[0] for r in self._db.execute("SELECT id FROM boxes WHERE label = ? ORDER BY id", (name,))]
+        return [r[0] for r in self._read("SELECT id FROM boxes WHERE label = ? ORDER BY id", (name,))]
 
     def image_ids_with_label(self, name: str) -> set[int]:
-        return {r[0] for r in self._db.execute("SELECT DISTINCT image_id FROM boxes WHERE label = ?", (name,))}
+        return {r[0] for r in self._read("SELECT DISTINCT image_id FROM boxes WHERE label = ?", (name,))}
 
     def set_box_labels(self, ids: Sequence[int], label: str) -> None:
         with self.batch():
@@ -311,8 +346,19 @@ class ProjectStore:
 
     # --- boxes -----------------------------------------------------------------------------------------------------
     def boxes(self, image_id: int) -> list[BoxRow]:
-        rows = self._db.execute(f"SELECT {_BOX_COLUMNS} FROM boxes WHERE image_id = ? ORDER BY id", (image_id,))
-        return [_box_row(r) for r in rows.fetchall()]
+        rows = self._read(f"SELECT {_BOX_COLUMNS} FROM boxes WHERE image_id = ? ORDER BY id", (image_id,))
+        return [_box_row(r, self.path) for r in rows]
+
+    def annotation_corners(self, image_ids: Iterable[int]) -> dict[int, list[tuple[str, float, float, float, float]]]:
+        """The annotations of these images as plain (label, x0, y0, x1, y1), in id order: a cheap copy for a worker
+        thread, which makes boxes of them itself (the store belongs to the GUI thread)."""
+        corners: dict[int, list[tuple[str, float, float, float, float]]] = {}
+        for image_id in image_ids:
+            corners[image_id] = self._read(
+                "SELECT label, x0, y0, x1, y1 FROM boxes WHERE image_id = ? AND state = 'annotation' ORDER BY id",
+                (image_id,),
+            )
+        return corners
 
     def all_boxes(self, state: BoxState | None = None) -> dict[int, list[BoxRow]]:
         """Every image's boxes (optionally of one state), keyed by image id; one query for exports."""
@@ -322,8 +368,8 @@ class ProjectStore:
             sql += " WHERE state = ?"
             params = (state.value,)
         grouped: dict[int, list[BoxRow]] = {}
-        for r in self._db.execute(sql + " ORDER BY image_id, id", params).fetchall():
-            row = _box_row(r)
+        for r in self._read(sql + " ORDER BY image_id, id", params):
+            row = _box_row(r, self.path)
             grouped.setdefault(row.image_id, []).append(row)
         return grouped
 
@@ -331,9 +377,9 @@ class ProjectStore:
         """Insert or replace ``rows`` in one transaction. Rows without an id get a new, never reused one."""
         saved: list[BoxRow] = []
         with self.batch():
+            for label in dict.fromkeys(row.label for row in rows if row.label.strip()):
+                self.ensure_label(label)  # once per label, not per row: an import puts 10k rows of a few labels
             for row in rows:
-                if row.label.strip():
-                    self.ensure_label(row.label)
                 values = (
                     row.id,
                     row.image_id,
@@ -356,26 +402,30 @@ class ProjectStore:
 
     # --- helpers ---------------------------------------------------------------------------------------------------
     def _count(self, table: str) -> int:
-        return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+        return int(self._read(f"SELECT COUNT(*) FROM {table}")[0][0])
 
 
 _BOX_COLUMNS = "id, image_id, label, x0, y0, x1, y1, state, origin, score, task, prompt, phrase"
 _PUT_BOX = f"INSERT OR REPLACE INTO boxes ({_BOX_COLUMNS}) VALUES ({', '.join('?' * len(_BOX_COLUMNS.split(', ')))})"
 
 
-def _box_row(r: tuple) -> BoxRow:
-    return BoxRow(
-        id=r[0],
-        image_id=r[1],
-        label=r[2],
-        box=Box(x0=r[3], y0=r[4], x1=r[5], y1=r[6]),
-        state=BoxState(r[7]),
-        origin=Origin(r[8]) if r[8] else None,
-        score=r[9],
-        task=Task(r[10]) if r[10] else None,
-        prompt=r[11],
-        phrase=r[12],
-    )
+def _box_row(r: tuple, path: Path) -> BoxRow:
+    try:
+        return BoxRow(
+            id=r[0],
+            image_id=r[1],
+            label=r[2],
+            box=Box(x0=r[3], y0=r[4], x1=r[5], y1=r[6]),
+            state=BoxState(r[7]),
+            origin=Origin(r[8]) if r[8] else None,
+            score=r[9],
+            task=Task(r[10]) if r[10] else None,
+            prompt=r[11],
+            phrase=r[12],
+        )
+    except ValueError as err:  # a row changed by another program since opening (pydantic's errors are ValueErrors)
+        detail = err.errors()[0]["msg"] if isinstance(err, ValidationError) else str(err)
+        raise row_error(path, "boxes", r[0], f"cannot be read ({detail})") from err
 
 
 def _image_row(r: tuple) -> ImageRow:

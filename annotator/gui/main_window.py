@@ -16,7 +16,7 @@ from PySide6.QtWidgets import QDockWidget, QFileDialog, QInputDialog, QLabel, QM
 
 from annotator.core import edits, geometry
 from annotator.core.display import load_display_image
-from annotator.core.exchange import ExportReport, ImportReport
+from annotator.core.exchange import ExportReport
 from annotator.core.folder import open_project, project_folder, reopen_project
 from annotator.core.merging import visible
 from annotator.core.records import BoxRow, BoxState
@@ -31,6 +31,7 @@ from .ai_panel import AIPanel
 from .canvas import Canvas
 from .dialogs import BatchDialog, ShortcutsDialog
 from .file_panel import FilePanel
+from .importer import CocoImporter
 from .label_panel import LabelPanel
 from .qimage import to_qimage
 from .session import RunSettings, Session
@@ -46,6 +47,7 @@ class MainWindow(QMainWindow):
         self.resize(1400, 900)
         self.session: Session | None = None
         self.ai: AIController | None = None
+        self.importer: CocoImporter | None = None
         self._probe: ProbeWorker | None = None
         self.threshold = 0.0
         self._restoring = False
@@ -180,6 +182,9 @@ class MainWindow(QMainWindow):
         self.close_project()
         self.session = session
         self.ai = AIController(session, self)
+        self.importer = CocoImporter(session, self)
+        self.importer.done.connect(lambda message: self.statusBar().showMessage(message, 15_000))
+        self.importer.failed.connect(self.show_error)
         session.images_changed.connect(self._refresh_files)
         session.boxes_changed.connect(self._boxes_changed)
         session.labels_changed.connect(self._refresh_labels)
@@ -216,6 +221,9 @@ class MainWindow(QMainWindow):
             self._probe.cancel()
             self._probe.wait()
             self._probe = None
+        if self.importer is not None:
+            self.importer.shutdown()
+            self.importer = None
         self._save_settings()
         self.session.close()
         self.session.deleteLater()
@@ -540,16 +548,9 @@ class MainWindow(QMainWindow):
         if path:
             self.import_from(Path(path))
 
-    def import_from(self, path: Path) -> ImportReport | None:
-        if self.session is None:
-            return None
-        try:
-            report = self.session.import_coco(path)
-        except MiniGPTError as err:
-            self.show_error(f"Import failed, nothing was changed: {err}")
-            return None
-        self.statusBar().showMessage(f"Imported {path.name}: {report}", 15_000)
-        return report
+    def import_from(self, path: Path) -> bool:
+        """Start importing a COCO file in the background; the status bar tells the outcome in one line."""
+        return self.importer is not None and self.importer.start(path)
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self.close_project()

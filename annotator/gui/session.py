@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoCommand, QUndoStack
 
 from annotator.core.edits import DeleteLabel, Edit, RenameLabel
-from annotator.core.exchange import ExportReport, ImportReport, export_coco, import_coco
+from annotator.core.exchange import Corners, ExportReport, ImportPlan, ImportReport, apply_import, export_coco
 from annotator.core.records import BoxRow, ImageRow, LabelRow
 from annotator.core.sources import ModelSource
 from annotator.core.store import ProjectStore
@@ -26,6 +27,7 @@ from model.annotations import Task
 from model.errors import MiniGPTError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class EditCommand(QUndoCommand):
@@ -90,17 +92,26 @@ class Session(QObject):
         self.labels_changed.emit()
 
     # --- queries ---------------------------------------------------------------------------------------------------
+    # What the views show. The store was checked on opening; if another program damages or edits it meanwhile, the
+    # view shows nothing and the error signal says what is wrong and how to fix it, instead of a traceback.
     def images(self) -> list[ImageRow]:
-        return self.store.images()
+        return self._shown(self.store.images)
 
     def image(self, image_id: int) -> ImageRow:
         return self.store.image(image_id)
 
     def boxes(self, image_id: int) -> list[BoxRow]:
-        return self.store.boxes(image_id)
+        return self._shown(lambda: self.store.boxes(image_id))
 
     def labels(self) -> list[LabelRow]:
-        return self.store.labels()
+        return self._shown(self.store.labels)
+
+    def _shown(self, read: Callable[[], list[T]]) -> list[T]:
+        try:
+            return read()
+        except MiniGPTError as err:
+            self.error.emit(str(err))
+            return []
 
     def path_of(self, image: ImageRow) -> Path:
         return self.folder / image.path
@@ -141,13 +152,26 @@ class Session(QObject):
             log.warning("export skipped %s", item)
         return report
 
-    def import_coco(self, path: Path) -> ImportReport:
-        """Add another person's boxes (not an undo step: it reports what it added, and adds nothing twice)."""
-        report = import_coco(self.store, self.folder, path)
+    def import_snapshot(self, plan: ImportPlan) -> tuple[dict[int, list[Corners]], tuple[int, int]]:
+        """A copy of the annotations an import must not repeat (those of the images the file names), and the
+        store's generation it was taken at, for a worker to match against."""
+        return self.store.annotation_corners(plan.image_ids), self.store.generation
+
+    def apply_import(self, plan: ImportPlan) -> ImportReport | None:
+        """Write what a COCO import found (:class:`annotator.gui.importer.CocoImporter` reads and matches it in
+        workers), in one transaction; None when the project was closed meanwhile. Not an undo step: it reports what
+        it added, and adds nothing twice.
+
+        Raises:
+            MiniGPTError: it could not be saved; nothing was.
+        """
+        if self._closed:
+            return None
+        report = apply_import(self.store, plan)
+        for image_id in sorted(report.image_ids):
+            self.boxes_changed.emit(image_id)
         self.images_changed.emit()
         self.labels_changed.emit()
-        if self.current_id is not None:
-            self.boxes_changed.emit(self.current_id)
         return report
 
     # --- what happened to image files ------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Background threads for everything slow: loading the model, running it, probing image files.
+"""Background threads for everything slow: loading the model, running it, probing image files, reading an import.
 
 Workers get immutable inputs, never touch widgets or the store (which belongs to the GUI thread), and report by
 signals. Cancel is cooperative: a flag checked between images (and passed to the engine), never ``terminate()``.
@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from PySide6.QtCore import QObject, QThread, Signal
 
 from annotator.core.engines import Cancelled, Engine, EngineError, EngineRequest
+from annotator.core.exchange import ImportCancelled, ImportPlan
 from annotator.core.folder import probe_image
 from annotator.core.runs import Prompt
 from annotator.core.sources import ModelSource
@@ -117,3 +119,41 @@ class ProbeWorker(QThread):
             self.probed.emit(
                 [(image_id, probe_image(path)) for image_id, path in self.files[start : start + self.CHUNK]]
             )
+
+
+class ImportWorker(QThread):
+    """One step of a COCO import that needs no store: reading the file (:func:`read_import`) or finding the boxes the
+    project already has (:func:`match_import`). The caller reads ``plan`` or ``error`` once it has finished; a
+    cancelled step leaves both None."""
+
+    progress = Signal(int, int)  # images done, total
+
+    def __init__(self, step: ImportStep, path: Path, parent: QObject | None = None):
+        super().__init__(parent)
+        self.step = step
+        self.path = path  # the COCO file
+        self.plan: ImportPlan | None = None
+        self.error: str | None = None
+        self._stop = threading.Event()
+
+    def cancel(self) -> None:
+        self._stop.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self) -> None:
+        try:
+            self.plan = self.step(progress=self.progress.emit, should_stop=self._stop.is_set)
+        except ImportCancelled:
+            return
+        except Exception as err:  # the UI must show every failure, not lose it in a thread
+            log.warning("cannot import %s: %s", self.path, describe(err))
+            self.error = describe(err)
+
+
+class ImportStep(Protocol):
+    """:func:`read_import` or :func:`match_import` with everything but progress and cancel bound."""
+
+    def __call__(self, *, progress: Callable[[int, int], None], should_stop: Callable[[], bool]) -> ImportPlan: ...
