@@ -1,5 +1,6 @@
 # The Label Studio ML backend (ml_backend/) in a container, in label-studio-ml-backend's conventions:
-# gunicorn on port 9090, configured by environment variables, the model folder mounted at /models.
+# `minigpt-annotate serve` (waitress) on port 9090, configured by environment variables, the model folder mounted at
+# /models. Set BASIC_AUTH_USER and BASIC_AUTH_PASS (README, Production); docker-compose.yml requires them.
 #   docker build -t minigpt-annotate-backend .                                            # CPU
 #   docker build -t minigpt-annotate-backend --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu124 .  # GPU
 FROM python:3.11-slim
@@ -10,8 +11,7 @@ ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PORT=9090 \
-    WORKERS=1 \
-    THREADS=8 \
+    MINIGPT_THREADS=8 \
     LOG_LEVEL=INFO \
     HF_HOME=/data/hf \
     MINIGPT_MODEL=/models/model \
@@ -27,5 +27,6 @@ COPY minigpt_annotate ./minigpt_annotate
 RUN pip install ".[backend]"
 
 EXPOSE 9090
-# One worker holds one copy of the model; threads serve concurrent requests (model calls are serialised inside).
-CMD exec gunicorn --bind ":$PORT" --workers "$WORKERS" --threads "$THREADS" --timeout 0 ml_backend.wsgi:app
+# One process holds one copy of the model; threads serve concurrent requests (model calls are serialised inside).
+# The README's production command; request limits and server settings come from MINIGPT_* (README, Production).
+CMD exec minigpt-annotate serve --host 0.0.0.0 --port "$PORT"

@@ -1,7 +1,8 @@
 """The ML backend's model class, with label-studio-ml 2.x's method names: `setup`, `predict(tasks, context)`, `fit`.
 
 One instance serves every request of a process; the `Proposer` it wraps is loaded once. Model calls are serialised
-by a lock (one batched `generate` at a time uses the hardware best), while image downloads run in parallel.
+by a lock (one batched `generate` at a time uses the hardware best), while image downloads run in parallel. A
+`/predict` whose client has gone stops at the next chunk, so nobody's tasks wait behind work nobody will read.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
@@ -40,6 +41,7 @@ class Metrics:
     failed_tasks: int = 0
     model_seconds: float = 0.0
     corrections: int = 0
+    abandoned_predicts: int = 0  # /predict requests stopped early because their client had gone
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def as_dict(self) -> dict:
@@ -83,6 +85,41 @@ def _held_pixels(image: LoadedImage) -> int:
     return image.image.width * image.image.height
 
 
+class PredictAbandoned(MiniGPTError):
+    """The client of a `/predict` disconnected; the tasks not yet run were skipped."""
+
+
+class _ProjectConfigs:
+    """Label configs from /setup by project id, the `limit` most recently used kept (an LRU).
+
+    Only a fallback: Label Studio 1.23 puts the config in every /predict and every webhook, so a project whose
+    config was dropped still works; only a request that carries none needs /setup again.
+    """
+
+    def __init__(self, limit: int):
+        self._items: OrderedDict[str, str] = OrderedDict()
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+    def get(self, project: str) -> str | None:
+        with self._lock:
+            if project in self._items:
+                self._items.move_to_end(project)
+                return self._items[project]
+            return None
+
+    def put(self, project: str, label_config: str) -> None:
+        with self._lock:
+            self._items[project] = label_config
+            self._items.move_to_end(project)
+            while len(self._items) > self._limit:
+                self._items.popitem(last=False)
+
+
 class MiniGPTBackend:
     def __init__(
         self,
@@ -93,6 +130,7 @@ class MiniGPTBackend:
         model_version: str | None = None,
         score_threshold: float = 0.0,
         batch_size: int = 16,
+        max_projects: int = 16,
     ):
         self.proposer = proposer
         self.fetcher = fetcher
@@ -103,7 +141,12 @@ class MiniGPTBackend:
         self.metrics = Metrics()
         self._model_lock = threading.Lock()
         self._images = _ImageCache()
-        self._configs: dict[str, str] = {}  # project id → label config, from /setup
+        self._configs = _ProjectConfigs(max_projects)  # project id → label config, from /setup
+
+    @property
+    def projects_remembered(self) -> int:
+        """How many projects' label configs from /setup are kept (at most `max_projects`)."""
+        return len(self._configs)
 
     # --- the label-studio-ml contract ---------------------------------------------------------------------------
     def setup(self, project: str | None, label_config: str | None) -> str:
@@ -111,7 +154,7 @@ class MiniGPTBackend:
         if label_config:
             ProjectLabels.parse(label_config)
             if project:
-                self._configs[_project_id(project)] = label_config
+                self._configs.put(_project_id(project), label_config)
         return self.model_version
 
     def label_config_for(self, project: object, label_config: str | None) -> str:
@@ -121,18 +164,32 @@ class MiniGPTBackend:
         """
         if label_config:
             return label_config
-        if project is not None and _project_id(project) in self._configs:
-            return self._configs[_project_id(project)]
+        remembered = self._configs.get(_project_id(project)) if project is not None else None
+        if remembered is not None:
+            return remembered
         raise MiniGPTError(f"no label config for project {project}: the request carries none and /setup was not called")
 
-    def predict(self, tasks: Sequence[dict], context: dict | None, label_config: str) -> list[dict]:
+    def predict(
+        self,
+        tasks: Sequence[dict],
+        context: dict | None,
+        label_config: str,
+        client_gone: Callable[[], bool] | None = None,
+    ) -> list[dict]:
         """One prediction per task, in order. A task whose image cannot be read gets an empty result.
 
-        Tasks are handled in chunks, so a 100-task request never holds 100 decoded images at once.
+        Tasks are handled in chunks, so a 100-task request never holds 100 decoded images at once. Before each
+        chunk `client_gone` is asked whether anyone still waits for the answer; if not, PredictAbandoned.
         """
         labels = ProjectLabels.parse(label_config)
         predictions: list[dict] = []
         for start in range(0, len(tasks), TASKS_PER_CHUNK):
+            if client_gone is not None and client_gone():
+                with self.metrics.lock:
+                    self.metrics.abandoned_predicts += 1
+                raise PredictAbandoned(
+                    f"the client disconnected after {start} of {len(tasks)} task(s); the rest were not run"
+                )
             predictions.extend(self._predict_chunk(tasks[start : start + TASKS_PER_CHUNK], context, labels))
         with self.metrics.lock:
             self.metrics.predict_calls += 1

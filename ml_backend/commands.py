@@ -17,9 +17,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve",
         help="serve the model as a Label Studio ML backend (needs the [backend] extra)",
-        description="Label Studio's ML-backend contract (/health, /setup, /predict, /webhook, /metrics) on a "
-        "threaded server. Label Studio access comes from LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY; see README. "
-        "For production, run gunicorn with ml_backend.wsgi:app instead.",
+        description="Label Studio's ML-backend contract (/health, /setup, /predict, /webhook, /metrics) on "
+        "waitress, which reads each request whole before a worker thread runs it, so slow clients cannot starve it. "
+        "This is also the production command (README, Production). Label Studio access comes from LABEL_STUDIO_URL "
+        "and LABEL_STUDIO_API_KEY; request limits from MINIGPT_MAX_* and the server from MINIGPT_THREADS, "
+        "MINIGPT_CONNECTION_LIMIT, MINIGPT_IDLE_TIMEOUT; see README.",
     )
     p.add_argument("--model", default=os.environ.get("MINIGPT_MODEL"), help="model folder or hub id")
     p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to accept connections from other machines")
@@ -27,8 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--corrections", type=Path, default=None, help="folder where webhooks store corrected boxes (COCO)")
     p.add_argument("--score-threshold", type=float, default=None, help="suggest only boxes scoring at least this")
     p.add_argument("--model-version", default=None, help="the version Label Studio shows (default: folder name)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto", choices=DTYPES)
+    # None: MINIGPT_DEVICE / MINIGPT_DTYPE, else auto (a default here would override the environment)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: MINIGPT_DEVICE, else auto)")
+    p.add_argument("--dtype", default=None, choices=DTYPES, help="default: MINIGPT_DTYPE, else auto")
     p.set_defaults(run=cmd_serve)
 
 

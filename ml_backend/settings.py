@@ -7,15 +7,38 @@ import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
+from typing import ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from model import propose_api
 from model.errors import MiniGPTError
 from model.proposer import Proposer
 
 from .backend import MiniGPTBackend
 from .corrections import CorrectionStore
 from .media import MediaFetcher, MediaSettings
+
+_Settings = TypeVar("_Settings", bound=BaseModel)
+
+
+MiB = 1024 * 1024
+
+
+def _from_env(
+    cls: type[_Settings], names: Mapping[str, str], env: Mapping[str, str], overrides: Mapping[str, object]
+) -> _Settings:
+    """`cls` from the environment variables `names` maps its fields to, then `overrides` (command-line flags).
+
+    A bad value is a MiniGPTError naming the variable, so a typo in a deployment is one line, not a traceback.
+    """
+    values: dict[str, object] = {key: env[name] for key, name in names.items() if env.get(name)}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return cls.model_validate(values)
+    except ValidationError as err:
+        problems = "; ".join(f"{names.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']}" for e in err.errors())
+        raise MiniGPTError(f"invalid backend settings: {problems}") from err
 
 
 class BackendSettings(BaseModel):
@@ -44,15 +67,9 @@ class BackendSettings(BaseModel):
             "basic_auth_user": "BASIC_AUTH_USER",
             "basic_auth_pass": "BASIC_AUTH_PASS",
         }
-        values: dict[str, object] = {key: env[name] for key, name in names.items() if env.get(name)}
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        if "model" not in values:
+        if not env.get("MINIGPT_MODEL") and overrides.get("model") is None:
             raise MiniGPTError("no model given: set MINIGPT_MODEL to a model folder (or pass --model)")
-        try:
-            return cls.model_validate(values)
-        except ValidationError as err:
-            problems = "; ".join(f"{names.get(str(e['loc'][0]), e['loc'][0])}: {e['msg']}" for e in err.errors())
-            raise MiniGPTError(f"invalid backend settings: {problems}") from err
+        return _from_env(cls, names, env, overrides)
 
     @property
     def basic_auth(self) -> tuple[str, str] | None:
@@ -61,8 +78,79 @@ class BackendSettings(BaseModel):
         return None
 
 
+class RequestLimits(BaseModel):
+    """What one request may cost, per route: checked before a body is parsed or a task is run (README, Production).
+
+    Label Studio sends every task selected for "Retrieve predictions" in one /predict, each task a few hundred bytes
+    of JSON plus the label config, so the defaults leave room for a 1,000-task selection with a large config.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    predict_bytes: int = Field(default=16 * MiB, ge=1024)
+    webhook_bytes: int = Field(default=16 * MiB, ge=1024)
+    setup_bytes: int = Field(default=4 * MiB, ge=1024)
+    predict_tasks: int = Field(default=1000, ge=1)
+    projects: int = Field(default=16, ge=1, description="label configs from /setup remembered, least recent dropped")
+
+    ENV: ClassVar[dict[str, str]] = {
+        "predict_bytes": "MINIGPT_MAX_PREDICT_BYTES",
+        "webhook_bytes": "MINIGPT_MAX_WEBHOOK_BYTES",
+        "setup_bytes": "MINIGPT_MAX_SETUP_BYTES",
+        "predict_tasks": "MINIGPT_MAX_PREDICT_TASKS",
+        "projects": "MINIGPT_MAX_PROJECTS",
+    }
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> RequestLimits:
+        return _from_env(cls, cls.ENV, env, {})
+
+    def body_limit(self, path: str) -> tuple[int, str | None]:
+        """The most bytes a body sent to `path` may have, and the variable that sets it (None: /propose's limit is
+        the desktop client's contract, model.propose_api; other paths take no body, the server caps them)."""
+        field = _BODY_LIMITS.get(path)
+        if field is not None:
+            return getattr(self, field), self.ENV[field]
+        return (propose_api.MAX_BODY_BYTES if path == propose_api.PATH else self.largest_body), None
+
+    @property
+    def largest_body(self) -> int:
+        """What the HTTP server buffers at most for any route; each route then applies its own limit."""
+        return max(propose_api.MAX_BODY_BYTES, *(getattr(self, field) for field in _BODY_LIMITS.values()))
+
+
+_BODY_LIMITS = {"/predict": "predict_bytes", "/webhook": "webhook_bytes", "/setup": "setup_bytes"}
+
+
+class ServerSettings(BaseModel):
+    """The HTTP server of `minigpt-annotate serve` (waitress): how many clients, how idle, how many at work.
+
+    Waitress reads each request whole (headers and body) in one event loop before a worker thread sees it, so a
+    client that sends slowly holds a socket, not a thread; `connection_limit` bounds those sockets, and one that is
+    idle for `idle_timeout` seconds between requests is closed.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    threads: int = Field(default=8, ge=1, le=256)
+    connection_limit: int = Field(default=256, ge=8)
+    idle_timeout: int = Field(default=60, ge=1)
+    max_header_bytes: int = Field(default=64 * 1024, ge=8 * 1024)
+
+    ENV: ClassVar[dict[str, str]] = {
+        "threads": "MINIGPT_THREADS",
+        "connection_limit": "MINIGPT_CONNECTION_LIMIT",
+        "idle_timeout": "MINIGPT_IDLE_TIMEOUT",
+        "max_header_bytes": "MINIGPT_MAX_HEADER_BYTES",
+    }
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> ServerSettings:
+        return _from_env(cls, cls.ENV, env, {})
+
+
 def configure_logging() -> None:
-    """One log format for `serve` and gunicorn; LOG_LEVEL picks the level."""
+    """One log format for `serve` and any WSGI server importing ml_backend.wsgi; LOG_LEVEL picks the level."""
     logging.basicConfig(
         level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -81,7 +169,9 @@ def load_proposer(model: str, device: str = "auto", dtype: str = "auto") -> Prop
         return _proposers[key]
 
 
-def build_backend(settings: BackendSettings, media: MediaSettings | None = None) -> MiniGPTBackend:
+def build_backend(
+    settings: BackendSettings, media: MediaSettings | None = None, limits: RequestLimits | None = None
+) -> MiniGPTBackend:
     proposer = load_proposer(settings.model, settings.device, settings.dtype)
     # On a GPU, compile for a lone interactive prompt and for full chunks before the first request arrives.
     warm = proposer.warm_up((1, settings.batch_size))
@@ -94,4 +184,5 @@ def build_backend(settings: BackendSettings, media: MediaSettings | None = None)
         model_version=settings.model_version,
         score_threshold=settings.score_threshold,
         batch_size=settings.batch_size,
+        max_projects=(limits or RequestLimits()).projects,
     )

@@ -1,16 +1,18 @@
-"""The WSGI entry for production servers, configured by the environment (see README, "Use it in Label Studio").
+"""The backend as a WSGI app configured by the environment, for a WSGI server of your own choosing.
 
-    MINIGPT_MODEL=weights/model gunicorn --workers 1 --threads 8 --timeout 0 --bind 0.0.0.0:9090 ml_backend.wsgi:app
-
-Each worker process loads the model once, when gunicorn imports this module.
+The documented deployment is `minigpt-annotate serve` (README, Production): it runs this same app on waitress with
+the request limits and server settings of `ml_backend.settings`. Another server must read each request whole before
+giving it to a thread (or sit behind a proxy that does, such as nginx), or a few slow clients can starve it; and it
+must bound bodies to `RequestLimits.largest_body`. Each process loads the model once, when it imports this module.
 """
 
 from __future__ import annotations
 
 from .server import create_app
-from .settings import BackendSettings, build_backend, configure_logging
+from .settings import BackendSettings, RequestLimits, build_backend, configure_logging
 
 configure_logging()
 
 _settings = BackendSettings.from_env()
-app = create_app(build_backend(_settings), basic_auth=_settings.basic_auth)
+_limits = RequestLimits.from_env()
+app = create_app(build_backend(_settings, limits=_limits), basic_auth=_settings.basic_auth, limits=_limits)

@@ -1,4 +1,4 @@
-"""Run the ML backend as a real process (`minigpt-annotate serve` or gunicorn) for tests and benchmarks."""
+"""Run the ML backend as a real process (`minigpt-annotate serve` or a WSGI server) for tests and benchmarks."""
 
 from __future__ import annotations
 

@@ -89,7 +89,7 @@ def test_200_concurrent_requests_are_all_answered_correctly(server) -> None:
     assert metrics["failed_tasks"] == REQUESTS // 10
 
 
-def test_gunicorn_serves_the_wsgi_app_configured_by_the_environment(tmp_path: Path) -> None:
+def test_a_wsgi_server_serves_the_wsgi_app_configured_by_the_environment(tmp_path: Path) -> None:
     make_shapes(tmp_path, images=1, seed=3, max_shapes=1)
     (name,) = [p.relative_to(tmp_path).as_posix() for p in (tmp_path / "images").iterdir()]
     port = free_port()
@@ -100,9 +100,9 @@ def test_gunicorn_serves_the_wsgi_app_configured_by_the_environment(tmp_path: Pa
         "MINIGPT_MODEL_VERSION": "shapes-v1",
         "LOCAL_FILES_DOCUMENT_ROOT": str(tmp_path),
     }
-    gunicorn = Path(sys.executable).with_name("gunicorn")
-    command = [str(gunicorn), "--workers", "1", "--threads", "4", "--bind", f"127.0.0.1:{port}", "ml_backend.wsgi:app"]
-    with running_backend(command, port, tmp_path / "gunicorn.log", env) as url:
+    waitress = Path(sys.executable).with_name("waitress-serve")  # any WSGI server; waitress is the one installed
+    command = [str(waitress), "--threads=4", f"--listen=127.0.0.1:{port}", "ml_backend.wsgi:app"]
+    with running_backend(command, port, tmp_path / "wsgi.log", env) as url:
         assert requests.get(f"{url}/health", timeout=STALL_S).json()["model_version"] == "shapes-v1"
         (prediction,) = _predict(url, [{"id": 1, "data": {"image": f"/data/local-files/?d={name}"}}])
         assert prediction["model_version"] == "shapes-v1"
