@@ -13,6 +13,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import select
 import signal
 import threading
 from pathlib import Path
@@ -43,7 +44,8 @@ def waitress_options(server: ServerSettings, limits: RequestLimits) -> dict[str,
         # Keep reading a connection while its request runs, so a client that hung up is noticed
         # (environ["waitress.client_disconnected"]) and a long /predict stops instead of running for nobody.
         "channel_request_lookahead": 1,
-        "asyncore_use_poll": True,  # select() cannot watch more than 1,024 sockets
+        # select() cannot watch more than 1,024 sockets; poll() can, where it exists (not on Windows)
+        "asyncore_use_poll": hasattr(select, "poll"),
         "ident": "minigpt-annotate",
     }
 
