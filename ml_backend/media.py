@@ -3,7 +3,8 @@
 Policy: Label Studio paths (``/data/...``) are downloaded from ``LABEL_STUDIO_URL`` with auth; ``/data/local-files/``
 is read from ``LOCAL_FILES_DOCUMENT_ROOT`` when set, never outside it; http(s) URLs only from Label Studio (with
 auth) or from ``MINIGPT_ALLOWED_HOSTS`` (never with auth); cloud URIs via Label Studio's presign endpoint.
-Redirects are followed by hand, each hop checked against the same policy. Tokens never reach messages or logs.
+Redirects are followed by hand, each hop checked against the same policy. Tokens never reach messages or logs, nor
+do secrets in task URLs (:mod:`ml_backend.redaction`); remote reason phrases are not repeated.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path, PurePosixPath
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
@@ -20,6 +22,7 @@ import requests
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 
 from .access_errors import PAT_FIX, REACH_FIX, ROOT_FIX, TOKEN_FIX, URL_FIX, MediaError, redact_url
+from .redaction import redact_library_logs
 from .tokens import LabelStudioAuth
 
 log = logging.getLogger(__name__)
@@ -204,6 +207,7 @@ class MediaFetcher:
     def __init__(self, settings: MediaSettings, session: requests.Session | None = None) -> None:
         self.settings = settings
         self._session = session if session is not None else requests.Session()
+        redact_library_logs()
         base = settings.label_studio_url
         self._ls = _origin(base) if base else None
         self._ls_prefix = urlsplit(base).path.rstrip("/") if base else ""
@@ -422,7 +426,7 @@ class MediaFetcher:
                     continue
                 if status != 200:
                     hop = current if previous is not None else None
-                    raise self._status_error(status, response.reason, current, hop, shown=shown, to_ls=to_ls)
+                    raise self._status_error(status, current, hop, shown=shown, to_ls=to_ls)
                 return self._read_body(response, shown)
 
     def _is_login_page(self, url: str) -> bool:
@@ -458,10 +462,9 @@ class MediaFetcher:
                 f"the request failed ({type(err).__name__})", url=shown, fix="fix the task's image URL"
             ) from None
 
-    def _status_error(
-        self, status: int, reason: str | None, url: str, hop: str | None, *, shown: str, to_ls: bool
-    ) -> MediaError:
-        """``hop``: the URL that answered, when a redirect led there."""
+    def _status_error(self, status: int, url: str, hop: str | None, *, shown: str, to_ls: bool) -> MediaError:
+        """``hop``: the URL that answered, when a redirect led there. The server's own reason phrase is not repeated
+        (it is the server's text, not ours); the standard phrase for the code is."""
         where = f" for {redact_url(hop)}" if hop else ""
         if status == 401 and to_ls:
             if self._auth is None or not self._auth.has_key:
@@ -477,7 +480,11 @@ class MediaFetcher:
                     fix=f"check that the token's user may see this project, or {PAT_FIX}",
                 )
             return MediaError(f"Label Studio refused the token (HTTP 401{where})", url=shown, fix=TOKEN_FIX)
-        text = f"HTTP {status}{f' {reason}' if reason else ''}{where}"
+        try:
+            phrase = f" {HTTPStatus(status).phrase}"
+        except ValueError:
+            phrase = ""
+        text = f"HTTP {status}{phrase}{where}"
         if status == 403 and to_ls:
             return MediaError(
                 f"Label Studio answered {text}",

@@ -1,0 +1,288 @@
+"""ml_backend.media under attack (issue 13 item 13), against real servers on loopback.
+
+Slow servers are raw sockets that drip bytes on a schedule; each test bounds the fetch by the progress the server made
+(how many bytes or hops it had served when the fetch gave up), never by a wall-clock assertion.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from urllib.parse import quote, unquote_plus
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from patience import HANG_S
+
+from ml_backend.media import MediaError, MediaFetcher, MediaSettings
+from ml_backend.redaction import redact_text, redact_url
+
+MB = 2**20
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+
+
+@dataclass
+class Served:
+    """What a raw server did: requests it saw (request line + headers) and bytes it sent after the head."""
+
+    requests: list[str] = field(default_factory=list)
+    body_bytes: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def sent(self, count: int) -> None:
+        with self.lock:
+            self.body_bytes += count
+
+
+Handler = Callable[[socket.socket, str, threading.Event, Served], "bool | None"]  # True: keep the connection open
+
+
+class RawServer:
+    """A TCP server on 127.0.0.1: each connection's request head goes to ``handler`` in a thread of its own."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.served = Served()
+        self.stop = threading.Event()
+        self._handler = handler
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(32)
+        self._sock.settimeout(0.05)
+        self.port = self._sock.getsockname()[1]
+        self.host = f"127.0.0.1:{self.port}"
+        self.url = f"http://{self.host}"
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(HANG_S)
+            buffered = b""
+            try:
+                while True:  # keep-alive: requests on one connection until a handler returns no True, or EOF
+                    while b"\r\n\r\n" not in buffered:
+                        chunk = conn.recv(4096)
+                        if not chunk:
+                            return
+                        buffered += chunk
+                    head, _, buffered = buffered.partition(b"\r\n\r\n")
+                    text = head.decode("latin-1")
+                    with self.served.lock:
+                        self.served.requests.append(text)
+                    if not self._handler(conn, text, self.stop, self.served):
+                        return
+            except OSError:
+                pass  # the client hung up: that is what a deadline does
+
+    def close(self) -> None:
+        self.stop.set()
+        self._thread.join(HANG_S)
+        self._sock.close()
+
+
+@pytest.fixture
+def raw_server() -> Iterator[Callable[[Handler], RawServer]]:
+    servers: list[RawServer] = []
+
+    def start(handler: Handler) -> RawServer:
+        servers.append(RawServer(handler))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def path_of(head: str) -> str:
+    return head.split(" ", 2)[1]
+
+
+def authorization_of(head: str) -> str | None:
+    for line in head.split("\r\n")[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "authorization":
+            return value.strip()
+    return None
+
+
+def fetcher_for(server: RawServer, **overrides: object) -> MediaFetcher:
+    values: dict[str, object] = {"allowed_hosts": {server.host}, "timeout_s": 2.0}
+    return MediaFetcher(MediaSettings(**(values | overrides)))
+
+
+def one_line_error(call: Callable[[], object]) -> str:
+    with pytest.raises(MediaError) as info:
+        call()
+    message = str(info.value)
+    assert "\n" not in message and "Traceback" not in message
+    return message
+
+
+# --- item 13: no secret from a task URL reaches a log line or an error ------------------------------------------------
+
+SECRET_KEYS = [
+    "access_token",
+    "X-Amz-Signature",
+    "sig",
+    "token",
+    "X-Amz-Credential",
+    "api_key",
+    "password",
+    "Signature",
+]
+SECRET_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.~"
+
+
+def secret_text() -> st.SearchStrategy[str]:
+    return st.text(SECRET_ALPHABET, min_size=6, max_size=16).map(lambda tail: f"Zq{tail}9")
+
+
+def case_mixed(word: str) -> st.SearchStrategy[str]:
+    return st.lists(st.booleans(), min_size=len(word), max_size=len(word)).map(
+        lambda flips: "".join(ch.upper() if flip else ch.lower() for ch, flip in zip(word, flips, strict=True))
+    )
+
+
+def encoded(text: str, times: int) -> str:
+    for _ in range(times):
+        text = quote(text, safe="")
+    return text
+
+
+@st.composite
+def secret_url(draw: st.DrawFn, depth: int = 0) -> tuple[str, list[str]]:
+    """A URL with secrets in its user info, secret-named parameters, fragment, and URL-encoded URLs nested in values."""
+    secrets: list[str] = []
+    scheme = draw(st.sampled_from(["http", "https", "HTTPS"]))
+    userinfo = ""
+    if draw(st.booleans()):
+        user, password = draw(secret_text()), draw(secret_text())
+        secrets += [user, password]
+        userinfo = f"{user}:{password}@" if draw(st.booleans()) else f"{user}@"
+        secrets = secrets if ":" in userinfo else secrets[:1]
+    path = "/" + "/".join(draw(st.lists(st.sampled_from(["img", "a.png", "x y", "data", "%20"]), max_size=3)))
+    pairs: list[str] = []
+    for _ in range(draw(st.integers(0, 3))):
+        if draw(st.booleans()):
+            key, value = draw(case_mixed(draw(st.sampled_from(SECRET_KEYS)))), draw(secret_text())
+            secrets.append(value)
+            pairs.append(f"{encoded(key, draw(st.integers(0, 1)))}={value}")
+        else:
+            pairs.append(f"{draw(st.sampled_from(['d', 'w', 'page']))}={draw(st.sampled_from(['1', 'a.png', '']))}")
+    if depth < 2 and draw(st.booleans()):
+        inner, inner_secrets = draw(secret_url(depth + 1))
+        secrets += inner_secrets
+        pairs.insert(draw(st.integers(0, len(pairs))), f"next={encoded(inner, draw(st.integers(0, 3)))}")
+    url = f"{scheme}://{userinfo}cdn.example.com{path}"
+    if pairs:
+        url += "?" + draw(st.sampled_from(["&", ";"])).join(pairs)
+    if draw(st.booleans()):
+        value = draw(secret_text())
+        secrets.append(value)
+        url += f"#access_token={value}&token_type=bearer"
+    return url, secrets
+
+
+def decodings(text: str) -> Iterator[str]:
+    """The text and every further percent-decoding of it: a secret must not hide behind an encoding."""
+    for _ in range(6):
+        yield text
+        text = unquote_plus(text)
+
+
+@settings(max_examples=400, derandomize=True, deadline=None)
+@given(secret_url())
+@example(
+    (
+        "https://u:pw1234567@h/x?next=https%3A%2F%2Fa%3Ab7777777%40h2%2Fy%3Fsig%3Dc8888888",
+        ["pw1234567", "b7777777", "c8888888"],
+    )
+)
+@example(("http://h/?next=http%253A%252F%252Fh%252F%253Faccess_token%253Dtok99999", ["tok99999"]))
+def test_redaction_removes_every_secret(case: tuple[str, list[str]]) -> None:
+    url, secrets = case
+    for shown in (redact_url(url), redact_text(f"GET {url} failed")):
+        for text in decodings(shown):
+            for secret in secrets:
+                assert secret not in text, (url, shown)
+
+
+def test_redaction_keeps_what_helps() -> None:
+    assert redact_url("http://ls:8080/data/local-files/?d=sub/a.png") == "http://ls:8080/data/local-files/?d=sub/a.png"
+    shown = redact_url("https://b.s3.amazonaws.com/k.png?X-Amz-Signature=abc&X-Amz-Expires=60")
+    assert shown == "https://b.s3.amazonaws.com/k.png?X-Amz-Signature=***&X-Amz-Expires=60"
+    assert redact_url("http://user:pw@h/a.png") == "http://***@h/a.png"
+    assert len(redact_url("http://h/" + "a" * 10_000)) < 400
+
+
+SECRETS = ["pw-2f9a7c", "tok-8d1e4b", "sig-5c3b2a", "nested-7e6f1d", "frag-4a9b8c", "amz-3f2e1d"]
+LEAKY = [
+    "/img.png?access_token=tok-8d1e4b&w=1",
+    "/img.png?X-Amz-Signature=amz-3f2e1d&X-Amz-Expires=60",
+    "/img.png?next="
+    + quote("http://u:pw-2f9a7c@h/x?sig=sig-5c3b2a&y=" + quote("?token=nested-7e6f1d", safe=""), safe=""),
+    "/img.png#access_token=frag-4a9b8c",
+]
+
+
+def test_secret_urls_stay_out_of_errors_and_logs(raw_server, caplog: pytest.LogCaptureFixture) -> None:
+    def not_found(conn: socket.socket, head: str, stop: threading.Event, served: Served) -> None:
+        conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+
+    server = raw_server(not_found)
+    fetcher = fetcher_for(server)
+    messages = []
+    with caplog.at_level(logging.DEBUG):  # urllib3 logs each request line, query string included, at DEBUG
+        for path in LEAKY:
+            messages.append(one_line_error(lambda path=path: fetcher.fetch(server.url + path)))
+        messages.append(one_line_error(lambda: fetcher.fetch("http://u:pw-2f9a7c@cdn.example.com/?sig=sig-5c3b2a")))
+    assert any("/img.png" in message for message in messages)
+    assert server.served.requests, "the requests were made (and logged)"
+    for text in [*messages, caplog.text]:
+        for decoded in decodings(text):
+            for secret in SECRETS:
+                assert secret not in decoded, text
+
+
+def test_remote_reason_phrases_are_not_echoed(raw_server, caplog: pytest.LogCaptureFixture) -> None:
+    def odd_reason(conn: socket.socket, head: str, stop: threading.Event, served: Served) -> None:
+        conn.sendall(b"HTTP/1.1 404 go to evil.example ?token=reason-secret <b>\r\nContent-Length: 0\r\n\r\n")
+
+    server = raw_server(odd_reason)
+    with caplog.at_level(logging.DEBUG):
+        message = one_line_error(lambda: fetcher_for(server).fetch(f"{server.url}/a.png"))
+    assert "HTTP 404 Not Found" in message
+    for text in (message, caplog.text):
+        assert "evil.example" not in text and "reason-secret" not in text and "<b>" not in text
+
+
+def test_the_backend_log_names_a_task_image_without_its_secrets(caplog: pytest.LogCaptureFixture) -> None:
+    from ml_backend.backend import MiniGPTBackend
+    from ml_backend.server import create_app
+    from ml_backend.settings import load_proposer
+    from model.synthetic.shapes_model import SHIPPED_DIR
+
+    fetcher = MediaFetcher(MediaSettings(label_studio_url=None, api_key=None))
+    client = create_app(MiniGPTBackend(load_proposer(str(SHIPPED_DIR), "cpu"), fetcher)).test_client()
+    config = '<View><Image name="image" value="$image"/><RectangleLabels name="l" toName="image"><Label value="a"/>'
+    config += "</RectangleLabels></View>"
+    tasks = [{"id": 1, "data": {"image": "https://u:pw-2f9a7c@cdn.example.com/a.png?sig=sig-5c3b2a"}}]
+    with caplog.at_level(logging.DEBUG):
+        response = client.post("/predict", json={"tasks": tasks, "label_config": config})
+    assert response.status_code == 200
+    assert "cdn.example.com/a.png" in caplog.text  # the task's image is named...
+    assert "pw-2f9a7c" not in caplog.text and "sig-5c3b2a" not in caplog.text  # ...without its secrets
