@@ -3,7 +3,8 @@
 Policy: Label Studio paths (``/data/...``) are downloaded from ``LABEL_STUDIO_URL`` with auth; ``/data/local-files/``
 is read from ``LOCAL_FILES_DOCUMENT_ROOT`` when set, never outside it; http(s) URLs only from Label Studio (with
 auth) or from ``MINIGPT_ALLOWED_HOSTS`` (never with auth); cloud URIs via Label Studio's presign endpoint.
-Redirects are followed by hand, each hop checked against the same policy. Tokens never reach messages or logs, nor
+Redirects are followed by hand, each hop checked against the same policy; the token goes only to a request that
+started at Label Studio and never crossed to another origin. Tokens never reach messages or logs, nor
 do secrets in task URLs (:mod:`ml_backend.redaction`); remote reason phrases are not repeated.
 """
 
@@ -395,22 +396,27 @@ class MediaFetcher:
         raise MediaError(cause, url=shown, fix="add it to MINIGPT_ALLOWED_HOSTS if you trust it")
 
     def _download(self, url: str, *, shown: str, presigned: bool = False) -> bytes:
-        """GET with redirects followed by hand; auth only on hops to Label Studio; one PAT refresh after a 401."""
+        """GET with redirects followed by hand; one PAT refresh after a 401.
+
+        The token goes only to hops of a chain that started at Label Studio and has not yet left its origin: a
+        redirect that crosses origins, in either direction, ends the token's part of the chain for good.
+        """
         current, previous = url, None
+        with_token = self._is_ls(_origin(url))
         redirects, refresh, refreshed = 0, False, False
         while True:
             origin = self._check_hop(current, shown=shown, previous=previous, presigned=presigned)
-            to_ls = self._is_ls(origin)
-            if to_ls:
-                headers: dict[str, str | None] = dict(self._auth.headers(refresh=refresh) if self._auth else {})
-            else:
-                headers = {"Authorization": None}  # also drops any session-level Authorization
+            if previous is not None and origin != _origin(previous):
+                with_token = False
+            headers: dict[str, str | None] = {"Authorization": None}  # None drops any session-level Authorization
+            if with_token and self._auth is not None:
+                headers.update(self._auth.headers(refresh=refresh))
             refresh = False
-            log.debug("GET %s (auth: %s)", redact_url(current), to_ls and bool(headers))
-            with self._get(current, headers, to_ls=to_ls, shown=shown) as response:
+            log.debug("GET %s (auth: %s)", redact_url(current), headers["Authorization"] is not None)
+            with self._get(current, headers, to_ls=self._is_ls(origin), shown=shown) as response:
                 status = response.status_code
                 location = response.headers.get("Location") if status in _REDIRECT_STATUSES else None
-                if location and to_ls and self._is_login_page(urljoin(current, location)):
+                if location and with_token and self._is_login_page(urljoin(current, location)):
                     status, location = 401, None  # Label Studio sends unauthenticated browsers to its login page
                 if location:
                     redirects += 1
@@ -421,12 +427,12 @@ class MediaFetcher:
                     previous, current = current, urljoin(current, location)
                     continue
                 pat = self._auth is not None and self._auth.is_personal_access_token
-                if status == 401 and to_ls and pat and not refreshed:
+                if status == 401 and with_token and pat and not refreshed:
                     refresh = refreshed = True
                     continue
                 if status != 200:
                     hop = current if previous is not None else None
-                    raise self._status_error(status, current, hop, shown=shown, to_ls=to_ls)
+                    raise self._status_error(status, current, hop, shown=shown, with_token=with_token)
                 return self._read_body(response, shown)
 
     def _is_login_page(self, url: str) -> bool:
@@ -462,11 +468,11 @@ class MediaFetcher:
                 f"the request failed ({type(err).__name__})", url=shown, fix="fix the task's image URL"
             ) from None
 
-    def _status_error(self, status: int, url: str, hop: str | None, *, shown: str, to_ls: bool) -> MediaError:
+    def _status_error(self, status: int, url: str, hop: str | None, *, shown: str, with_token: bool) -> MediaError:
         """``hop``: the URL that answered, when a redirect led there. The server's own reason phrase is not repeated
         (it is the server's text, not ours); the standard phrase for the code is."""
         where = f" for {redact_url(hop)}" if hop else ""
-        if status == 401 and to_ls:
+        if status == 401 and with_token:
             if self._auth is None or not self._auth.has_key:
                 return MediaError(
                     f"Label Studio asks for a token (HTTP 401{where}) and LABEL_STUDIO_API_KEY is not set",
@@ -485,7 +491,13 @@ class MediaFetcher:
         except ValueError:
             phrase = ""
         text = f"HTTP {status}{phrase}{where}"
-        if status == 403 and to_ls:
+        if status == 401 and hop is not None and self._is_ls(_origin(url)):
+            return MediaError(
+                f"Label Studio answered {text}: the token is not sent after a redirect from another origin",
+                url=shown,
+                fix="reference the image by its Label Studio path or URL, not through a host that redirects there",
+            )
+        if status == 403 and with_token:
             return MediaError(
                 f"Label Studio answered {text}",
                 url=shown,

@@ -1,4 +1,4 @@
-"""ml_backend.media under attack (issue 13 item 13), against real servers on loopback.
+"""ml_backend.media under attack (issue 13 items 13, 14), against real servers on loopback.
 
 Slow servers are raw sockets that drip bytes on a schedule; each test bounds the fetch by the progress the server made
 (how many bytes or hops it had served when the fetch gave up), never by a wall-clock assertion.
@@ -11,7 +11,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from urllib.parse import quote, unquote_plus
+from urllib.parse import quote, unquote, unquote_plus
 
 import pytest
 from hypothesis import example, given, settings
@@ -286,3 +286,54 @@ def test_the_backend_log_names_a_task_image_without_its_secrets(caplog: pytest.L
     assert response.status_code == 200
     assert "cdn.example.com/a.png" in caplog.text  # the task's image is named...
     assert "pw-2f9a7c" not in caplog.text and "sig-5c3b2a" not in caplog.text  # ...without its secrets
+
+
+# --- item 14: the Label Studio token goes only to requests that start at Label Studio --------------------------------
+
+TOKEN = "legacy-token-0123456789"
+
+
+def label_studio(conn: socket.socket, head: str, stop: threading.Event, served: Served) -> bool:
+    path = path_of(head)
+    if path.startswith("/to/"):  # /to/<url>: a redirect anywhere
+        location = unquote(path[len("/to/") :]).encode()
+        conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: " + location + b"\r\nContent-Length: 0\r\n\r\n")
+    elif authorization_of(head) != f"Token {TOKEN}":
+        conn.sendall(b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+    else:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: %d\r\n\r\n" % len(PNG) + PNG)
+    return True
+
+
+@pytest.fixture
+def two_hosts(raw_server) -> tuple[RawServer, RawServer]:
+    return raw_server(label_studio), raw_server(label_studio)  # Label Studio, and a third party that bounces
+
+
+def ls_fetcher(ls: RawServer, other: RawServer) -> MediaFetcher:
+    return MediaFetcher(
+        MediaSettings(label_studio_url=ls.url, api_key=TOKEN, allowed_hosts={other.host}, timeout_s=HANG_S)
+    )
+
+
+def test_a_redirect_from_a_third_party_to_label_studio_carries_no_token(two_hosts) -> None:
+    ls, other = two_hosts
+    bounce = f"{other.url}/to/{quote(ls.url + '/data/upload/1/a.png', safe='')}"
+    message = one_line_error(lambda: ls_fetcher(ls, other).fetch(bounce))
+    assert [authorization_of(head) for head in ls.served.requests] == [None]
+    assert [authorization_of(head) for head in other.served.requests] == [None]
+    assert "HTTP 401" in message and "redirect" in message and TOKEN not in message
+
+
+def test_a_round_trip_through_a_third_party_loses_the_token(two_hosts) -> None:
+    ls, other = two_hosts
+    back = f"{other.url}/to/{quote(ls.url + '/data/upload/1/a.png', safe='')}"
+    one_line_error(lambda: ls_fetcher(ls, other).fetch(f"/to/{quote(back, safe='')}"))
+    assert [authorization_of(head) for head in ls.served.requests] == [f"Token {TOKEN}", None]
+    assert [authorization_of(head) for head in other.served.requests] == [None]
+
+
+def test_redirects_within_label_studio_keep_the_token(two_hosts) -> None:
+    ls, other = two_hosts
+    assert ls_fetcher(ls, other).fetch(f"/to/{quote('/data/upload/1/a.png', safe='')}") == PNG
+    assert [authorization_of(head) for head in ls.served.requests] == [f"Token {TOKEN}"] * 2
