@@ -1,7 +1,8 @@
 """The image reference in a Label Studio task → image bytes, safely.
 
 Policy: Label Studio paths (``/data/...``) are downloaded from ``LABEL_STUDIO_URL`` with auth; ``/data/local-files/``
-is read from ``LOCAL_FILES_DOCUMENT_ROOT`` when set, never outside it; http(s) URLs only from Label Studio (with
+is read from ``LOCAL_FILES_DOCUMENT_ROOT`` when set, never outside it, however the path is spelled (dot segments,
+doubled slashes, percent-encoding: it is canonicalised before the decision); http(s) URLs only from Label Studio (with
 auth) or from ``MINIGPT_ALLOWED_HOSTS`` (never with auth); cloud URIs via Label Studio's presign endpoint.
 Redirects are followed by hand, each hop checked against the same policy; the token goes only to a request that
 started at Label Studio and never crossed to another origin. Tokens never reach messages or logs, nor
@@ -17,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path, PurePosixPath
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
@@ -34,6 +35,7 @@ LOCAL_FILES_PATH = "/data/local-files"
 _HTTP_SCHEMES = ("http", "https")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_MAX_DECODINGS = 8  # a path still percent-encoded after this many decodings is treated as local files (fails closed)
 
 __all__ = ["MediaError", "MediaFetcher", "MediaSettings", "redact_url"]  # MediaError: callers catch it from here
 
@@ -178,6 +180,18 @@ def _describe(err: ValidationError) -> str:
 # --- fetching -------------------------------------------------------------------------------------------------------
 
 
+def _normalized_path(path: str) -> str:
+    """A URL path with backslashes as slashes, empty and ``.`` segments dropped, ``..`` resolved, in lowercase."""
+    segments: list[str] = []
+    for segment in path.replace("\\", "/").lower().split("/"):
+        if segment == "..":
+            if segments:
+                segments.pop()
+        elif segment not in ("", "."):
+            segments.append(segment)
+    return "/" + "/".join(segments)
+
+
 @dataclass(frozen=True)
 class _Origin:
     scheme: str
@@ -287,13 +301,25 @@ class MediaFetcher:
         return base + path
 
     def _local_rel(self, url: str) -> str | None:
-        """The ``d`` parameter of a ``/data/local-files/`` URL (decoded once, like Label Studio); else None."""
+        """The ``d`` parameter of a local-files URL (decoded once, like Label Studio; '' if missing); else None."""
         parts = urlsplit(url)
-        path = parts.path.rstrip("/")
-        if path not in (LOCAL_FILES_PATH, self._ls_prefix + LOCAL_FILES_PATH):
+        if not self._is_local_files_path(parts.path):
             return None
         values = [value for key, value in parse_qsl(parts.query, keep_blank_values=True) if key == "d"]
-        return values[-1] if values else None
+        return values[-1] if values else ""
+
+    def _is_local_files_path(self, path: str) -> bool:
+        """Whether a URL path names the local-files endpoint, however spelled: the path and each percent-decoding of
+        it are normalised (``.``, ``..``, empty segments, backslashes, case) and compared; fails closed."""
+        targets = {_normalized_path(LOCAL_FILES_PATH), _normalized_path(self._ls_prefix + LOCAL_FILES_PATH)}
+        for _ in range(_MAX_DECODINGS):
+            if _normalized_path(path) in targets:
+                return True
+            decoded = unquote(path)
+            if decoded == path:
+                return False
+            path = decoded
+        return True  # still encoded: whatever it names, it gets no token
 
     def _read_local(self, shown: str, rel: str) -> bytes:
         """``<root>/<rel>`` from disk; the real path (symlinks resolved) must stay inside the root."""

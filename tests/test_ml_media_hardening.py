@@ -1,4 +1,4 @@
-"""ml_backend.media under attack (issue 13 items 13, 14), against real servers on loopback.
+"""ml_backend.media under attack (issue 13 items 13, 14, 15), against real servers on loopback.
 
 Slow servers are raw sockets that drip bytes on a schedule; each test bounds the fetch by the progress the server made
 (how many bytes or hops it had served when the fetch gave up), never by a wall-clock assertion.
@@ -11,10 +11,11 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import quote, unquote, unquote_plus
 
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from patience import HANG_S
 
@@ -337,3 +338,126 @@ def test_redirects_within_label_studio_keep_the_token(two_hosts) -> None:
     ls, other = two_hosts
     assert ls_fetcher(ls, other).fetch(f"/to/{quote('/data/upload/1/a.png', safe='')}") == PNG
     assert [authorization_of(head) for head in ls.served.requests] == [f"Token {TOKEN}"] * 2
+
+
+# --- item 15: non-canonical local-files paths are local files, never a token-bearing Label Studio fetch --------------
+
+
+@pytest.fixture(scope="module")
+def local_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("local")
+    root = base / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.png").write_bytes(b"A")
+    (root / "sub" / "b.png").write_bytes(b"B")
+    (base / "secret.png").write_bytes(b"SECRET")
+    (root / "out_link").symlink_to(base)
+    return root
+
+
+@pytest.fixture
+def recording_ls(raw_server) -> RawServer:
+    def anything(conn: socket.socket, head: str, stop: threading.Event, served: Served) -> bool:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 6\r\n\r\nserved")
+        return True
+
+    return raw_server(anything)
+
+
+def local_fetcher(ls: RawServer, root: Path, prefix: str = "") -> MediaFetcher:
+    return MediaFetcher(
+        MediaSettings(label_studio_url=ls.url + prefix, api_key=TOKEN, local_files_root=root, timeout_s=HANG_S)
+    )
+
+
+NON_CANONICAL = [
+    "/data/local-files/./?d=a.png",
+    "/data//local-files/?d=a.png",
+    "/data/./local-files?d=a.png",
+    "/data/x/../local-files/?d=a.png",
+    "/data/%6cocal-files/?d=a.png",
+    "/data/local-files/%2e/?d=a.png",
+    "/data/local-files/%2E?d=a.png",
+    "/data%2flocal-files/?d=a.png",
+    "/data%2Flocal-files%2F?d=a.png",
+    "/data/x/%2e%2e/local-files/?d=a.png",
+    "/data/local-files/sub%2F..?d=a.png",
+    "/data/%256cocal-files/?d=a.png",
+    "/data/local-files/x%252F..%252F?d=a.png",
+    "/DATA/Local-Files/?d=a.png",
+    "/data\\local-files/?d=a.png",
+    "/../data/local-files/?d=a.png",
+]
+
+
+@pytest.mark.parametrize("path", NON_CANONICAL)
+def test_non_canonical_local_files_paths_are_read_from_disk(
+    recording_ls: RawServer, local_root: Path, path: str
+) -> None:
+    fetcher = local_fetcher(recording_ls, local_root)
+    assert fetcher.fetch(path) == b"A"
+    assert fetcher.fetch(recording_ls.url + path) == b"A"
+    assert recording_ls.served.requests == []  # Label Studio never saw the token for a local file
+
+
+def test_other_label_studio_paths_are_still_downloaded(recording_ls: RawServer, local_root: Path) -> None:
+    fetcher = local_fetcher(recording_ls, local_root)
+    assert fetcher.fetch("/data/upload/1/a%20b.png") == b"served"
+    assert fetcher.fetch("/data/local-files-x/?d=a.png") == b"served"
+    assert [path_of(head) for head in recording_ls.served.requests] == [
+        "/data/upload/1/a%20b.png",
+        "/data/local-files-x/?d=a.png",
+    ]
+
+
+SEPARATORS = ["/", "/", "//", "/./", "/%2e/", "%2f", "%2F", "/x/../", "/x/%2e%2e/", "/%252e/", "\\"]
+D_VALUES = [
+    "a.png",
+    "sub/b.png",
+    "sub/../a.png",
+    "../secret.png",
+    "%2e%2e/secret.png",
+    "out_link/secret.png",
+    "/etc/passwd",
+]
+
+
+@st.composite
+def local_files_variant(draw: st.DrawFn) -> str:
+    def spell(word: str) -> str:
+        out = []
+        for ch in word:
+            times = draw(st.sampled_from([0, 0, 0, 1, 2]))
+            text = ch
+            for _ in range(times):
+                text = "".join(f"%{byte:02{draw(st.sampled_from(['x', 'X']))}}" for byte in text.encode())
+            out.append(text)
+        return "".join(out)
+
+    lead = draw(st.sampled_from(["/", "//", "/../", "/./"]))
+    middle = draw(st.sampled_from(SEPARATORS))
+    tail = draw(st.sampled_from(["/", "", "/.", "/%2e", "//", "/x/.."]))
+    return f"{lead}{spell('data')}{middle}{spell('local-files')}{tail}"
+
+
+@settings(
+    max_examples=250, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    path=local_files_variant(),
+    d=st.sampled_from(D_VALUES),
+    prefix=st.sampled_from(["", "/ls"]),
+    absolute=st.booleans(),
+)
+@example(path="/data/%6cocal-files/", d="a.png", prefix="", absolute=False)
+def test_no_spelling_of_local_files_reaches_label_studio(
+    recording_ls: RawServer, local_root: Path, path: str, d: str, prefix: str, absolute: bool
+) -> None:
+    reference = (recording_ls.url if absolute else "") + prefix + path + "?d=" + d
+    try:
+        data = local_fetcher(recording_ls, local_root, prefix).fetch(reference)
+    except MediaError as err:
+        assert "\n" not in str(err)
+        data = None
+    assert recording_ls.served.requests == [], reference  # no token-bearing fetch for anything that names local files
+    assert data in (None, b"A", b"B"), reference  # and nothing outside the root
