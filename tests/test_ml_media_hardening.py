@@ -1,4 +1,4 @@
-"""ml_backend.media under attack (issue 13 items 13, 14, 15), against real servers on loopback.
+"""ml_backend.media under attack (issue 13 items 4, 9, 13, 14, 15), against real servers on loopback.
 
 Slow servers are raw sockets that drip bytes on a schedule; each test bounds the fetch by the progress the server made
 (how many bytes or hops it had served when the fetch gave up), never by a wall-clock assertion.
@@ -6,9 +6,14 @@ Slow servers are raw sockets that drip bytes on a schedule; each test bounds the
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import json
 import logging
+import os
 import socket
 import threading
+import tracemalloc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +24,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from patience import HANG_S
 
+from ml_backend.downloads import ByteBudget
 from ml_backend.media import MediaError, MediaFetcher, MediaSettings
 from ml_backend.redaction import redact_text, redact_url
 
@@ -131,6 +137,201 @@ def one_line_error(call: Callable[[], object]) -> str:
     message = str(info.value)
     assert "\n" not in message and "Traceback" not in message
     return message
+
+
+# --- item 4: MINIGPT_FETCH_TIMEOUT is a total deadline per download ---------------------------------------------------
+
+DRIP_BYTES = 600  # at one byte per 50 ms the drip takes 30 s; the deadline is 2 s
+
+
+def drip_body(conn: socket.socket, head: str, stop: threading.Event, served: Served) -> None:
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: %d\r\n\r\n" % DRIP_BYTES)
+    for _ in range(DRIP_BYTES):
+        if stop.wait(0.05):
+            return
+        conn.sendall(b"x")
+        served.sent(1)
+
+
+def drip_headers(conn: socket.socket, head: str, stop: threading.Event, served: Served) -> None:
+    conn.sendall(b"HTTP/1.1 200 OK\r\nX-Pad: ")
+    for _ in range(DRIP_BYTES):
+        if stop.wait(0.05):
+            return
+        conn.sendall(b"a")
+        served.sent(1)
+    conn.sendall(b"\r\nContent-Type: image/png\r\nContent-Length: 3\r\n\r\nabc")
+
+
+@pytest.mark.parametrize("handler", [drip_body, drip_headers], ids=["body", "headers"])
+def test_a_dripping_server_hits_the_total_deadline(raw_server, handler: Handler) -> None:
+    # Each byte arrives well within the 2 s, so a per-read timeout never fires: the drip took 43 s in the attack.
+    server = raw_server(handler)
+    message = one_line_error(lambda: fetcher_for(server).fetch(f"{server.url}/drip.png"))
+    with server.served.lock:
+        progress = server.served.body_bytes
+    assert progress < DRIP_BYTES, "the fetch waited for the whole drip"
+    assert "within 2 s" in message and "MINIGPT_FETCH_TIMEOUT" in message
+
+
+def test_the_deadline_covers_all_redirect_hops(raw_server) -> None:
+    hops = 6  # each hop answers after 1 s: every read is quick, the chain is not
+
+    def slow_hop(conn: socket.socket, head: str, stop: threading.Event, served: Served) -> bool:
+        number = int(path_of(head).rsplit("/", 1)[1])
+        if stop.wait(1.0):
+            return False
+        if number < hops:
+            conn.sendall(b"HTTP/1.1 302 Found\r\nLocation: /hop/%d\r\nContent-Length: 0\r\n\r\n" % (number + 1))
+        else:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: %d\r\n\r\n" % len(PNG) + PNG)
+        return True
+
+    server = raw_server(slow_hop)
+    message = one_line_error(lambda: fetcher_for(server).fetch(f"{server.url}/hop/1"))
+    assert len(server.served.requests) < hops, "the fetch followed the whole chain"
+    assert "within 2 s" in message
+
+
+def test_a_quick_chain_within_the_deadline_still_works(raw_server) -> None:
+    def quick(conn: socket.socket, head: str, stop: threading.Event, served: Served) -> bool:
+        if path_of(head) == "/start":
+            conn.sendall(b"HTTP/1.1 301 Moved\r\nLocation: /img.png\r\nContent-Length: 0\r\n\r\n")
+        else:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: %d\r\n\r\n" % len(PNG) + PNG)
+        return True
+
+    server = raw_server(quick)
+    fetcher = fetcher_for(server)
+    for _ in range(3):  # keep-alive connections are reused across downloads: a spent deadline must not follow them
+        assert fetcher.fetch(f"{server.url}/start") == PNG
+
+
+# --- item 9: the bytes concurrent downloads hold are bounded per process ---------------------------------------------
+
+IMAGE_BYTES = 3 * MB
+BODY = os.urandom(IMAGE_BYTES)
+BUDGET = 4 * MB
+CAP = 3 * MB + MB // 2
+CLIENTS = 8
+
+
+def test_concurrent_downloads_hold_at_most_the_budget(raw_server) -> None:
+    # Every connection sends half its image, then waits (up to 2 s) until all of them have: without a shared budget
+    # all 8 downloads are half-buffered at once (12 MB, and 8 x 3 MB + copies by the end); with it, one at a time.
+    midway = threading.Barrier(CLIENTS, timeout=2)
+
+    def half_then_rest(conn: socket.socket, head: str, stop: threading.Event, served: Served) -> None:
+        sized = path_of(head) == "/sized.bin"
+        length = b"Content-Length: %d\r\n" % len(BODY) if sized else b"Connection: close\r\n"
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\n" + length + b"\r\n")
+        view = memoryview(BODY)  # slices of a view copy nothing: the server adds no traced memory
+        conn.sendall(view[: len(BODY) // 2])
+        with contextlib.suppress(threading.BrokenBarrierError):
+            midway.wait()
+        conn.sendall(view[len(BODY) // 2 :])
+
+    server = raw_server(half_then_rest)
+    fetcher = fetcher_for(server, max_bytes=CAP, budget_bytes=BUDGET, timeout_s=HANG_S)
+    correct: list[bool] = []
+    start = threading.Barrier(CLIENTS)
+
+    def client(index: int) -> None:
+        start.wait()
+        data = fetcher.fetch(f"{server.url}/{'sized' if index % 2 else 'chunked'}.bin")
+        correct.append(data == BODY)  # the image is dropped at once: only the downloads' own buffers are measured
+
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base, _ = tracemalloc.get_traced_memory()
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(HANG_S)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert correct == [True] * CLIENTS
+    # the budget, plus one finished image a client still holds while the next download fills, plus 1 MB of overhead
+    assert peak - base < BUDGET + IMAGE_BYTES + MB, f"{(peak - base) / MB:.1f} MB held"
+    assert fetcher.budget.peak <= BUDGET
+
+
+def test_waiting_for_room_in_the_budget_ends_at_the_deadline(raw_server) -> None:
+    started = threading.Event()
+
+    def drip_unsized(conn: socket.socket, head: str, stop: threading.Event, served: Served) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nConnection: close\r\n\r\n")
+        while not stop.wait(0.05):
+            conn.sendall(b"x")
+            served.sent(1)
+            started.set()
+
+    server = raw_server(drip_unsized)
+    budget = ByteBudget(BUDGET)  # one process's budget, shared by two fetchers with different deadlines
+    patient = MediaFetcher(MediaSettings(allowed_hosts={server.host}, max_bytes=CAP, timeout_s=HANG_S), budget=budget)
+    hasty = MediaFetcher(MediaSettings(allowed_hosts={server.host}, max_bytes=CAP, timeout_s=2.0), budget=budget)
+    held: list[bytes] = []
+
+    def holder() -> None:  # no length: it reserves the whole per-image cap, so nobody else fits beside it
+        held.append(patient.fetch(f"{server.url}/slow.bin"))
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert started.wait(HANG_S)
+    message = one_line_error(lambda: hasty.fetch(f"{server.url}/second.bin"))
+    assert len(server.served.requests) == 2 and budget.held == CAP  # it waited for room while the first one read
+    server.stop.set()  # the drip ends: the first download completes
+    thread.join(HANG_S)
+    assert "MINIGPT_FETCH_BUDGET_MB" in message and "within 2 s" in message
+    assert held and set(held[0]) == {ord("x")}
+    assert budget.held == 0  # every reservation was given back
+
+
+def test_an_image_over_the_cap_is_refused_naming_the_setting(raw_server) -> None:
+    def huge(conn: socket.socket, head: str, stop: threading.Event, served: Served) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: %d\r\n\r\n" % (64 * MB))
+
+    server = raw_server(huge)
+    message = one_line_error(lambda: fetcher_for(server, max_bytes=CAP, budget_bytes=BUDGET).fetch(server.url + "/"))
+    assert f"{64 * MB} bytes" in message and "MINIGPT_FETCH_MAX_MB" in message
+
+
+def test_a_token_exchange_answer_is_read_only_as_far_as_a_token_can_go(raw_server) -> None:
+    # The exchange answer used to be read whole (response.json()); a server that answers endlessly filled memory.
+    total = 64 * MB
+    endless = memoryview(bytes(MB))
+
+    def exchange(conn: socket.socket, head: str, stop: threading.Event, served: Served) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % total)
+        for _ in range(total // MB):
+            conn.sendall(endless)
+            served.sent(MB)
+
+    server = raw_server(exchange)
+    pat = ".".join(
+        base64.urlsafe_b64encode(json.dumps(part).encode()).decode().rstrip("=")
+        for part in ({"alg": "HS256"}, {"token_type": "refresh", "exp": 9_999_999_999}, "sig")
+    )
+    fetcher = MediaFetcher(MediaSettings(label_studio_url=server.url, api_key=pat, timeout_s=HANG_S))
+    message = one_line_error(lambda: fetcher.fetch("/data/upload/1/a.png"))
+    assert "no usable access token" in message
+    server.stop.set()
+    assert server.served.body_bytes < total, "the whole answer was read"
+
+
+def test_download_limits_come_from_the_environment() -> None:
+    defaults = MediaSettings()
+    assert defaults.max_bytes <= 64 * MB <= defaults.budget_bytes  # a photo fits, eight of them do not
+    found = MediaSettings.from_env({"MINIGPT_FETCH_MAX_MB": "8", "MINIGPT_FETCH_BUDGET_MB": "32.5"})
+    assert (found.max_bytes, found.budget_bytes) == (8 * MB, int(32.5 * MB))
+    with pytest.raises(MediaError) as info:
+        MediaSettings.from_env({"MINIGPT_FETCH_MAX_MB": "100", "MINIGPT_FETCH_BUDGET_MB": "50"})
+    assert "MINIGPT_FETCH_BUDGET_MB" in str(info.value) and "MINIGPT_FETCH_MAX_MB" in str(info.value)
+    with pytest.raises(MediaError, match="MINIGPT_FETCH_MAX_MB"):
+        MediaSettings.from_env({"MINIGPT_FETCH_MAX_MB": "lots"})
 
 
 # --- item 13: no secret from a task URL reaches a log line or an error ------------------------------------------------
