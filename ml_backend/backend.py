@@ -22,7 +22,7 @@ from model.proposer import GenerationOptions, Prompt, ProposalResult, Proposer, 
 
 from .corrections import CorrectionStore
 from .label_config import ProjectLabels
-from .media import MediaFetcher
+from .media import MediaFetcher, redact_url
 from .queries import Query, batch_queries, drawn_rectangle, identify_query, prompt_query, typed_prompt
 from .regions import rectangle_region
 
@@ -323,7 +323,8 @@ class MiniGPTBackend:
             payload = self.fetcher.fetch(reference, task_id=task_id if isinstance(task_id, int) else None)
             image = load_image(payload, fit_pixels=MODEL_FIT_PIXELS)
         except MiniGPTError as err:
-            log.warning("task %s: cannot read image %s: %s; returning an empty prediction", task_id, reference, err)
+            shown = redact_url(reference)  # task URLs carry signatures and tokens (issue 13 item 13)
+            log.warning("task %s: cannot read image %s: %s; returning an empty prediction", task_id, shown, err)
             return None
         # Only the model's square is kept: the chunk and the cache then hold kilobytes per image, not 144 MB.
         image = self.proposer.model_image(replace(image, source=reference))

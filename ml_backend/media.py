@@ -1,25 +1,34 @@
 """The image reference in a Label Studio task → image bytes, safely.
 
 Policy: Label Studio paths (``/data/...``) are downloaded from ``LABEL_STUDIO_URL`` with auth; ``/data/local-files/``
-is read from ``LOCAL_FILES_DOCUMENT_ROOT`` when set, never outside it; http(s) URLs only from Label Studio (with
+is read from ``LOCAL_FILES_DOCUMENT_ROOT`` when set, never outside it, however the path is spelled (dot segments,
+doubled slashes, percent-encoding: it is canonicalised before the decision); http(s) URLs only from Label Studio (with
 auth) or from ``MINIGPT_ALLOWED_HOSTS`` (never with auth); cloud URIs via Label Studio's presign endpoint.
-Redirects are followed by hand, each hop checked against the same policy. Tokens never reach messages or logs.
+Redirects are followed by hand, each hop checked against the same policy; the token goes only to a request that
+started at Label Studio and never crossed to another origin. Every download runs under a total deadline and a byte
+budget (:mod:`ml_backend.downloads`). Tokens never reach messages or logs, nor do secrets in task URLs
+(:mod:`ml_backend.redaction`); remote reason phrases are not repeated.
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+from http import HTTPStatus
+from pathlib import PurePosixPath
+from urllib.parse import parse_qsl, unquote, urlencode, urljoin, urlsplit
 
 import requests
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 
 from .access_errors import PAT_FIX, REACH_FIX, ROOT_FIX, TOKEN_FIX, URL_FIX, MediaError, redact_url
+from .downloads import ByteBudget, Deadline, NoRoom, deadline, watched_session
+from .media_settings import MB, MediaSettings, bracket
+from .redaction import redact_library_logs
 from .tokens import LabelStudioAuth
 
 log = logging.getLogger(__name__)
@@ -30,145 +39,27 @@ LOCAL_FILES_PATH = "/data/local-files"
 _HTTP_SCHEMES = ("http", "https")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+_MAX_DECODINGS = 8  # a path still percent-encoded after this many decodings is treated as local files (fails closed)
+_CHUNK = 1 << 16
 
 __all__ = ["MediaError", "MediaFetcher", "MediaSettings", "redact_url"]  # MediaError: callers catch it from here
 
 
-# --- settings -------------------------------------------------------------------------------------------------------
+def _host(url: str) -> str:
+    origin = _origin(url)
+    return origin.display if origin is not None else redact_url(url)
 
 
-def _normalize_host(entry: str) -> str | None:
-    """``Host``, ``host:port`` or ``http(s)://host[:port][/]`` → ``host`` / ``host:port`` (lowercase); '' → None."""
-    text = entry.strip().lower()
-    if not text:
-        return None
-    problem = f"MINIGPT_ALLOWED_HOSTS entry {entry.strip()!r} is not a host or host:port (e.g. cdn.example.com or "
-    problem += "127.0.0.1:9000)"
-    if "://" in text:
-        parts = urlsplit(text)
-        if parts.scheme not in _HTTP_SCHEMES or parts.path.strip("/") or parts.query or parts.fragment:
-            raise ValueError(problem)
-        text = parts.netloc
-    try:
-        parts = urlsplit("//" + text)
-        port = parts.port
-    except ValueError:
-        raise ValueError(problem) from None
-    if "@" in text or "\\" in text or parts.path or parts.query or not parts.hostname:
-        raise ValueError(problem)
-    host = _bracket(parts.hostname.rstrip("."))
-    return f"{host}:{port}" if port is not None else host
-
-
-def _bracket(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
-class MediaSettings(BaseModel, frozen=True):
-    """Where images come from and what this backend may fetch."""
-
-    label_studio_url: str | None = None
-    api_key: SecretStr | None = None
-    local_files_root: Path | None = None
-    allowed_hosts: frozenset[str] = frozenset()
-    timeout_s: float = Field(default=30.0, gt=0)
-    max_bytes: int = Field(default=200 * 2**20, gt=0)
-    verify_ssl: bool = True
-
-    @field_validator("label_studio_url")
-    @classmethod
-    def _check_url(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        value = value.strip()
-        example = "e.g. http://localhost:8080, or from inside Docker http://host.docker.internal:8080"
-        if not value.lower().startswith(("http://", "https://")):
-            raise ValueError(f"LABEL_STUDIO_URL must start with http:// or https://, {example} (got {value!r})")
-        try:
-            parts = urlsplit(value)
-            parts.port  # noqa: B018  # raises ValueError for a bad port
-        except ValueError:
-            raise ValueError(f"LABEL_STUDIO_URL {value!r} is not a valid URL; {example}") from None
-        if not parts.hostname or "@" in parts.netloc or "\\" in parts.netloc or parts.query or parts.fragment:
-            raise ValueError(
-                f"LABEL_STUDIO_URL must be only scheme, host, port and optional path prefix, {example} (got {value!r})"
-            )
-        return urlunsplit((parts.scheme.lower(), parts.netloc, parts.path.rstrip("/"), "", ""))
-
-    @field_validator("api_key")
-    @classmethod
-    def _empty_key(cls, value: SecretStr | None) -> SecretStr | None:
-        return value if value is not None and value.get_secret_value().strip() else None
-
-    @field_validator("local_files_root")
-    @classmethod
-    def _expand_root(cls, value: Path | None) -> Path | None:
-        return value.expanduser() if value is not None else None
-
-    @field_validator("allowed_hosts", mode="before")
-    @classmethod
-    def _split_hosts(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = value.split(",")
-        if not isinstance(value, (list, tuple, set, frozenset)):
-            return value  # pydantic reports the type error
-        hosts = set()
-        for entry in value:
-            if not isinstance(entry, str):
-                raise ValueError("MINIGPT_ALLOWED_HOSTS entries must be strings")
-            if (host := _normalize_host(entry)) is not None:
-                hosts.add(host)
-        return frozenset(hosts)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> MediaSettings:
-        """Read the settings Label Studio's own ML backends use, plus ours (MINIGPT_*)."""
-
-        def first(*names: str) -> str | None:
-            for name in names:
-                value = env.get(name)
-                if value is not None and value.strip():
-                    return value.strip()
-            return None
-
-        values: dict[str, object] = {
-            "label_studio_url": first("LABEL_STUDIO_URL", "LABEL_STUDIO_HOST"),
-            "api_key": first("LABEL_STUDIO_API_KEY", "LABEL_STUDIO_ACCESS_TOKEN"),
-            "local_files_root": first("LOCAL_FILES_DOCUMENT_ROOT"),
-        }
-        if (hosts := first("MINIGPT_ALLOWED_HOSTS")) is not None:
-            values["allowed_hosts"] = hosts
-        if (timeout := first("MINIGPT_FETCH_TIMEOUT")) is not None:
-            values["timeout_s"] = timeout
-        if (verify := first("VERIFY_SSL")) is not None:
-            if verify.lower() not in _TRUE | _FALSE:
-                raise MediaError(f"VERIFY_SSL must be true or false (got {verify!r})")
-            values["verify_ssl"] = verify.lower() in _TRUE
-        try:
-            return cls(**values)
-        except ValidationError as err:
-            raise MediaError(_describe(err)) from None
-
-
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off"})
-_ENV_NAMES = {
-    "label_studio_url": "LABEL_STUDIO_URL",
-    "api_key": "LABEL_STUDIO_API_KEY",
-    "local_files_root": "LOCAL_FILES_DOCUMENT_ROOT",
-    "allowed_hosts": "MINIGPT_ALLOWED_HOSTS",
-    "timeout_s": "MINIGPT_FETCH_TIMEOUT",
-}
-
-
-def _describe(err: ValidationError) -> str:
-    """One line per problem, named by environment variable, without echoing any input value."""
-    problems = []
-    for item in err.errors(include_input=False, include_url=False):
-        message = str(item["msg"]).removeprefix("Value error, ")
-        name = _ENV_NAMES.get(str(item["loc"][0]) if item["loc"] else "", "")
-        problems.append(message if not name or name in message else f"{name}: {message}")
-    return "; ".join(problems)
+def _normalized_path(path: str) -> str:
+    """A URL path with backslashes as slashes, empty and ``.`` segments dropped, ``..`` resolved, in lowercase."""
+    segments: list[str] = []
+    for segment in path.replace("\\", "/").lower().split("/"):
+        if segment == "..":
+            if segments:
+                segments.pop()
+        elif segment not in ("", "."):
+            segments.append(segment)
+    return "/" + "/".join(segments)
 
 
 # --- fetching -------------------------------------------------------------------------------------------------------
@@ -195,15 +86,21 @@ def _origin(url: str) -> _Origin | None:
     scheme = parts.scheme.lower()
     if scheme not in _HTTP_SCHEMES or not parts.hostname:
         return None
-    return _Origin(scheme, _bracket(parts.hostname.rstrip(".")), port or _DEFAULT_PORTS[scheme])
+    return _Origin(scheme, bracket(parts.hostname.rstrip(".")), port or _DEFAULT_PORTS[scheme])
 
 
 class MediaFetcher:
     """Turns task image references into bytes under the policy in this module's docstring; thread-safe."""
 
-    def __init__(self, settings: MediaSettings, session: requests.Session | None = None) -> None:
+    def __init__(
+        self, settings: MediaSettings, session: requests.Session | None = None, *, budget: ByteBudget | None = None
+    ) -> None:
+        """``session``: mounted with deadline-aware adapters. ``budget``: shared with other fetchers, else one of
+        ``settings.budget_bytes`` for this fetcher (the backend makes one fetcher per process)."""
         self.settings = settings
-        self._session = session if session is not None else requests.Session()
+        self._session = watched_session(session)
+        self.budget = budget if budget is not None else ByteBudget(settings.budget_bytes)
+        redact_library_logs()
         base = settings.label_studio_url
         self._ls = _origin(base) if base else None
         self._ls_prefix = urlsplit(base).path.rstrip("/") if base else ""
@@ -282,13 +179,25 @@ class MediaFetcher:
         return base + path
 
     def _local_rel(self, url: str) -> str | None:
-        """The ``d`` parameter of a ``/data/local-files/`` URL (decoded once, like Label Studio); else None."""
+        """The ``d`` parameter of a local-files URL (decoded once, like Label Studio; '' if missing); else None."""
         parts = urlsplit(url)
-        path = parts.path.rstrip("/")
-        if path not in (LOCAL_FILES_PATH, self._ls_prefix + LOCAL_FILES_PATH):
+        if not self._is_local_files_path(parts.path):
             return None
         values = [value for key, value in parse_qsl(parts.query, keep_blank_values=True) if key == "d"]
-        return values[-1] if values else None
+        return values[-1] if values else ""
+
+    def _is_local_files_path(self, path: str) -> bool:
+        """Whether a URL path names the local-files endpoint, however spelled: the path and each percent-decoding of
+        it are normalised (``.``, ``..``, empty segments, backslashes, case) and compared; fails closed."""
+        targets = {_normalized_path(LOCAL_FILES_PATH), _normalized_path(self._ls_prefix + LOCAL_FILES_PATH)}
+        for _ in range(_MAX_DECODINGS):
+            if _normalized_path(path) in targets:
+                return True
+            decoded = unquote(path)
+            if decoded == path:
+                return False
+            path = decoded
+        return True  # still encoded: whatever it names, it gets no token
 
     def _read_local(self, shown: str, rel: str) -> bytes:
         """``<root>/<rel>`` from disk; the real path (symlinks resolved) must stay inside the root."""
@@ -325,18 +234,19 @@ class MediaFetcher:
             )
         if not real.is_file():
             raise MediaError(f"{rel} under {root} is not a file", url=shown, fix="fix the task's path")
-        limit = self.settings.max_bytes
+        cannot_read = "let this backend's user read the file"
         try:
             with real.open("rb") as handle:
-                data = handle.read(limit + 1)
+                size = os.fstat(handle.fileno()).st_size
+                if size > self.settings.max_bytes:
+                    raise self._too_big(shown, f"{size} bytes")
+                with deadline(self.settings.timeout_s) as limit, self._room(size, limit, shown):
+                    data = handle.read(size + 1)
         except OSError as err:
-            raise MediaError(
-                f"cannot read {rel} under {root} ({type(err).__name__})",
-                url=shown,
-                fix="let this backend's user read the file",
-            ) from None
-        if len(data) > limit:
-            raise self._too_big(shown, f"more than {limit} bytes")
+            cause = f"cannot read {rel} under {root} ({type(err).__name__})"
+            raise MediaError(cause, url=shown, fix=cannot_read) from None
+        if len(data) != size:
+            raise MediaError(f"{rel} under {root} changed while it was read", url=shown, fix="retry")
         return data
 
     # -- cloud storage --
@@ -391,79 +301,99 @@ class MediaFetcher:
         raise MediaError(cause, url=shown, fix="add it to MINIGPT_ALLOWED_HOSTS if you trust it")
 
     def _download(self, url: str, *, shown: str, presigned: bool = False) -> bytes:
-        """GET with redirects followed by hand; auth only on hops to Label Studio; one PAT refresh after a 401."""
-        current, previous = url, None
-        redirects, refresh, refreshed = 0, False, False
-        while True:
-            origin = self._check_hop(current, shown=shown, previous=previous, presigned=presigned)
-            to_ls = self._is_ls(origin)
-            if to_ls:
-                headers: dict[str, str | None] = dict(self._auth.headers(refresh=refresh) if self._auth else {})
-            else:
-                headers = {"Authorization": None}  # also drops any session-level Authorization
-            refresh = False
-            log.debug("GET %s (auth: %s)", redact_url(current), to_ls and bool(headers))
-            with self._get(current, headers, to_ls=to_ls, shown=shown) as response:
-                status = response.status_code
-                location = response.headers.get("Location") if status in _REDIRECT_STATUSES else None
-                if location and to_ls and self._is_login_page(urljoin(current, location)):
-                    status, location = 401, None  # Label Studio sends unauthenticated browsers to its login page
-                if location:
-                    redirects += 1
-                    if redirects > MAX_REDIRECTS:
-                        raise MediaError(
-                            f"more than {MAX_REDIRECTS} redirects", url=shown, fix="check the URL for a redirect loop"
-                        )
-                    previous, current = current, urljoin(current, location)
-                    continue
-                pat = self._auth is not None and self._auth.is_personal_access_token
-                if status == 401 and to_ls and pat and not refreshed:
-                    refresh = refreshed = True
-                    continue
-                if status != 200:
-                    hop = current if previous is not None else None
-                    raise self._status_error(status, response.reason, current, hop, shown=shown, to_ls=to_ls)
-                return self._read_body(response, shown)
+        """GET under one deadline, redirects followed by hand; one PAT refresh after a 401.
+
+        The token goes only to hops of a chain that started at Label Studio and has not yet left its origin: a
+        redirect that crosses origins, in either direction, ends the token's part of the chain for good.
+        """
+        with deadline(self.settings.timeout_s) as limit:
+            current, previous = url, None
+            with_token = self._is_ls(_origin(url))
+            redirects, refresh, refreshed = 0, False, False
+            while True:
+                if limit.passed:
+                    raise self._timed_out(current, shown=shown)
+                origin = self._check_hop(current, shown=shown, previous=previous, presigned=presigned)
+                if previous is not None and origin != _origin(previous):
+                    with_token = False
+                headers: dict[str, str | None] = {"Authorization": None, "Accept-Encoding": "identity"}
+                if with_token and self._auth is not None:  # None above drops any session-level Authorization
+                    headers.update(self._token_headers(refresh, limit, current, shown))
+                refresh = False
+                log.debug("GET %s (auth: %s)", redact_url(current), headers["Authorization"] is not None)
+                with self._get(current, headers, to_ls=self._is_ls(origin), shown=shown, limit=limit) as response:
+                    status = response.status_code
+                    location = response.headers.get("Location") if status in _REDIRECT_STATUSES else None
+                    if location and with_token and self._is_login_page(urljoin(current, location)):
+                        status, location = 401, None  # Label Studio sends unauthenticated browsers to its login page
+                    if location:
+                        redirects += 1
+                        if redirects > MAX_REDIRECTS:
+                            fix = "check the URL for a redirect loop"
+                            raise MediaError(f"more than {MAX_REDIRECTS} redirects", url=shown, fix=fix)
+                        previous, current = current, urljoin(current, location)
+                        continue
+                    pat = self._auth is not None and self._auth.is_personal_access_token
+                    if status == 401 and with_token and pat and not refreshed:
+                        refresh = refreshed = True
+                        continue
+                    if status != 200:
+                        hop = current if previous is not None else None
+                        raise self._status_error(status, current, hop, shown=shown, with_token=with_token)
+                    return self._read_body(response, current, shown, limit)
+
+    def _token_headers(self, refresh: bool, limit: Deadline, url: str, shown: str) -> dict[str, str]:
+        assert self._auth is not None
+        try:
+            return self._auth.headers(refresh=refresh)
+        except MediaError:
+            if limit.passed:  # the deadline cut the token exchange off
+                raise self._timed_out(url, shown=shown) from None
+            raise
 
     def _is_login_page(self, url: str) -> bool:
         return self._is_ls(_origin(url)) and urlsplit(url).path.startswith(self._ls_prefix + "/user/login")
 
-    def _get(self, url: str, headers: dict[str, str | None], *, to_ls: bool, shown: str) -> requests.Response:
+    def _get(
+        self, url: str, headers: dict[str, str | None], *, to_ls: bool, shown: str, limit: Deadline
+    ) -> requests.Response:
         try:
             return self._session.get(
                 url,
                 headers=headers,
-                timeout=self.settings.timeout_s,
+                timeout=max(limit.remaining(), 0.001),  # connect, then each read; the deadline bounds the sum
                 verify=self.settings.verify_ssl,
                 allow_redirects=False,
                 stream=True,
             )
         except requests.exceptions.SSLError:
+            if limit.passed:
+                raise self._timed_out(url, shown=shown) from None
             raise MediaError(
-                f"the TLS certificate of {_origin(url).display if _origin(url) else url} was not accepted",
+                f"the TLS certificate of {_host(url)} was not accepted",
                 url=shown,
                 fix="install its certificate authority, or set VERIFY_SSL=false if you trust this server",
             ) from None
         except (requests.ConnectionError, requests.Timeout) as err:
-            host = _origin(url).display if _origin(url) else redact_url(url)
-            how = f"no answer within {self.settings.timeout_s:g} s" if isinstance(err, requests.Timeout) else None
-            cause = f"cannot reach {host} ({how or type(err).__name__})"
+            if limit.passed or isinstance(err, requests.Timeout):
+                how = f"no answer within {limit.seconds:g} s, the MINIGPT_FETCH_TIMEOUT for the whole download"
+            else:
+                how = type(err).__name__
             if to_ls:
                 fix = REACH_FIX.replace("LABEL_STUDIO_URL", f"LABEL_STUDIO_URL={self.settings.label_studio_url}", 1)
             else:
                 fix = "check that this backend can reach that host, or raise MINIGPT_FETCH_TIMEOUT"
-            raise MediaError(cause, url=shown, fix=fix) from None
+            raise MediaError(f"cannot reach {_host(url)} ({how})", url=shown, fix=fix) from None
         except requests.RequestException as err:
             raise MediaError(
                 f"the request failed ({type(err).__name__})", url=shown, fix="fix the task's image URL"
             ) from None
 
-    def _status_error(
-        self, status: int, reason: str | None, url: str, hop: str | None, *, shown: str, to_ls: bool
-    ) -> MediaError:
-        """``hop``: the URL that answered, when a redirect led there."""
+    def _status_error(self, status: int, url: str, hop: str | None, *, shown: str, with_token: bool) -> MediaError:
+        """``hop``: the URL that answered, when a redirect led there. The server's own reason phrase is not repeated
+        (it is the server's text, not ours); the standard phrase for the code is."""
         where = f" for {redact_url(hop)}" if hop else ""
-        if status == 401 and to_ls:
+        if status == 401 and with_token:
             if self._auth is None or not self._auth.has_key:
                 return MediaError(
                     f"Label Studio asks for a token (HTTP 401{where}) and LABEL_STUDIO_API_KEY is not set",
@@ -477,8 +407,18 @@ class MediaFetcher:
                     fix=f"check that the token's user may see this project, or {PAT_FIX}",
                 )
             return MediaError(f"Label Studio refused the token (HTTP 401{where})", url=shown, fix=TOKEN_FIX)
-        text = f"HTTP {status}{f' {reason}' if reason else ''}{where}"
-        if status == 403 and to_ls:
+        try:
+            phrase = f" {HTTPStatus(status).phrase}"
+        except ValueError:
+            phrase = ""
+        text = f"HTTP {status}{phrase}{where}"
+        if status == 401 and hop is not None and self._is_ls(_origin(url)):
+            return MediaError(
+                f"Label Studio answered {text}: the token is not sent after a redirect from another origin",
+                url=shown,
+                fix="reference the image by its Label Studio path or URL, not through a host that redirects there",
+            )
+        if status == 403 and with_token:
             return MediaError(
                 f"Label Studio answered {text}",
                 url=shown,
@@ -502,14 +442,38 @@ class MediaFetcher:
         return MediaError(
             f"the image is too large ({size}; the limit is {self.settings.max_bytes} bytes)",
             url=shown,
-            fix="use a smaller image, or raise max_bytes in MediaSettings",
+            fix="use a smaller image, or raise MINIGPT_FETCH_MAX_MB",
         )
 
-    def _read_body(self, response: requests.Response, shown: str) -> bytes:
-        limit = self.settings.max_bytes
+    def _timed_out(self, url: str, *, shown: str) -> MediaError:
+        return MediaError(
+            f"the download from {_host(url)} did not finish within {self.settings.timeout_s:g} s "
+            "(MINIGPT_FETCH_TIMEOUT is the total for one download, redirects included)",
+            url=shown,
+            fix="check that the host answers promptly, or raise MINIGPT_FETCH_TIMEOUT for large images on slow links",
+        )
+
+    @contextmanager
+    def _room(self, nbytes: int, limit: Deadline, shown: str) -> Iterator[None]:
+        """The budget's reservation of ``nbytes`` for the block, or a MediaError saying it did not come in time."""
+        try:
+            with self.budget.hold(nbytes, limit):
+                yield
+        except NoRoom:  # raised only while waiting to enter
+            raise MediaError(
+                f"no room to download it within {self.settings.timeout_s:g} s: other downloads hold all of this "
+                f"process's MINIGPT_FETCH_BUDGET_MB ({self.budget.capacity / MB:g} MB)",
+                url=shown,
+                fix="retry later, or raise MINIGPT_FETCH_BUDGET_MB if the machine has the memory",
+            ) from None
+
+    def _read_body(self, response: requests.Response, url: str, shown: str, limit: Deadline) -> bytes:
+        """The body, held inside the byte budget: the stated length is reserved, or the per-image cap if unknown."""
+        cap = self.settings.max_bytes
         length = (response.headers.get("Content-Length") or "").strip()
-        if length.isdigit() and int(length) > limit:
-            raise self._too_big(shown, f"{int(length)} bytes")
+        stated = int(length) if length.isdigit() else None
+        if stated is not None and stated > cap:
+            raise self._too_big(shown, f"{stated} bytes")
         if (response.headers.get("Content-Type") or "").lower().startswith("text/html"):
             raise MediaError(
                 "got an HTML page instead of an image",
@@ -517,14 +481,21 @@ class MediaFetcher:
                 fix="the reference points at a web page, or a login page answered: check LABEL_STUDIO_URL and "
                 "LABEL_STUDIO_API_KEY",
             )
-        data = bytearray()
-        try:
-            for chunk in response.iter_content(chunk_size=1 << 16):
-                data += chunk
-                if len(data) > limit:
-                    raise self._too_big(shown, f"more than {limit} bytes")
-        except requests.RequestException as err:
-            raise MediaError(
-                f"the download broke off ({type(err).__name__})", url=shown, fix="retry; check the network"
-            ) from None
-        return bytes(data)
+        encoding = (response.headers.get("Content-Encoding") or "identity").strip().lower()
+        reserve = stated if stated is not None and encoding == "identity" else cap  # decoded size: unknown
+        with self._room(reserve, limit, shown):
+            buffer = io.BytesIO()  # getvalue() hands its buffer over: no second copy of the image
+            try:
+                for chunk in response.iter_content(chunk_size=_CHUNK):
+                    if buffer.tell() + len(chunk) > reserve:
+                        raise self._too_big(shown, f"more than {reserve} bytes")
+                    buffer.write(chunk)
+            except (requests.RequestException, OSError) as err:
+                if limit.passed:
+                    raise self._timed_out(url, shown=shown) from None
+                raise MediaError(
+                    f"the download broke off ({type(err).__name__})", url=shown, fix="retry; check the network"
+                ) from None
+            if limit.fired:  # a cut-off body without a stated length ends like a complete one
+                raise self._timed_out(url, shown=shown)
+            return buffer.getvalue()

@@ -26,6 +26,7 @@ _B64URL_PART = re.compile(r"^[A-Za-z0-9_-]+={0,2}$")
 _HEADER_SAFE = re.compile(r"^[\x21-\x7e]+$")  # visible ASCII, no spaces: safe in an HTTP header
 _MAX_MARGIN_S = 30.0  # refresh this long before the access token expires (at most 10% of its lifetime)
 _UNKNOWN_LIFETIME_S = 60.0  # an access token without a readable exp is reused this long
+_MAX_ANSWER_BYTES = 64 * 1024  # a token exchange answer is a few hundred bytes; more is not Label Studio
 
 
 def _now() -> float:
@@ -137,30 +138,35 @@ class LabelStudioAuth:
                 timeout=self._timeout_s,
                 verify=self._verify_ssl,
                 allow_redirects=False,
+                stream=True,  # the answer is read below, at most _MAX_ANSWER_BYTES of it
             )
+            with response:
+                status, answer = response.status_code, b""
+                for chunk in response.iter_content(chunk_size=8192) if status == 200 else ():
+                    answer += chunk
+                    if len(answer) > _MAX_ANSWER_BYTES:
+                        break
         except requests.RequestException as err:
             raise MediaError(
                 f"cannot reach Label Studio to exchange the personal access token ({type(err).__name__})",
                 url=endpoint,
                 fix=REACH_FIX,
             ) from None
-        with response:
-            status = response.status_code
-            if status in (400, 401, 403):
-                raise MediaError(
-                    f"Label Studio refused the personal access token (HTTP {status})", url=endpoint, fix=PAT_FIX
-                )
-            if status != 200:
-                raise MediaError(
-                    f"Label Studio answered HTTP {status} to the token exchange",
-                    url=endpoint,
-                    fix="check that LABEL_STUDIO_URL points at Label Studio itself; if your Label Studio has no "
-                    "personal access tokens, put a legacy token in LABEL_STUDIO_API_KEY",
-                )
-            try:
-                access = response.json()["access"]
-            except (ValueError, KeyError, TypeError):
-                access = None
+        if status in (400, 401, 403):
+            raise MediaError(
+                f"Label Studio refused the personal access token (HTTP {status})", url=endpoint, fix=PAT_FIX
+            )
+        if status != 200:
+            raise MediaError(
+                f"Label Studio answered HTTP {status} to the token exchange",
+                url=endpoint,
+                fix="check that LABEL_STUDIO_URL points at Label Studio itself; if your Label Studio has no "
+                "personal access tokens, put a legacy token in LABEL_STUDIO_API_KEY",
+            )
+        try:
+            access = json.loads(answer)["access"] if len(answer) <= _MAX_ANSWER_BYTES else None
+        except (ValueError, KeyError, TypeError):
+            access = None
         if not isinstance(access, str) or not _HEADER_SAFE.match(access):
             raise MediaError(
                 "the token exchange answer has no usable access token",

@@ -437,12 +437,15 @@ def test_redirect_from_label_studio_to_foreign_host_is_refused(world: World) -> 
     assert world.cloud.auth_seen == [None]
 
 
-def test_redirect_hops_get_auth_only_on_label_studio(world: World) -> None:
+def test_redirect_hops_get_auth_only_within_label_studio(world: World) -> None:
+    # issue 13 item 14: a third party that redirects to Label Studio must not obtain a request carrying the token
     fetcher = world.fetcher(allowed_hosts={world.cloud_host})
-    assert fetcher.fetch(f"{world.cloud_url}/bounce-to-ls") == IMAGE
+    message = error_of(world, fetcher.fetch, f"{world.cloud_url}/bounce-to-ls")
+    assert "HTTP 401" in message and "not sent after a redirect from another origin" in message
     assert world.cloud.auth_seen == [None]
-    assert world.ls.auth_seen == [f"Bearer {world.ls.issued[0]}"]
+    assert world.ls.auth_seen == [None] and world.ls.refresh_calls == 0
     assert world.fetcher().fetch("/to-upload") == IMAGE
+    assert world.ls.auth_seen[-2:] == [f"Bearer {world.ls.issued[0]}"] * 2
 
 
 def test_redirect_loop_and_non_http_redirects_are_refused(world: World) -> None:
