@@ -11,12 +11,18 @@ The boxes get the label the prompt names (as a whole word, longest match), else 
 
 Interactive, drawn rectangle (a `smart="true"` RectangleLabels region): `[identify]` on that box; the answer is
 mapped to one of the configured labels and suggested for the same rectangle.
+
+What the context carries is the client's: a typed prompt that is not Unicode text (a lone surrogate) or a drawn
+rectangle whose geometry is not finite numbers fails validation here, which the server answers with a 400 naming the
+field, instead of failing inside the model or the geometry (a 500).
 """
 
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
 from model.annotations import Task
@@ -39,7 +45,7 @@ class Query(Prompt):
 
 
 def batch_queries(labels: ProjectLabels) -> list[Query]:
-    return [Query(Task.detection, spec.prompt, label=spec) for spec in labels.labels]
+    return [Query(Task.detection, query=spec.prompt, label=spec) for spec in labels.labels]
 
 
 def typed_prompt(context: dict | None, labels: ProjectLabels) -> str | None:
@@ -70,22 +76,46 @@ def prompt_query(prompt: str, labels: ProjectLabels) -> Query:
     explicit = _EXPLICIT.match(prompt)
     if explicit:
         task, text = Task(explicit.group(1).lower()), explicit.group(2).strip()
-        return Query(task, text, label=labels.find(text) or labels.labels[0])
+        return Query(task, query=text, label=labels.find(text) or labels.labels[0])
     every = _ALL.match(prompt)
     if every:
         text = every.group(1).strip()
         exact = labels.find_exact(text)
         if exact is not None:
-            return Query(Task.detection, exact.prompt, label=exact)
-        return Query(Task.detection, text, label=labels.find(text) or labels.labels[0])
+            return Query(Task.detection, query=exact.prompt, label=exact)
+        return Query(Task.detection, query=text, label=labels.find(text) or labels.labels[0])
     exact = labels.find_exact(prompt)
     if exact is not None:
-        return Query(Task.detection, exact.prompt, label=exact)
-    return Query(Task.refer, prompt.strip(), label=labels.find(prompt) or labels.labels[0])
+        return Query(Task.detection, query=exact.prompt, label=exact)
+    return Query(Task.refer, query=prompt.strip(), label=labels.find(prompt) or labels.labels[0])
+
+
+# Percent of the image. Far beyond any rectangle Label Studio draws, yet small enough that the pixel arithmetic of
+# value_to_box stays finite for every image size; rotation in degrees, any finite angle.
+_Percent = Annotated[float, Field(ge=-1e6, le=1e6)]
+
+
+class _RectangleValue(BaseModel):
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+    x: _Percent
+    y: _Percent
+    width: _Percent
+    height: _Percent
+    rotation: float | None = None
+
+
+class _DrawnRectangle(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    value: _RectangleValue
 
 
 def identify_query(region: dict, labels: ProjectLabels, width: int, height: int) -> Query | None:
-    box = value_to_box(region.get("value") or {}, width, height)
+    """[identify] on the user's rectangle; None when it has no area in the image. ValidationError (a 400) when its
+    geometry is not numbers: `Infinity` or a rotation of "abc" is the client's mistake, not a server error."""
+    _DrawnRectangle.model_validate(region)
+    box = value_to_box(region["value"], width, height)
     if box is None:
         return None
     return Query(Task.identify, box=box, region=region)

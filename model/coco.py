@@ -2,10 +2,15 @@
 
 * ``bbox`` is ``[x, y, w, h]`` in pixels of the upright image (EXIF orientation applied), like every box here.
 * Reading keeps the file's image order and category ids, takes the category name as the label and keeps the
-  optional ``phrase`` (a referring expression) and ``score`` keys. Crowd annotations and boxes with no area
-  cannot become a :class:`~model.annotations.Box`, so they are skipped and reported, never dropped silently.
+  optional ``phrase`` (a referring expression) and ``score`` keys. A box that hangs over the image's edge is
+  clipped to the image, so every box read lies inside its image. Crowd annotations and boxes with no area (in the
+  image) cannot become a :class:`~model.annotations.Box`, so they are skipped and reported, never dropped silently.
+  Numbers that are not finite (``Infinity``, ``NaN``, an ``x + width`` that overflows), sizes no image format
+  allows, text that is not Unicode and absurdly nested JSON are refused: every later step (training, the
+  desktop store, a re-export) would otherwise fail on them one by one.
 * Writing numbers images and annotations from 1 in dataset order, takes category ids from
-  ``Dataset.categories``, and replaces the file atomically, so a crash never leaves half a file behind.
+  ``Dataset.categories``, and replaces the file atomically, so a crash never leaves half a file behind. It refuses
+  values JSON cannot carry (an infinite score or area), so the file stays JSON that every reader parses.
 
 Malformed files raise :class:`CocoError`, whose message names the file, the cause and the fix.
 """
@@ -19,16 +24,16 @@ import logging
 import math
 import os
 import random
+import reprlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import ValidationError
-
 from model.annotations import Annotation, Box, Category, Dataset, ImageRecord
 from model.errors import MiniGPTError
 from model.files import write_atomic
+from model.request import check_text
 
 if TYPE_CHECKING:
     from pycocotools.coco import COCO
@@ -47,6 +52,12 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CocoId = int | str  # COCO ids are integers; some exporters write strings, which pycocotools accepts too
+MAX_IMAGE_SIDE = 2**31 - 1  # PNG's limit, the largest of any format (JPEG: 65535); larger sizes are not images
+
+# Values quoted in error messages stay short, whatever the file holds (a 10 MB list, 900 nested arrays).
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxlist, _SHOWN.maxdict, _SHOWN.maxstring, _SHOWN.maxother = 2, 6, 4, 60, 60
+_SHOWN.maxlong = 40
 
 
 class CocoError(MiniGPTError):
@@ -107,7 +118,9 @@ def read_coco_with_report(
     label_of: dict[int, str] = {}
     for category in categories:
         if category.id in label_of:
-            raise CocoError(f"{name}: category id {category.id} appears twice in 'categories'; give each a unique id")
+            raise CocoError(
+                f"{name}: category id {_show(category.id)} appears twice in 'categories'; give each a unique id"
+            )
         if category.name in label_of.values():
             raise CocoError(
                 f"{name}: category name {category.name!r} appears twice in 'categories'; merge them or rename one"
@@ -118,7 +131,9 @@ def read_coco_with_report(
     for i, entry in enumerate(raw_images):
         image_id, record = _image(entry, i, root, name)
         if image_id in records:
-            raise CocoError(f"{name}: image id {image_id!r} appears twice in 'images'; give each image a unique id")
+            raise CocoError(
+                f"{name}: image id {_show(image_id)} appears twice in 'images'; give each image a unique id"
+            )
         records[image_id] = record
 
     annotation_ids: dict[CocoId, list[CocoId]] = {image_id: [] for image_id in records}
@@ -127,7 +142,7 @@ def read_coco_with_report(
     for i, entry in enumerate(raw_annotations):
         ann_id, image_id, annotation, skip = _annotation(entry, i, records, label_of, name)
         if ann_id in seen:
-            raise CocoError(f"{name}: annotation id {ann_id!r} appears twice; give each annotation a unique id")
+            raise CocoError(f"{name}: annotation id {_show(ann_id)} appears twice; give each annotation a unique id")
         seen.add(ann_id)
         if skip is not None:
             skipped.append(skip)
@@ -163,6 +178,13 @@ def _load_json(path: Path) -> dict[str, Any]:
         ) from exc
     except UnicodeDecodeError as exc:
         raise CocoError(f"{path}: not UTF-8 text, so not a COCO JSON file; pass the annotation .json file") from exc
+    except RecursionError as exc:  # the JSON decoder recurses per nesting level
+        raise CocoError(
+            f"{path}: its JSON is nested too deeply to be a COCO file (arrays or objects inside each other "
+            "hundreds of levels deep); re-export the file"
+        ) from exc
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits, which Python refuses to convert
+        raise CocoError(f"{path}: not a COCO JSON file ({exc}); re-export the file") from exc
     except OSError as exc:
         raise CocoError(f"cannot read COCO file {str(path)!r} ({exc.strerror or exc}); check its permissions") from exc
     if not isinstance(data, dict):
@@ -187,6 +209,11 @@ def _entry(entry: Any, section: str, index: int, name: str) -> dict[str, Any]:
     return entry
 
 
+def _show(value: Any) -> str:
+    """``repr(value)``, cut short: error messages stay one readable line whatever the file holds."""
+    return _SHOWN.repr(value)
+
+
 def _id(entry: dict[str, Any], section: str, index: int, name: str) -> CocoId:
     value = entry.get("id")
     if isinstance(value, bool) or not isinstance(value, (int, str)):
@@ -194,30 +221,56 @@ def _id(entry: dict[str, Any], section: str, index: int, name: str) -> CocoId:
     return value
 
 
+def _text(value: str, where: str, key: str) -> str:
+    """``value`` if the tokenizer and every file format can take it (training would fail on it much later)."""
+    try:
+        check_text(value)
+    except ValueError as err:
+        raise CocoError(f"{where} has a {key} that is {err}") from None
+    return value
+
+
+def _number(value: Any) -> float | None:
+    """A JSON number as a finite float, else None (a string, a bool, Infinity, NaN, an integer beyond floats)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _category(entry: Any, index: int, name: str) -> Category:
     entry = _entry(entry, "categories", index, name)
     cat_id, cat_name = entry.get("id"), entry.get("name")
     if isinstance(cat_id, bool) or not isinstance(cat_id, int) or cat_id < 1:
-        raise CocoError(f"{name}: categories[{index}] has id {cat_id!r}; category ids must be integers from 1")
+        raise CocoError(f"{name}: categories[{index}] has id {_show(cat_id)}; category ids must be integers from 1")
     if not isinstance(cat_name, str) or not cat_name.strip():
-        raise CocoError(f"{name}: category {cat_id} has no name; give it a non-empty 'name' (it becomes the label)")
-    return Category(id=cat_id, name=cat_name)
+        raise CocoError(
+            f"{name}: category {_show(cat_id)} has no name; give it a non-empty 'name' (it becomes the label)"
+        )
+    return Category(id=cat_id, name=_text(cat_name, f"{name}: category {_show(cat_id)}", "name"))
 
 
 def _image(entry: Any, index: int, root: Path, name: str) -> tuple[CocoId, ImageRecord]:
     entry = _entry(entry, "images", index, name)
     image_id = _id(entry, "images", index, name)
+    where = f"{name}: image {_show(image_id)}"
     file_name = entry.get("file_name")
     if not isinstance(file_name, str) or not file_name:
-        raise CocoError(f"{name}: image {image_id!r} has no 'file_name'; add the image path relative to the images")
+        raise CocoError(f"{where} has no 'file_name'; add the image path relative to the images")
+    if "\0" in _text(file_name, where, "file_name"):
+        raise CocoError(f"{where} has a file_name with a NUL character, which no path holds; fix the file_name")
     size: list[int] = []
     for key in ("width", "height"):
         value = entry.get(key)
         if isinstance(value, float) and value.is_integer():
             value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_IMAGE_SIDE:
             raise CocoError(
-                f"{name}: image {image_id!r} has {key} {value!r}; it must be the upright image's {key} in pixels (> 0)"
+                f"{where} has {key} {_show(value)}; it must be the upright image's {key} in pixels "
+                f"(1 to {MAX_IMAGE_SIDE:,})"
             )
         size.append(value)
     return image_id, ImageRecord(path=root / file_name, width=size[0], height=size[1])
@@ -233,18 +286,18 @@ def _annotation(
     """One annotation, or the reason it is skipped; malformed entries raise."""
     entry = _entry(entry, "annotations", index, name)
     ann_id = _id(entry, "annotations", index, name)
-    where = f"{name}: annotation {ann_id!r}"
+    where = f"{name}: annotation {_show(ann_id)}"
 
     image_id = entry.get("image_id")
     if isinstance(image_id, bool) or not isinstance(image_id, (int, str)) or image_id not in records:
         raise CocoError(
-            f"{where} refers to image id {image_id!r}, which is not in 'images'; "
+            f"{where} refers to image id {_show(image_id)}, which is not in 'images'; "
             "add that image or remove the annotation"
         )
     category_id = entry.get("category_id")
     if isinstance(category_id, bool) or not isinstance(category_id, int) or category_id not in label_of:
         raise CocoError(
-            f"{where} refers to category id {category_id!r}, which is not in 'categories'; "
+            f"{where} refers to category id {_show(category_id)}, which is not in 'categories'; "
             "add that category or remove the annotation"
         )
 
@@ -253,33 +306,45 @@ def _annotation(
         return ann_id, image_id, None, SkippedAnnotation(ann_id, image_id, "crowd", reason)
 
     bbox = entry.get("bbox")
-    if (
-        not isinstance(bbox, list)
-        or len(bbox) != 4
-        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
-    ):
-        raise CocoError(f"{where} has bbox {bbox!r}; it must be a list of four numbers [x, y, width, height]")
-    x, y, w, h = (float(v) for v in bbox)
-    if not all(math.isfinite(v) for v in (x, y, w, h)) or w <= 0 or h <= 0:
-        reason = f"the box [x, y, w, h] = {bbox} has no area"
+    if not isinstance(bbox, list) or len(bbox) != 4:
+        raise CocoError(f"{where} has bbox {_show(bbox)}; it must be a list of four numbers [x, y, width, height]")
+    numbers = [_number(v) for v in bbox]
+    if any(v is None for v in numbers):
+        raise CocoError(
+            f"{where} has bbox {_show(bbox)}; it must be four finite numbers [x, y, width, height] in pixels"
+        )
+    x, y, w, h = (v for v in numbers if v is not None)
+    if not (math.isfinite(x + w) and math.isfinite(y + h)):
+        raise CocoError(f"{where} has bbox {_show(bbox)}, whose x + width or y + height overflows; fix or remove it")
+    if w <= 0 or h <= 0:
+        reason = f"the box [x, y, w, h] = {_show(bbox)} has no area"
+        return ann_id, image_id, None, SkippedAnnotation(ann_id, image_id, "degenerate", reason)
+    record = records[image_id]
+    # Clipped to the image, as every box this project makes is: a box hanging over the edge (exporters round
+    # outwards) keeps its visible part, one wholly outside has nothing to keep.
+    x0, y0 = min(max(x, 0.0), record.width), min(max(y, 0.0), record.height)
+    x1, y1 = min(max(x + w, 0.0), record.width), min(max(y + h, 0.0), record.height)
+    if not (x0 < x1 and y0 < y1):
+        reason = f"the box [x, y, w, h] = {_show(bbox)} has no area inside the {record.width}x{record.height} image"
         return ann_id, image_id, None, SkippedAnnotation(ann_id, image_id, "degenerate", reason)
 
     phrase = entry.get("phrase")
     if phrase is not None and not isinstance(phrase, str):
-        raise CocoError(f"{where} has phrase {phrase!r}; it must be a string (a referring expression) or absent")
+        raise CocoError(f"{where} has phrase {_show(phrase)}; it must be a string (a referring expression) or absent")
     score = entry.get("score")
-    if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
-        raise CocoError(f"{where} has score {score!r}; it must be a number or absent")
-    try:
-        annotation = Annotation(
-            box=Box.from_xywh((x, y, w, h)),
+    if score is not None and _number(score) is None:
+        raise CocoError(f"{where} has score {_show(score)}; it must be a finite number or absent")
+    return (
+        ann_id,
+        image_id,
+        Annotation(
+            box=Box(x0=x0, y0=y0, x1=x1, y1=y1),
             label=label_of[category_id],
-            phrase=phrase,
-            score=None if score is None else float(score),
-        )
-    except ValidationError as exc:  # e.g. x + w rounds back to x for huge coordinates
-        raise CocoError(f"{where} cannot be read ({exc.errors()[0]['msg']}); fix or remove it") from exc
-    return ann_id, image_id, annotation, None
+            phrase=None if phrase is None else _text(phrase, where, "phrase"),
+            score=_number(score),
+        ),
+        None,
+    )
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -347,6 +412,14 @@ def _payload(dataset: Dataset, root: Path, supercategory: str) -> dict[str, Any]
                 entry["phrase"] = annotation.phrase
             if annotation.score is not None:
                 entry["score"] = annotation.score
+            numbers = [*entry["bbox"], entry["area"], entry.get("score", 0.0)]
+            if not all(math.isfinite(v) for v in numbers):
+                # json.dump would write Infinity/NaN, which is not JSON: pycocotools and other readers refuse it.
+                raise CocoError(
+                    f"the {annotation.label!r} box {box.xyxy} (image {str(record.path)!r}) has a width, height, "
+                    f"area or score ({entry['area']}, {annotation.score}) that is not a finite number; "
+                    "fix or remove it before exporting"
+                )
             annotations.append(entry)
     categories = [{"id": c.id, "name": c.name, "supercategory": supercategory} for c in dataset.categories]
     return {"images": images, "annotations": annotations, "categories": categories}
@@ -364,9 +437,12 @@ def _file_name(image_path: Path, root: Path) -> str:
 def _write_atomic(path: Path, payload: dict[str, Any]) -> None:
     try:
         # ensure_ascii (the default) keeps the file pure ASCII: pycocotools opens it with the locale's encoding.
-        write_atomic(path, lambda fp: json.dump(payload, fp))
+        # allow_nan=False: a non-finite number _payload did not catch fails here, before the file is replaced.
+        write_atomic(path, lambda fp: json.dump(payload, fp, allow_nan=False))
     except OSError as exc:
         raise CocoError(f"cannot write {str(path)!r} ({exc.strerror or exc}); check the folder's permissions") from exc
+    except ValueError as exc:
+        raise CocoError(f"cannot write {str(path)!r}: {exc}; fix or remove that value before exporting") from exc
 
 
 # --------------------------------------------------------------------------------------------------------

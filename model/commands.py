@@ -17,6 +17,8 @@ from typing import NoReturn
 
 from .annotations import Box, Task
 from .errors import MiniGPTError
+from .request import check_text
+from .results import MAX_SEED
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -40,12 +42,31 @@ def box_arg(text: str) -> Box:
 MAX_INT_ARG = 2**31 - 1  # far above any real size, count or step number; larger ones overflow float arithmetic
 
 
+def _shown(text: str) -> str:
+    return text if len(text) <= 20 else f"{text[:20]}… ({len(text)} digits)"
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if not 0 < value <= MAX_INT_ARG:
-        shown = text if len(text) <= 20 else f"{text[:20]}… ({len(text)} digits)"
-        raise argparse.ArgumentTypeError(f"must be a positive integer up to {MAX_INT_ARG:,}, got {shown}")
+        raise argparse.ArgumentTypeError(f"must be a positive integer up to {MAX_INT_ARG:,}, got {_shown(text)}")
     return value
+
+
+def seed_arg(text: str) -> int:
+    """A seed every random generator takes (2**70 once failed inside torch, after the model had loaded)."""
+    value = int(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to {MAX_SEED:,}, got {_shown(text)}")
+    return value
+
+
+def text_arg(text: str) -> str:
+    """Text the tokenizer takes: an argument that was not UTF-8 arrives with lone surrogates."""
+    try:
+        return check_text(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{err}; check the terminal's encoding (a UTF-8 locale)") from None
 
 
 def missing_extra(what: str, extra: str, err: ImportError) -> MiniGPTError:
@@ -67,7 +88,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("propose", help="ask the model about one image; boxes in original-image pixels")
     p.add_argument("image", help="image file")
     p.add_argument("--task", required=True, choices=tasks)
-    p.add_argument("--query", default=None, help="what to find or ask, e.g. 'red balloon'")
+    p.add_argument("--query", type=text_arg, default=None, help="what to find or ask, e.g. 'red balloon'")
     p.add_argument("--box", type=box_arg, default=None, help="x0,y0,x1,y1 in pixels (task identify)")
     p.add_argument("--model", required=True, help="converted model folder or hub id")
     p.add_argument("--json", action="store_true", help="print JSON instead of a readable summary")
@@ -75,7 +96,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default="auto", choices=DTYPES)
     p.add_argument("--max-new-tokens", type=positive_int, default=None)
     p.add_argument("--sample", action="store_true", help="sample like the official demo (T=0.6, top_p=0.9)")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=seed_arg, default=None)
     p.add_argument("--official-double-bos", action="store_true", help="start with two BOS, as official inference")
     p.add_argument("--box-offset", type=float, default=0.0, help="grid→pixel offset; 0 is official, 0.5 centres")
     p.add_argument("--quantize", choices=["8bit", "4bit"], default=None, help="8-/4-bit LLM weights (CUDA, [lowmem])")
@@ -97,7 +118,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("make-tiny", help="write a tiny model folder (tokenizer included) for offline trials")
     p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     kind = p.add_mutually_exclusive_group()
     kind.add_argument(
         "--trained", action="store_true", help="the shipped tiny model trained on synthetic shapes (finds them)"
@@ -112,7 +133,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("make-shapes", help="write a synthetic shapes dataset (images + COCO with referring phrases)")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--images", type=positive_int, default=200)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--min-shapes", type=positive_int, default=1)
     p.add_argument("--max-shapes", type=positive_int, default=4)
     p.add_argument("--exif-fraction", type=float, default=0.2, help="share of EXIF-rotated JPEGs")
@@ -124,7 +145,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("coco", type=Path)
     p.add_argument("--images", type=Path, default=None, help="images folder (default: the COCO file's folder)")
     p.add_argument("--holdout", type=float, default=0.2, help="share of images held out")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--out", type=Path, default=None, help="output folder (default: the COCO file's folder)")
 
     _add_finetune_parser(sub, tasks)
@@ -179,7 +200,7 @@ def _add_finetune_parser(sub: argparse._SubParsersAction, tasks: list[str]) -> N
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size)
     p.add_argument("--grad-accum", type=positive_int, default=d.grad_accum)
     p.add_argument("--max-length", type=positive_int, default=d.max_length)
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=seed_arg, default=d.seed)
     p.add_argument("--save-every", type=positive_int, default=d.save_every, help="steps between checkpoints")
     p.add_argument("--precision", default=d.precision.value, choices=[x.value for x in Precision])
     p.add_argument("--merge", action="store_true", help="write a merged model instead of adapters")

@@ -14,7 +14,23 @@ from pydantic.dataclasses import dataclass
 
 from .annotations import Box, Task
 
-__all__ = ["Prompt"]
+__all__ = ["Prompt", "check_text"]
+
+
+def check_text(text: str) -> str:
+    """``text`` if it is Unicode the tokenizer can take, else ValueError naming the character and the fix.
+
+    A lone surrogate (JSON ``"\\ud800"``, or a command-line argument that was not UTF-8) is a Python string but not
+    text: the tokenizer raised on it deep in a model call, a 500 from the server and a traceback from the CLI.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(
+            f"not valid Unicode: it holds a lone surrogate {text[err.start]!r} at position {err.start}; "
+            "encode the text as UTF-8"
+        ) from None
+    return text
 
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))
@@ -28,6 +44,11 @@ class Prompt:
     task: Task
     query: str | None = None
     box: Box | None = None  # pixels of the upright image; [identify] only
+
+    @field_validator("query")
+    @classmethod
+    def _text(cls, value: str | None) -> str | None:
+        return check_text(value) if value is not None else None
 
     @field_validator("box", mode="before")
     @classmethod

@@ -6,19 +6,33 @@ app's remote engine, the backend's JSON) start without importing torch.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .annotations import Proposal, Task
 from .grammar import Skipped
 
+MAX_SEED = 2**32 - 1  # what every random generator here takes (torch, numpy, random); 2**70 overflowed torch's
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED, description="random seed, 0 to 2**32 - 1")]
+
+# Sampling divides the model's float32 logits by the temperature and (for the tokens already generated) by the
+# repetition penalty. At 1e-300 the logits became infinite; at 1e300 the divisor itself did (beyond float32), and a
+# masked -inf logit divided by it is NaN: sampling failed either way. Between 0.01 and 100 every logit stays finite
+# and keeps its sign; outside, sampling is greedy decoding (do_sample=False) or uniform noise in all but name.
+SAMPLING_DIVISOR = {"ge": 0.01, "le": 100.0}
+
 
 class GenerationOptions(BaseModel):
     """Greedy by default, like the official benchmark eval. The official demo samples with
-    temperature 0.6, top_p 0.9 and repetition_penalty 1.05 (`GenerationOptions.demo()`)."""
+    temperature 0.6, top_p 0.9 and repetition_penalty 1.05 (`GenerationOptions.demo()`).
 
-    model_config = ConfigDict(frozen=True)
+    Every value that reaches the model is checked here, so a request cannot make generation fail: numbers are
+    finite (JSON's Infinity/NaN are refused), seeds fit the generators, temperature and repetition penalty lie in
+    0.01-100.
+    """
+
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False)
 
     max_new_tokens: int | None = Field(default=None, ge=1, description="None: a per-task default")
     min_new_tokens: int | None = Field(default=None, ge=1, description="force at least this many (benchmarks)")
@@ -28,10 +42,10 @@ class GenerationOptions(BaseModel):
         "warmed up once per process and batch size); auto is compiled on a GPU, dynamic on the CPU",
     )
     do_sample: bool = False
-    temperature: float = Field(default=1.0, gt=0)
+    temperature: float = Field(default=1.0, **SAMPLING_DIVISOR)
     top_p: float = Field(default=1.0, gt=0, le=1)
-    repetition_penalty: float = Field(default=1.0, gt=0)
-    seed: int | None = None
+    repetition_penalty: float = Field(default=1.0, **SAMPLING_DIVISOR)
+    seed: Seed | None = None
 
     @classmethod
     def demo(cls, **overrides: object) -> GenerationOptions:

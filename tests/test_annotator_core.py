@@ -1140,7 +1140,9 @@ def test_import_matches_by_file_name_and_reports_what_it_cannot_place(shapes: tu
     try:
         report = import_coco(store, folder, edited)
         assert report.unmatched == ["images/not_here.png"]
-        assert report.images_matched == 6 and report.not_boxes == 1
+        # not boxes: the crowd region, and a box of the rotated image that lies outside its stated (unrotated)
+        # frame, which reading clips every box to (issue 13, item 20)
+        assert report.images_matched == 6 and report.not_boxes == 2
         assert [path for path, _ in report.size_mismatches] == [rotated["file_name"]]
         assert "upright" in report.size_mismatches[0][1]
         assert store.boxes(image_id(store, rotated["file_name"])) == []

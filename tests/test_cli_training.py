@@ -87,3 +87,30 @@ def test_finetune_errors_are_one_line(shapes: Path, tiny_model_dir: Path, tmp_pa
         run("finetune", str(shapes), "--base", str(tmp_path / "nope"), "--out", str(tmp_path / "y")), "not found"
     )
     assert_one_line_error(run("evaluate", str(shapes), "--model", str(tiny_model_dir), "--tasks", "vqa"), "vqa")
+
+
+def test_hostile_coco_files_are_one_line_errors_before_any_work(
+    shapes: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    # Issue 13, items 20 and 21. Before: an x + w that overflowed was read as an infinite box (split wrote
+    # Infinity, which is not JSON; finetune crashed), JSON nested 100,000 deep was a RecursionError traceback, and
+    # finetune trained on with a missing image until a step needed it.
+    data = json.loads(shapes.read_text())
+    overflowing = json.loads(json.dumps(data))
+    first = overflowing["annotations"][0]
+    first["bbox"] = [1.7e308, 0, 1.7e308, 10]
+    (tmp_path / "overflow.json").write_text(json.dumps(overflowing))
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    for name, words in (("overflow.json", [f"annotation {first['id']}", "overflows"]), ("deep.json", ["nested"])):
+        proc = run("split", str(tmp_path / name), "--images", str(shapes.parent), "--out", str(tmp_path))
+        assert_one_line_error(proc, name, *words)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deep.json", "overflow.json"]  # nothing written
+
+    missing = json.loads(json.dumps(data))
+    missing["images"][-1]["file_name"] = "gone.png"
+    (tmp_path / "missing.json").write_text(json.dumps(missing))
+    out = tmp_path / "run"
+    base = ["--base", str(tiny_model_dir), "--out", str(out), "--images", str(shapes.parent)]
+    proc = run("finetune", str(tmp_path / "missing.json"), *base)
+    assert_one_line_error(proc, "gone.png", "not found")
+    assert not out.exists()  # refused before the first step: no checkpoint, no run folder

@@ -209,8 +209,8 @@ def test_round_trip_property(per_image: list[list[tuple[Box, str]]], phrase: str
         images=[
             ImageRecord(
                 path=Path(f"/data/img{i}.png"),
-                width=6000,
-                height=6000,
+                width=10_001,  # holds every generated box: reading clips boxes to their image
+                height=10_001,
                 annotations=[Annotation(box=box, label=label, phrase=phrase) for box, label in anns],
             )
             for i, anns in enumerate(per_image)
@@ -458,7 +458,7 @@ def test_bad_images(tmp_path: Path, image: Any, message: str) -> None:
         ({"bbox": [1, 2, 3]}, r"annotation 11 has bbox \[1, 2, 3\]; it must be a list of four numbers"),
         ({"bbox": None}, "annotation 11 has bbox None"),
         ({"phrase": 3}, "annotation 11 has phrase 3; it must be a string"),
-        ({"score": "high"}, "annotation 11 has score 'high'; it must be a number"),
+        ({"score": "high"}, "annotation 11 has score 'high'; it must be a finite number"),
     ],
 )
 def test_bad_annotations(tmp_path: Path, changes: dict[str, Any], message: str) -> None:
@@ -469,3 +469,217 @@ def test_bad_annotations(tmp_path: Path, changes: dict[str, Any], message: str) 
 
 def test_coco_error_is_a_project_error() -> None:
     assert issubclass(CocoError, MiniGPTError)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Hostile files (issue 13, item 20): non-finite or overflowing geometry, absurd sizes, text that is not Unicode,
+# absurd nesting. Each is refused with a one-line CocoError naming where, never read into an unusable dataset.
+
+
+def _with_annotation(tmp_path: Path, bbox_text: str, extra: str = "") -> Path:
+    """A COCO file written as text, so it can hold what json.dumps would not write (Infinity, 1e400)."""
+    text = (
+        '{"images": [{"id": 5, "file_name": "x.jpg", "width": 100, "height": 80}], '
+        '"categories": [{"id": 2, "name": "thing"}], '
+        f'"annotations": [{{"id": 11, "image_id": 5, "category_id": 2, "bbox": {bbox_text}{extra}}}]}}'
+    )
+    path = tmp_path / "in.json"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("bbox", "extra", "message"),
+    [
+        ("[0, 0, Infinity, 10]", "", r"annotation 11 has bbox \[0, 0, inf, 10\]; it must be four finite numbers"),
+        ("[0, NaN, 10, 10]", "", "annotation 11 has bbox .*; it must be four finite numbers"),
+        ("[0, 0, 1e400, 10]", "", "annotation 11 has bbox .*; it must be four finite numbers"),
+        ("[0, 0, " + "9" * 400 + ", 10]", "", "annotation 11 has bbox .*; it must be four finite numbers"),
+        ("[1.7e308, 0, 1.7e308, 10]", "", "annotation 11 has bbox .* whose x \\+ width or y \\+ height overflows"),
+        ("[0, -1.7e308, 10, -1.7e308]", "", "annotation 11 .* overflows"),
+        ("[0, 0, 10, 10]", ', "score": Infinity', "annotation 11 has score inf; it must be a finite number"),
+        ("[0, 0, 10, 10]", ', "score": ' + "9" * 400, "annotation 11 has score .*; it must be a finite number"),
+    ],
+)
+def test_non_finite_or_overflowing_geometry_is_refused_naming_the_annotation(
+    tmp_path: Path, bbox: str, extra: str, message: str
+) -> None:
+    # Before: x + w overflowing to inf, or an integer beyond floats, raised OverflowError, or read an infinite box
+    # that the desktop store kept, `split` wrote as Infinity (not JSON) and `finetune` crashed on.
+    with pytest.raises(CocoError, match=message) as refused:
+        read_coco(_with_annotation(tmp_path, bbox, extra))
+    assert "\n" not in str(refused.value) and len(str(refused.value)) < 400
+
+
+def test_boxes_are_clipped_to_their_image_and_those_outside_are_skipped(tmp_path: Path) -> None:
+    annotations = [
+        {"id": 1, "image_id": 5, "category_id": 2, "bbox": [-5, 70, 20, 30]},  # hangs over the left and bottom
+        {"id": 2, "image_id": 5, "category_id": 2, "bbox": [500, 10, 20, 20]},  # right of the 100 px wide image
+        {"id": 3, "image_id": 5, "category_id": 2, "bbox": [1e300, 1e300, 1e300, 1e300]},  # far outside, finite
+    ]
+    report = read_coco_with_report(write_json(tmp_path / "in.json", minimal_coco(annotations=annotations)))
+    assert [a.box.xyxy for a in report.dataset.images[0].annotations] == [(0, 70, 15, 80)]
+    assert [(s.annotation_id, s.kind) for s in report.skipped] == [(2, "degenerate"), (3, "degenerate")]
+    assert "no area inside the 100x80 image" in report.skipped[0].reason
+
+
+@pytest.mark.parametrize(
+    ("image", "message"),
+    [
+        ({"width": 10**30}, r"image 5 has width 1000000000000000000000000000000; .*\(1 to 2,147,483,647\)"),
+        ({"height": 1e300}, "image 5 has height .*; it must be the upright image's height"),
+        ({"file_name": "a\ud800.jpg"}, r"image 5 has a file_name that is not valid Unicode: .*'\\ud800' at position 1"),
+        ({"file_name": "a\x00.jpg"}, "image 5 has a file_name with a NUL character"),
+    ],
+)
+def test_absurd_sizes_and_names_that_are_no_path_are_refused(tmp_path: Path, image: dict, message: str) -> None:
+    images = [{"id": 5, "file_name": "x.jpg", "width": 100, "height": 80, **image}]
+    with pytest.raises(CocoError, match=message):
+        read_coco(write_json(tmp_path / "in.json", minimal_coco(images=images, annotations=[])))
+
+
+def test_text_that_is_not_unicode_is_refused_before_training_meets_it(tmp_path: Path) -> None:
+    # A lone surrogate reads as a Python string, then fails in the tokenizer in the middle of a `finetune` run.
+    with pytest.raises(CocoError, match=r"category 2 has a name that is not valid Unicode"):
+        read_coco(write_json(tmp_path / "a.json", minimal_coco(categories=[{"id": 2, "name": "th\udfffing"}])))
+    anns = [{"id": 11, "image_id": 5, "category_id": 2, "bbox": [1, 2, 3, 4], "phrase": "\ud800 left"}]
+    with pytest.raises(CocoError, match=r"annotation 11 has a phrase that is not valid Unicode"):
+        read_coco(write_json(tmp_path / "b.json", minimal_coco(annotations=anns)))
+
+
+@pytest.mark.parametrize("where", ["top", "annotation"])
+def test_absurdly_nested_json_is_a_coco_error_not_a_traceback(tmp_path: Path, where: str) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    if where == "top":
+        text = deep
+    else:
+        ann = '{"id": 11, "image_id": 5, "category_id": 2, "bbox": [1, 2, 3, 4], "segmentation": ' + deep + "}"
+        text = json.dumps(minimal_coco(annotations=[])).replace('"annotations": []', f'"annotations": [{ann}]')
+    path = tmp_path / "deep.json"
+    path.write_text(text)
+    with pytest.raises(CocoError, match="nested too deeply to be a COCO file"):  # was a RecursionError
+        read_coco(path)
+
+
+def test_ids_in_messages_are_cut_short(tmp_path: Path) -> None:
+    anns = [{"id": "x" * 100_000, "image_id": 99, "category_id": 2, "bbox": [1, 2, 3, 4]}]
+    with pytest.raises(CocoError, match="refers to image id 99") as refused:
+        read_coco(write_json(tmp_path / "in.json", minimal_coco(annotations=anns)))
+    assert len(str(refused.value)) < 400
+
+
+@pytest.mark.parametrize(
+    ("annotation", "message"),
+    [
+        (Annotation(box=Box.from_xyxy((0, 0, 10, 10)), label="a", score=math.inf), "not a finite number"),
+        (Annotation(box=Box.from_xyxy((0, 0, 10, 10)), label="a", score=math.nan), "not a finite number"),
+        (Annotation(box=Box.from_xyxy((-1.7e308, 0, 1.7e308, 10)), label="a"), "not a finite number"),
+    ],
+)
+def test_writing_refuses_numbers_json_cannot_carry_and_keeps_the_old_file(
+    tmp_path: Path, annotation: Annotation, message: str
+) -> None:
+    out = tmp_path / "ann.json"
+    out.write_text("old")
+    record = ImageRecord(path=tmp_path / "a.png", width=100, height=100, annotations=[annotation])
+    with pytest.raises(CocoError, match=message):  # was a file holding Infinity/NaN, which is not JSON
+        write_coco(Dataset(categories=[Category(id=1, name="a")], images=[record]), out)
+    assert out.read_text() == "old" and os.listdir(tmp_path) == ["ann.json"]
+
+
+# A fuzzer over COCO-like JSON: every field is sometimes right, sometimes any JSON value (Infinity, NaN, integers
+# beyond floats, lone surrogates, nested lists). read_coco either returns boxes that are finite and inside their
+# image, which write_coco writes back as strict JSON, or raises CocoError: never another exception.
+_SURROGATES = st.sampled_from(["\ud800", "a\udfff", "\udcff.jpg"])
+_NUMBERS = st.one_of(
+    st.integers(min_value=-(10**6), max_value=10**6),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([10**400, -(10**400), 1.7e308, -1.7e308, 2**31 - 1, 2**31, 0.5, 1e-320]),
+)
+_ANY_JSON = st.recursive(
+    st.one_of(st.none(), st.booleans(), _NUMBERS, st.text(max_size=8), _SURROGATES),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=4), inner, max_size=3)),
+    max_leaves=12,
+)
+_IDS = st.one_of(st.integers(min_value=-1, max_value=4), st.sampled_from(["1", "a"]))
+_CORNERS = st.one_of(st.floats(min_value=-50, max_value=450), st.integers(min_value=-50, max_value=450), _NUMBERS)
+_SIDES = st.one_of(st.floats(min_value=0.001, max_value=300), st.integers(min_value=1, max_value=300), _NUMBERS)
+
+
+def _mostly(good: st.SearchStrategy) -> st.SearchStrategy:
+    """``good`` nineteen times in twenty, else any JSON value."""
+    return st.integers(min_value=0, max_value=19).flatmap(lambda k: _ANY_JSON if k == 19 else good)
+
+
+@st.composite
+def coco_like(draw: st.DrawFn) -> dict[str, Any]:
+    category_ids = sorted(draw(st.sets(st.integers(min_value=1, max_value=3), min_size=1)))
+    image_ids = sorted(draw(st.sets(st.integers(min_value=1, max_value=3), min_size=1)))
+    categories = [
+        draw(_mostly(st.fixed_dictionaries({"id": _mostly(st.just(k)), "name": _mostly(st.just(f"c{k}"))})))
+        for k in category_ids
+    ]
+    images = [
+        draw(
+            _mostly(
+                st.fixed_dictionaries(
+                    {
+                        "id": _mostly(st.just(k)),
+                        "file_name": _mostly(st.sampled_from(["a.jpg", "b/c.png"])),
+                        "width": _mostly(st.integers(min_value=1, max_value=400)),
+                        "height": _mostly(st.integers(min_value=1, max_value=400)),
+                    }
+                )
+            )
+        )
+        for k in image_ids
+    ]
+    annotation = st.fixed_dictionaries(
+        {
+            "image_id": _mostly(st.sampled_from(image_ids)),
+            "category_id": _mostly(st.sampled_from(category_ids)),
+            "bbox": _mostly(st.tuples(_CORNERS, _CORNERS, _SIDES, _SIDES).map(list)),
+        },
+        optional={"phrase": _mostly(st.text(max_size=6)), "score": _NUMBERS, "iscrowd": _ANY_JSON},
+    )
+    annotations = [
+        draw(_mostly(st.builds(lambda entry, i=i: {"id": i, **entry}, annotation)))
+        for i in range(draw(st.integers(min_value=1, max_value=5)))
+    ]
+    data = {"categories": categories, "images": images, "annotations": annotations}
+    if draw(st.integers(min_value=0, max_value=19)) == 19:  # 0 is what Hypothesis draws most
+        data[draw(st.sampled_from(list(data)))] = draw(_ANY_JSON)
+    return data
+
+
+def _strict_json(text: str) -> Any:
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"wrote {constant}, which is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@settings(max_examples=400, derandomize=True, deadline=None)
+@given(data=coco_like())
+def test_any_coco_like_json_reads_into_finite_in_image_boxes_or_a_coco_error(data: dict[str, Any]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "in.json"
+        path.write_text(json.dumps(data), encoding="utf-8")  # json.dumps writes Infinity/NaN as the attacks did
+        try:
+            dataset = read_coco(path)
+        except CocoError as err:
+            assert "\n" not in str(err) and len(str(err)) < 600
+            return
+        for record in dataset.images:
+            assert 0 < record.width <= coco.MAX_IMAGE_SIDE and 0 < record.height <= coco.MAX_IMAGE_SIDE
+            for annotation in record.annotations:
+                x0, y0, x1, y1 = annotation.box.xyxy
+                assert all(math.isfinite(v) for v in (x0, y0, x1, y1, annotation.box.area))
+                assert 0 <= x0 < x1 <= record.width and 0 <= y0 < y1 <= record.height
+                assert annotation.score is None or math.isfinite(annotation.score)
+                (annotation.label + (annotation.phrase or "")).encode("utf-8")  # text the tokenizer takes
+        out = Path(tmp) / "out.json"
+        write_coco(dataset, out)  # what `split` does with it
+        written = _strict_json(out.read_text())
+        assert len(written["annotations"]) == sum(len(r.annotations) for r in dataset.images)
+        assert read_coco(out) == dataset

@@ -10,6 +10,8 @@ import pytest
 from PIL import Image
 
 from model.annotations import Annotation, Box, Category, Dataset, ImageRecord, Task
+from model.dataset_files import DatasetFilesError
+from model.errors import ImageLoadError
 from model.evaluation.metrics import (
     Detection,
     EvaluationError,
@@ -346,5 +348,28 @@ def test_runner_refuses_bad_input_before_running_the_model(circles: Dataset) -> 
     with pytest.raises(EvaluationError, match="only refer and detection"):
         evaluate_model(None, circles, tasks=[Task.caption])  # type: ignore[arg-type]
     wrong_size = circles.model_copy(update={"images": [circles.images[0].model_copy(update={"width": 300})]})
-    with pytest.raises(EvaluationError, match="200x100 upright"):
+    with pytest.raises(DatasetFilesError, match="200x100 upright"):
         collect_predictions(None, wrong_size)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("problem", ["missing", "size"])
+def test_every_image_is_checked_before_the_first_model_call(
+    box_proposer: Proposer, circles: Dataset, tmp_path: Path, problem: str
+) -> None:
+    # The check `finetune` shares (issue 13, item 21). It ran per chunk, so a bad last image failed after the
+    # model had answered every chunk before it.
+    last = circles.images[1]
+    bad = (
+        last.model_copy(update={"path": tmp_path / "gone.png"})
+        if problem == "missing"
+        else last.model_copy(update={"height": 10**30})
+    )
+    progress: list[tuple[int, int]] = []
+    with pytest.raises((ImageLoadError, DatasetFilesError), match=r"gone\.png|10000000000"):
+        collect_predictions(
+            box_proposer,
+            circles.model_copy(update={"images": [circles.images[0], bad]}),
+            images_per_chunk=1,
+            on_progress=lambda done, total: progress.append((done, total)),
+        )
+    assert progress == []

@@ -12,6 +12,8 @@ from PIL import Image, ImageDraw
 from safetensors.torch import load_file
 
 from model.annotations import Annotation, Box, Category, Dataset, ImageRecord, Task
+from model.dataset_files import DatasetFilesError
+from model.errors import ImageLoadError
 from model.prompts import IDENTIFY_TRAINING_TEMPLATES, REFER_TRAINING_TEMPLATES
 from model.proposer import Proposer
 from model.synthetic.shapes_model import SHIPPED_DIR
@@ -271,3 +273,30 @@ def test_dataset_without_samples_and_empty_config_fail_clearly(base_dir: Path, t
         finetune(empty, base_dir, tmp_path / "run", _config(), progress=False)
     with pytest.raises(ValueError, match="nothing to train"):
         FinetuneConfig(lora_r=0, train_projection=False)
+
+
+def test_every_image_is_checked_before_the_first_step(blobs: Dataset, base_dir: Path, tmp_path: Path) -> None:
+    # Issue 13, item 21: a declared 10^30 x 10^30 size trained (every box quantised to nothing), and a missing file
+    # ended the run midway. Both are now refused before the model loads, as `evaluate` refuses them.
+    steps: list[int] = []
+
+    def train(dataset: Dataset, out: str) -> None:
+        config = _config(max_steps=2)
+        record = lambda step, loss: steps.append(step)  # noqa: E731
+        Trainer(dataset, base_dir, tmp_path / out, config, device="cpu", progress=False, on_step=record).run()
+
+    huge = blobs.images[-1].model_copy(update={"width": 10**30, "height": 10**30})
+    with pytest.raises(
+        DatasetFilesError, match=r"image 11 \(.*11\.png\) is 120x90 upright, but the dataset says 10{30}x"
+    ):
+        train(blobs.model_copy(update={"images": [*blobs.images[:-1], huge]}), "huge")
+
+    gone = blobs.images[-1].model_copy(update={"path": tmp_path / "gone.png"})
+    with pytest.raises(ImageLoadError, match=r"gone\.png'?: file not found"):
+        train(blobs.model_copy(update={"images": [*blobs.images[:-1], gone]}), "gone")
+    assert steps == [] and not (tmp_path / "huge").exists() and not (tmp_path / "gone").exists()
+
+    # An image no sample reads (no boxes, no negatives) is not asked for.
+    unused = ImageRecord(path=tmp_path / "unused.png", width=10, height=10)
+    train(blobs.model_copy(update={"images": [*blobs.images, unused]}), "fine")
+    assert steps == [1, 2]

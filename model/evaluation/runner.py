@@ -9,13 +9,13 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
 from ..annotations import Box, Dataset, ImageRecord, Task
-from ..images import MODEL_FIT_PIXELS, LoadedImage, load_image
+from ..dataset_files import check_image_files, image_path
+from ..images import MODEL_FIT_PIXELS, load_image
 from .metrics import (
     EVALUATED_TASKS,
     Acceptance,
@@ -83,10 +83,6 @@ def detection_queries(dataset: Dataset, record: ImageRecord, categories: Categor
     return [c.name for c in dataset.categories if c.name in present]
 
 
-def _resolve(path: Path, images_dir: str | os.PathLike | None) -> Path:
-    return path if images_dir is None or path.is_absolute() else Path(images_dir) / path
-
-
 def collect_predictions(
     proposer: Proposer,
     dataset: Dataset,
@@ -101,7 +97,8 @@ def collect_predictions(
 ) -> Predictions:
     """Ask the model every refer/detection question the dataset supports. Images are decoded once each and
     processed ``images_per_chunk`` at a time, so memory stays bounded on large datasets. ``on_progress(done,
-    total)`` counts requests."""
+    total)`` counts requests. Every image asked about is checked against its file before the first model call
+    (:func:`model.dataset_files.check_image_files`)."""
     from ..proposer import ProposeRequest  # torch is only needed here
 
     wanted = evaluated_tasks(tasks)
@@ -119,6 +116,7 @@ def collect_predictions(
         plans.append((refer, detect))
         skipped += ambiguous
     total = sum(len(r) + len(d) for r, d in plans)
+    check_image_files(dataset, images_dir=images_dir, indices=[i for i, (r, d) in enumerate(plans) if r or d])
 
     predictions = Predictions(refer_skipped=skipped, n_requests=total)
     done = 0
@@ -130,7 +128,7 @@ def collect_predictions(
             refer, detect = plans[i]
             if not refer and not detect:
                 continue  # nothing to ask: do not even decode the image
-            image = _load(dataset.images[i], i, images_dir)
+            image = load_image(image_path(dataset.images[i], images_dir), fit_pixels=MODEL_FIT_PIXELS)  # checked above
             for j, query in refer:
                 requests.append(ProposeRequest(image=image, task=Task.refer, query=query))
                 asked.append((i, j))
@@ -176,17 +174,6 @@ def evaluated_tasks(tasks: Sequence[Task | str]) -> tuple[Task, ...]:
             f"only refer and detection can be evaluated against boxes, got {', '.join(other) or 'no task'}"
         )
     return wanted
-
-
-def _load(record: ImageRecord, index: int, images_dir: str | os.PathLike | None) -> LoadedImage:
-    image = load_image(_resolve(record.path, images_dir), fit_pixels=MODEL_FIT_PIXELS)
-    if (image.width, image.height) != (record.width, record.height):
-        # Boxes would be compared across two pixel grids; usually an EXIF rotation or a replaced file.
-        raise EvaluationError(
-            f"image {index} ({record.path}) is {image.width}x{image.height} upright, but the dataset says "
-            f"{record.width}x{record.height}; fix the dataset's width/height (boxes are in upright pixels)"
-        )
-    return image
 
 
 # --- the report ------------------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from enum import Enum
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..annotations import Task
+from ..results import Seed
 from .instructions import TRAINABLE_TASKS, IdentifyAnswer, TemplateChoice, trainable_tasks
 
 
@@ -44,7 +45,8 @@ RESUME_KEYS = (
 
 
 class FinetuneConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # allow_inf_nan=False: an infinite learning rate or epoch count is a typo, refused before the model loads.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     tasks: list[Task] = Field(default_factory=lambda: list(TRAINABLE_TASKS))
     templates: TemplateChoice = TemplateChoice.pool
@@ -71,7 +73,7 @@ class FinetuneConfig(BaseModel):
     batch_size: int = Field(4, ge=1)
     grad_accum: int = Field(1, ge=1)
     max_length: int = Field(1024, ge=8, description="tokens per sample, image placeholders included")
-    seed: int = 42
+    seed: Seed = 42  # the trainer seeds torch with seed * 1_000_003 + step, which this range keeps in bounds
 
     precision: Precision = Precision.auto
     save_every: int = Field(200, ge=1, description="optimizer steps between checkpoints")

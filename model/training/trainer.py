@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from ..annotations import Dataset
+from ..dataset_files import check_image_files
 from ..errors import CheckpointError, MiniGPTError
 from ..files import write_text_atomic
 from ..network import MiniGPTv2ForConditionalGeneration
@@ -231,6 +232,11 @@ class Trainer:
         self.progress = progress
         self.on_step = on_step
         self.schedule = _Schedule(dataset, self.config)
+        # Every image a step will read, and every annotated one (with a wrong size its boxes may quantise to nothing
+        # and give no sample), checked against its file now, as `evaluate` does: not at step 3,000.
+        used = {sample.image_path for sample in self.schedule.samples(0)}  # every epoch reads the same images
+        checked = [i for i, record in enumerate(dataset.images) if record.annotations or record.path in used]
+        check_image_files(dataset, indices=checked)
         frozen_llm_dtype = (
             torch.bfloat16
             if _uses_bf16(self.device, self.config.precision)
