@@ -270,8 +270,7 @@ class MiniGPTBackend:
         assert self.corrections is not None
         if event == "ANNOTATIONS_DELETED":
             ids = [item.get("id") for item in data.get("annotations") or [] if isinstance(item, dict)]
-            removed = sum(self.corrections.delete(i)["removed"] for i in ids if isinstance(i, int))
-            return {"annotations": ids, "removed": removed}
+            return self.corrections.delete([i for i in ids if isinstance(i, int)])  # one transaction for all
         annotation = data.get("annotation") or {}
         task = data.get("task") if isinstance(data.get("task"), dict) else {}
         annotation_id = annotation.get("id")
@@ -279,7 +278,7 @@ class MiniGPTBackend:
         if not isinstance(annotation_id, int):
             raise MiniGPTError(f"{event} webhook without an annotation id; is this a Label Studio webhook?")
         if event == "ANNOTATION_DELETED" or annotation.get("was_cancelled"):
-            return self.corrections.delete(annotation_id, task_id if isinstance(task_id, int) else None)
+            return self.corrections.delete([annotation_id], task_id if isinstance(task_id, int) else None)
         labels = ProjectLabels.parse(self._webhook_label_config(data))
         reference = (task.get("data") or {}).get(labels.value_key)
         if not isinstance(task_id, int) or not isinstance(reference, str):
