@@ -5,10 +5,12 @@ with SIGKILL; images from a local-files root or a real HTTP server on 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import io
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -17,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from patience import HANG_S
 from PIL import Image
 
@@ -27,6 +31,7 @@ from ml_backend.regions import value_to_box
 from ml_backend.server import create_app
 from ml_backend.settings import load_proposer
 from model.coco import load_with_pycocotools, read_coco
+from model.errors import MiniGPTError
 from model.synthetic.shapes_model import SHIPPED_DIR
 
 CHILD = Path(__file__).with_name("corrections_store_child.py")
@@ -218,6 +223,148 @@ def test_a_slow_image_download_holds_up_no_other_webhook(media: Path, tmp_path: 
     assert finished_while_downloading
     assert answers == {"quick": 201, "slow": 201}
     assert len(read_coco(store.export()).images) == 2
+
+
+# --- issue 13 item 18: webhook payloads of the wrong shape are 400s, unknown labels 422s ----------------------------
+MALFORMED = {
+    "result is an object": ({"0": _region("square")}, "annotation.result: Input should be a valid list"),
+    "an item is a string": (["square"], "each result item must be a JSON object"),
+    "rotation is a string": ([_region("square", rotation="45deg")], "rotation: Input should be a valid number"),
+    "labels are a string": ([{**_region("x"), "value": {**_region("x")["value"], "rectanglelabels": "circle"}}],
+                            "rectanglelabels: Input should be a valid list"),  # was stored as the label "c"
+    "x is Infinity": ([_region("square", x=float("inf"))], "x: Input should be a finite number"),
+}  # fmt: skip
+
+
+def _contents(folder: Path) -> dict[str, object]:
+    """The files other than the database's, and the database's rows."""
+    files = {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    with contextlib.closing(sqlite3.connect(f"file:{folder / 'corrections.sqlite'}?mode=ro", uri=True)) as db:
+        rows = list(db.iterdump())
+    return {**{k: v for k, v in files.items() if not k.startswith("corrections.sqlite")}, "rows": rows}
+
+
+@pytest.fixture(scope="module")
+def shared(media: Path, tmp_path_factory: pytest.TempPathFactory):
+    store = CorrectionStore(tmp_path_factory.mktemp("shared-store"))
+    client = _client(store, media)
+    assert client.post("/webhook", json=_event("ANNOTATION_CREATED", 1, 1, [_region("square")])).status_code == 201
+    store.export()
+    return store, client
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_a_malformed_webhook_is_a_400_naming_the_field_and_changes_nothing(shared, case: str) -> None:
+    store, client = shared
+    result, expected = MALFORMED[case]
+    before = _contents(store.root)
+    response = client.post("/webhook", json=_event("ANNOTATION_UPDATED", 1, 1, result))
+    assert response.status_code == 400, response.get_data(as_text=True)  # was a 500, or a wrong label stored
+    assert expected in response.get_json()["error"]
+    assert _contents(store.root) == before
+
+
+@pytest.mark.parametrize("task_id", [True, -5, 0, "7", 1.0])
+def test_a_task_id_that_is_not_a_label_studio_id_is_refused(shared, task_id: object) -> None:
+    store, client = shared
+    before = _contents(store.root)
+    response = client.post("/webhook", json=_event("ANNOTATION_CREATED", 2, task_id, [_region("circle")]))
+    assert response.status_code == 400, response.get_data(as_text=True)  # `true` was stored as task "True"
+    assert "task.id" in response.get_json()["error"]
+    assert _contents(store.root) == before  # no images/task--5.png, no images/task-True.png
+
+
+def test_a_label_outside_the_projects_config_is_refused_with_its_annotation(shared) -> None:
+    store, client = shared
+    before = _contents(store.root)
+    result = [_region("circle"), _region("dog")]
+    response = client.post("/webhook", json=_event("ANNOTATION_UPDATED", 1, 1, result))
+    assert response.status_code == 422
+    assert "label 'dog' is not one of the project's labels (circle, square, triangle)" in response.get_json()["error"]
+    assert _contents(store.root) == before  # "dog" did not become a COCO category
+    assert "dog" not in {c["name"] for c in load_with_pycocotools(store.export()).dataset["categories"]}
+
+
+def test_a_blank_label_that_reaches_the_store_is_refused_and_changes_nothing(shared, media: Path) -> None:
+    store, _ = shared  # the webhook refuses it first (not a configured label); the store checks on its own too
+    before = _contents(store.root)
+    for task_id in (1, 77):  # a stored task, and a new one whose image must not be copied
+        with pytest.raises(MiniGPTError, match="annotation 3: label ' ' cannot be stored"):
+            store.save(task_id, 3, [("circle", _region("circle")["value"]), (" ", _region(" ")["value"])],
+                       source="img-0.png", fetch_image=(media / "img-0.png").read_bytes)  # fmt: skip
+        assert _contents(store.root) == before
+
+
+_json_leaf = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=8), st.just("square")
+)
+_json = st.recursive(
+    _json_leaf,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+_values = st.fixed_dictionaries(
+    {}, optional={k: _json for k in ("x", "y", "width", "height", "rotation", "rectanglelabels")}
+)
+
+
+def _mostly(usual: st.SearchStrategy, odd: st.SearchStrategy) -> st.SearchStrategy:
+    return st.integers(0, 9).flatmap(lambda k: usual if k < 8 else odd)
+
+
+_labels = st.lists(
+    _mostly(st.sampled_from(["square", "circle"]), st.sampled_from(["dog", " ", ""])), min_size=1, max_size=2
+)
+_real_rectangles = st.builds(  # a real rectangle with one field changed, or none
+    lambda geometry, labels, key, odd: (lambda r: r["value"].update({key: odd}) or r)(
+        _region("square", **geometry, rectanglelabels=labels)
+    ),
+    st.fixed_dictionaries({k: st.floats(-50, 150) for k in ("x", "y", "width", "height", "rotation")}),
+    _labels,
+    _mostly(st.just("unused"), st.sampled_from(["x", "y", "width", "height", "rotation", "rectanglelabels"])),
+    _mostly(st.floats(-50, 150), _json),
+)
+_rectangles = _mostly(_real_rectangles, st.builds(lambda value: {**_region("square"), "value": value}, _values))
+_results = _mostly(st.lists(_rectangles, min_size=1, max_size=3), st.lists(st.one_of(_json, _rectangles)) | _json)
+
+
+@settings(max_examples=150, derandomize=True, database=None)
+@given(
+    task_id=_mostly(st.integers(1, 6), st.one_of(st.integers(-2, 0), _json)),  # mostly well-formed: mostly stored
+    annotation_id=_mostly(st.integers(1, 6), st.one_of(st.integers(-2, 0), _json)),
+    result=_results,
+    action=st.sampled_from(["ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATION_DELETED", "ANNOTATIONS_DELETED"]),
+)  # fmt: skip
+def test_no_webhook_is_a_server_error_and_the_store_stays_valid(shared, task_id, annotation_id, result, action) -> None:
+    store, client = shared
+    body = _event(action, annotation_id, task_id, result)
+    if action == "ANNOTATIONS_DELETED":
+        body["annotations"] = result
+    response = client.post("/webhook", json=body)
+    assert response.status_code in (201, 400, 422), response.get_data(as_text=True)
+    assert response.get_json()["error" if response.status_code >= 400 else "status"]
+    coco = load_with_pycocotools(store.export())  # still a COCO file finetune reads, with only configured labels
+    assert {c["name"] for c in coco.dataset["categories"]} <= {"square", "circle", "triangle"}
+    names = {image["file_name"] for image in coco.dataset["images"]}
+    assert all(name.split("task-")[1].split(".")[0].isdigit() for name in names)
+    assert names == {f"images/{p.name}" for p in (store.root / "images").iterdir()}
+
+
+@settings(max_examples=300, derandomize=True, database=None)
+@given(
+    value=st.one_of(
+        _values,
+        _json,
+        _real_rectangles.map(lambda region: region["value"]),
+        st.fixed_dictionaries({k: st.floats() for k in ("x", "y", "width", "height", "rotation")}),  # inf, nan
+    ),
+    width=st.integers(1, 5000),
+    height=st.integers(1, 5000),
+)
+def test_value_to_box_never_raises_and_stays_inside_the_image(value, width: int, height: int) -> None:
+    box = value_to_box(value, width, height) if isinstance(value, dict) else None
+    if box is not None:
+        assert 0 <= box.x0 < box.x1 <= width and 0 <= box.y0 < box.y1 <= height
 
 
 # --- crash safety: kill -9 anywhere keeps every acknowledged webhook ----------------------------------------------

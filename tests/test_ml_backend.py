@@ -310,9 +310,9 @@ def test_a_bad_annotation_is_refused_alone_and_changes_nothing_on_disk(shapes: P
         assert _folder_contents(store_dir) == before  # the database, annotations.json and images/ untouched
 
     # Later webhooks still land: the store was not poisoned (before the fix every later one was a 400).
-    later = _annotation_event("ANNOTATION_CREATED", 603, second, [_region("square", 50, 50, 10, 10)])
+    later = _annotation_event("ANNOTATION_CREATED", 603, second, [_region("Square", 50, 50, 10, 10)])
     assert client.post("/webhook", json=later).status_code == 201
-    assert sorted(a.label for r in read_coco(_exported(client)).images for a in r.annotations) == ["circle", "square"]
+    assert sorted(a.label for r in read_coco(_exported(client)).images for a in r.annotations) == ["Square", "circle"]
 
 
 def test_serve_without_a_model_says_how_to_give_one(tmp_path: Path) -> None:
