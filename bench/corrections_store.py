@@ -4,7 +4,7 @@ Through the real Flask app (`/webhook`, the tiny shapes model loaded on the CPU,
 store that already holds `--tasks` annotated tasks receives, one after another and timed one by one:
 - `updated`: ANNOTATION_UPDATED of a stored task's annotation (3 boxes);
 - `created`: ANNOTATION_CREATED on a new task (its image is fetched and copied);
-- `deleted`: ANNOTATION_DELETED of one stored annotation;
+- `deleted`: ANNOTATIONS_DELETED of one stored annotation;
 - `deleted_unknown`: one ANNOTATIONS_DELETED listing `--unknown` ids the store never saw (Label Studio sends this
   when annotations made before the backend was connected are deleted).
 
@@ -14,8 +14,11 @@ when it opens), so the same script measures the store before and after the chang
     python bench/corrections_store.py --tasks 10000                         # this checkout
     PYTHONPATH=/path/to/old/checkout python bench/corrections_store.py     # an older store, same seed data
 
-`export_s` is the time to write `annotations.json` from the store (the SQLite store does it off the request path,
-coalesced; see ml_backend/corrections.py); `open_s` includes importing the seed `state.json`.
+`export_s` is the time to write `annotations.json` from the whole store (the SQLite store does it beside the request
+path, coalesced, in a child process; see ml_backend/corrections.py), and `updated_during_export` the updates answered
+while such a background export runs.
+`open_s` includes importing the seed `state.json` and the first export; `reopen_s` is a restart's. The older store
+writes everything inside each event, so it has none of these.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -150,26 +154,43 @@ def main() -> None:
         deleted = [timed(client, deleted_event([10**6 + n - k])) for k in range(args.events)]
         deleted_unknown = timed(client, deleted_event([3 * 10**6 + k for k in range(args.unknown)]))
 
-        started = time.perf_counter()
-        if hasattr(store, "export"):
-            store.export()  # the export the store otherwise runs off the request path
-        export_s = time.perf_counter() - started
+        during_export: list[float] = []
+        export_s = 0.0
+        if hasattr(store, "export"):  # the SQLite store: the export runs beside the webhooks, not inside them
+            started = time.perf_counter()
+            store.export()
+            export_s = time.perf_counter() - started  # alone, in this process
+            timed(client, annotation_event("ANNOTATION_UPDATED", 10**6 + 1, 1))
+            exporting = threading.Thread(target=store._export_in_background)  # the child process it starts itself
+            exporting.start()
+            t = 1
+            while exporting.is_alive():  # webhooks answered while an export of the whole store runs
+                during_export.append(timed(client, annotation_event("ANNOTATION_UPDATED", 10**6 + t, t)))
+                t += 1
+            exporting.join()
+            store.export()  # and what the last of those changed
         coco = json.loads((store_dir / "annotations.json").read_text())
         expected_images = n + args.events - args.events  # created some, deleted as many
         if len(coco["images"]) != expected_images:
             sys.exit(f"bench: annotations.json has {len(coco['images'])} images, expected {expected_images}")
+        reopen_s = None
         if hasattr(store, "close"):
             store.close()
+            started = time.perf_counter()
+            CorrectionStore(store_dir).close()  # a restart: nothing to import, annotations.json is current
+            reopen_s = round(time.perf_counter() - started, 3)
         print(
             json.dumps(
                 {
                     "store": str(Path(sys.modules["ml_backend"].__file__).parent),
                     "tasks": n,
                     "open_s": round(open_s, 3),
+                    "reopen_s": reopen_s,
                     "updated": stats(updated),
                     "created": stats(created),
                     "deleted": stats(deleted),
                     "deleted_unknown": {"ids": args.unknown, "seconds": round(deleted_unknown, 4)},
+                    "updated_during_export": stats(during_export) if during_export else None,
                     "export_s": round(export_s, 4),
                     "annotations_json_bytes": (store_dir / "annotations.json").stat().st_size,
                 },

@@ -6,10 +6,10 @@ Layout of the folder:
   transaction over its own rows, so what it costs does not grow with the store (rewriting whole files took 2.2 s
   per event at 10k tasks; see bench/corrections_store.py).
 - `annotations.json`: COCO (`file_name` relative to the folder, boxes in pixels of the upright image), exported from
-  one snapshot of the database and replaced atomically: in the background shortly after a change (a burst of
-  webhooks costs one export), when the store opens (so a crash never leaves it behind) and closes, and on
-  `export()`. When several annotations exist for one task it holds the most recently submitted one (duplicated
-  objects would teach the model to repeat boxes).
+  one snapshot of the database and replaced atomically: by a child process shortly after a change (a burst of
+  webhooks costs one export, and its seconds of work on a large store never hold this process's GIL), when the
+  store opens (so a crash never leaves it behind) and closes, and on `export()`. When several annotations exist
+  for one task it holds the most recently submitted one (duplicated objects would teach the model to repeat boxes).
 - `images/task-<id>.<ext>`: a copy of each annotated task's image, downloaded once, outside every lock. The copy of
   a task that is no longer annotated is deleted only after an export without it, so `annotations.json` never names
   a missing file.
@@ -29,6 +29,8 @@ import io
 import logging
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 import weakref
@@ -57,7 +59,7 @@ log = logging.getLogger(__name__)
 
 COCO_NAME = "annotations.json"
 DB_NAME = "corrections.sqlite"
-EXPORT_DELAY_S = 0.5  # after a change; at least twice the last export's duration, so exports take < 1/3 of the time
+EXPORT_DELAY_S = 0.5  # after a change; at least the last export's duration, so exporting takes at most half a core
 
 
 @dataclass(frozen=True)
@@ -155,27 +157,16 @@ class CorrectionStore:
 
     # --- annotations.json ----------------------------------------------------------------------------------------
     def export(self) -> Path:
-        """Bring `annotations.json` up to date with the database now, and delete image copies no longer named.
+        """Bring `annotations.json` up to date with the database now, in this process; returns its path.
 
-        The background export calls this shortly after changes; call it to read the file at once (tests, tools).
+        The background export does the same in a child process shortly after changes; call this to read the file at
+        once (tests, tools).
         """
-        with self._export_lock, _file_lock(self.root / ".export.lock"):
-            db = self._export_db
-            with _reading(db):  # one snapshot: the file is exactly the database at one generation
-                generation, exported = schema.generations(db)
-                stale = generation > exported or not self.coco_path.exists()
-                dataset = schema.dataset(db, self.root) if stale else None
-            if dataset is not None:
-                started = time.perf_counter()
-                write_coco(dataset, self.coco_path)
-                self._last_export_s = time.perf_counter() - started
-                with _writing(db):
-                    schema.set_exported(db, generation)
-            with _writing(db):
-                for path in schema.take_unused_images(db, generation):
-                    with contextlib.suppress(FileNotFoundError):
-                        (self.root / path).unlink()
-        return self.coco_path
+        with self._export_lock:
+            try:
+                return export_store(self.root)
+            except sqlite3.Error as err:
+                raise _unreadable(self.db_path, err) from err
 
     def close(self) -> None:
         """Export what is pending and release the database. The store is not usable afterwards."""
@@ -188,7 +179,6 @@ class CorrectionStore:
         finally:
             _open_stores.discard(self)
             self._db.close()
-            self._export_db.close()
 
     @property
     def export_pending(self) -> bool:
@@ -200,24 +190,34 @@ class CorrectionStore:
         with self._timer_lock:
             if self._timer is not None or self._closed:
                 return
-            delay = max(self.export_delay_s, 2 * self._last_export_s)
+            delay = max(self.export_delay_s, self._last_export_s)
             self._timer = threading.Timer(delay, self._export_in_background)
             self._timer.daemon = True
             self._timer.start()
 
     def _export_in_background(self) -> None:
+        """Export in a child process: an export is seconds of Python work on a large store, and in a thread it kept
+        the GIL from this process's webhooks (up to 1 s each, measured); a child shares only the files."""
         with self._timer_lock:
             self._timer = None  # a change committed from now on schedules the next export
-        try:
-            self.export()
-        except (MiniGPTError, OSError, sqlite3.Error) as err:  # the database keeps the truth: nothing is lost
-            log.error("exporting %s failed: %s; the next change or restart retries", self.coco_path, err)
+        with self._export_lock:  # one at a time from this process
+            started = time.perf_counter()
+            try:
+                done = subprocess.run(
+                    [sys.executable, "-m", __name__, str(self.root)], env=_child_environment(), capture_output=True,
+                    text=True, check=False,
+                )  # fmt: skip
+            except OSError as err:
+                done = subprocess.CompletedProcess([], 1, "", str(err))
+            self._last_export_s = time.perf_counter() - started
+        if done.returncode != 0:  # the database keeps the truth: nothing is lost, and the next change or start retries
+            cause = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+            log.error("exporting %s failed: %s; the next change or restart retries", self.coco_path, cause)
 
     def _connect(self) -> None:
         self._pid = os.getpid()
         try:
             self._db = schema.connect(self.db_path)
-            self._export_db = schema.connect(self.db_path)
         except sqlite3.Error as err:
             raise _unreadable(self.db_path, err) from err
 
@@ -245,6 +245,34 @@ class CorrectionStore:
         with Image.open(io.BytesIO(payload)) as raw:
             extension = (raw.format or "png").lower().replace("jpeg", "jpg")
         return _NewImage(f"images/task-{task_id}.{extension}", payload, image.width, image.height)
+
+
+def export_store(root: str | Path) -> Path:
+    """Write `annotations.json` from one snapshot of the store's database if it is behind, then delete the image
+    copies it no longer names. Processes take turns through a file lock; the database records which generation
+    the file holds, so an export cut short by a crash is simply redone."""
+    root = Path(root)
+    coco_path = root / COCO_NAME
+    with _file_lock(root / ".export.lock"), contextlib.closing(schema.connect(root / DB_NAME)) as db:
+        with _reading(db):  # one snapshot: the file is exactly the database at one generation
+            generation, exported = schema.generations(db)
+            stale = generation > exported or not coco_path.exists()
+            dataset = schema.dataset(db, root) if stale else None
+        if dataset is not None:
+            write_coco(dataset, coco_path)
+            with _writing(db):
+                schema.set_exported(db, generation)
+        with _writing(db):
+            for path in schema.take_unused_images(db, generation):
+                with contextlib.suppress(FileNotFoundError):
+                    (root / path).unlink()
+    return coco_path
+
+
+def _child_environment() -> dict[str, str]:
+    """This environment, with the folder this package was imported from first on the child's path."""
+    here = str(Path(__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)}
 
 
 def _boxes(annotation_id: int, regions: list[tuple[str, dict]], width: int, height: int) -> list[tuple[str, Box]]:
@@ -324,3 +352,17 @@ def _export_pending() -> None:
         if store.export_pending:
             with contextlib.suppress(Exception):
                 store.close()
+
+
+def main(argv: list[str]) -> int:
+    """`python -m ml_backend.corrections DIR`: the background export of the store in DIR (one line on failure)."""
+    try:
+        export_store(argv[0])
+    except (MiniGPTError, OSError, sqlite3.Error) as err:
+        print(f"cannot export the corrections in {argv[0]}: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

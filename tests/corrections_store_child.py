@@ -5,10 +5,12 @@ a `CorrectionStore` (saves of new and stored tasks, updates, deletes of known an
 line (flushed) before each (``begin``, with the operation) and one after it returned (``done``): a ``done`` line is
 a webhook Label Studio got its 201 for. Then, by MODE:
 
-* ``timer``: a thread sends SIGKILL after a random delay, wherever the burst is (a write, an export, a fetch);
+* ``timer``: a thread sends SIGKILL after a random delay, wherever the burst is (inside a transaction, an image
+  copy, between them), while background exports run beside it in processes of their own;
 * ``in_transaction``: operation number OPS is a save of a new task, killed inside its transaction, after its image
   copy and rows are written and before COMMIT;
-* ``in_export``: killed when the background export starts writing annotations.json, after OPS operations;
+* ``in_export``: after OPS operations and one more save, an export (the one the background child process runs) is
+  killed as it starts writing annotations.json;
 * ``burst``: OPS operations, then a normal exit (several workers share one store; ids are offset by WORKER).
 """
 
@@ -21,7 +23,6 @@ import random
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -86,20 +87,17 @@ def main() -> None:
     store_path, mode, ops, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     worker = int(sys.argv[5]) if len(sys.argv) > 5 else 0
     rng = random.Random(seed)
-    store = CorrectionStore(store_path, export_delay_s=0.02)  # exports often, so kills land inside them too
+    store = CorrectionStore(store_path, export_delay_s=0.02)  # background exports run often, beside the burst
     known: dict[int, int] = {}  # annotation → task, as far as this process knows
 
     if mode == "timer":
         threading.Timer(rng.uniform(0.1, 0.8), kill).start()
     if mode == "in_export":
-        real_write = corrections.write_coco
+        store.export_delay_s = 3600.0  # no export but the one killed below
 
         def write_then_die(*args, **kwargs):  # type: ignore[no-untyped-def]
-            if exporting.is_set():
-                kill()
-            return real_write(*args, **kwargs)
+            kill()
 
-        exporting = threading.Event()
         corrections.write_coco = write_then_die  # type: ignore[assignment]
 
     for index in range(100_000 if mode == "timer" else ops + 1):
@@ -117,8 +115,6 @@ def main() -> None:
                     kill()  # rows and image copy written inside the open transaction, never committed
 
                 corrections_db.put_annotation = put_then_die  # type: ignore[assignment]
-            else:
-                exporting.set()  # the export this save schedules dies as it starts writing
         emit("begin", index, op)
         apply(store, op)
         emit("done", index, op)
@@ -128,7 +124,7 @@ def main() -> None:
             for annotation in op["ids"]:
                 known.pop(annotation, None)
     if mode == "in_export":
-        time.sleep(60)  # killed by the export meanwhile
+        store.export()  # killed inside
     if mode == "burst":
         store.close()
         sys.exit(0)

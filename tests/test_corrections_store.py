@@ -238,10 +238,14 @@ MALFORMED = {
 
 def _contents(folder: Path) -> dict[str, object]:
     """The files other than the database's, and the database's rows."""
-    files = {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    # Never open the database's own files: closing them would drop SQLite's POSIX locks in this whole process.
+    files = {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.name.startswith("corrections.sqlite")
+    }
     with contextlib.closing(sqlite3.connect(f"file:{folder / 'corrections.sqlite'}?mode=ro", uri=True)) as db:
-        rows = list(db.iterdump())
-    return {**{k: v for k, v in files.items() if not k.startswith("corrections.sqlite")}, "rows": rows}
+        return {**files, "rows": list(db.iterdump())}
 
 
 @pytest.fixture(scope="module")

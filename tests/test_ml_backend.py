@@ -286,10 +286,14 @@ def test_webhooks_keep_a_coco_dataset_that_finetune_reads(shapes: Path, ground_t
 
 def _folder_contents(folder: Path) -> dict[str, object]:
     """Every file's bytes, and the database's rows (its files' bytes also change when it is only read)."""
-    files = {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    # Never open the database's own files: closing them would drop SQLite's POSIX locks in this whole process.
+    files = {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.name.startswith("corrections.sqlite")
+    }
     with contextlib.closing(sqlite3.connect(f"file:{folder / 'corrections.sqlite'}?mode=ro", uri=True)) as db:
-        rows = list(db.iterdump())
-    return {**{k: v for k, v in files.items() if not k.startswith("corrections.sqlite")}, "rows": rows}
+        return {**files, "rows": list(db.iterdump())}
 
 
 def test_a_bad_annotation_is_refused_alone_and_changes_nothing_on_disk(shapes: Path, ground_truth, tmp_path) -> None:
