@@ -204,8 +204,8 @@ class CorrectionStore:
             started = time.perf_counter()
             try:
                 done = subprocess.run(
-                    [sys.executable, "-m", __name__, str(self.root)], env=_child_environment(), capture_output=True,
-                    text=True, check=False,
+                    [sys.executable, "-c", _CHILD, _PACKAGE_PARENT, str(self.root)], capture_output=True, text=True,
+                    check=False,
                 )  # fmt: skip
             except OSError as err:
                 done = subprocess.CompletedProcess([], 1, "", str(err))
@@ -269,10 +269,12 @@ def export_store(root: str | Path) -> Path:
     return coco_path
 
 
-def _child_environment() -> dict[str, str]:
-    """This environment, with the folder this package was imported from first on the child's path."""
-    here = str(Path(__file__).resolve().parents[1])
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)}
+# The background export's program: this module's `main`, found where this process found it (appended to the path,
+# so a source checkout works and an installed package shadows nothing).
+_PACKAGE_PARENT = str(Path(__file__).resolve().parents[1])
+_CHILD = (
+    "import sys; sys.path.append(sys.argv[1]); from ml_backend.corrections import main; sys.exit(main(sys.argv[2:]))"
+)
 
 
 def _boxes(annotation_id: int, regions: list[tuple[str, dict]], width: int, height: int) -> list[tuple[str, Box]]:
@@ -355,7 +357,8 @@ def _export_pending() -> None:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m ml_backend.corrections DIR`: the background export of the store in DIR (one line on failure)."""
+    """`python -m ml_backend.corrections DIR`: export the store in DIR, as the background export does (one line on
+    failure)."""
     try:
         export_store(argv[0])
     except (MiniGPTError, OSError, sqlite3.Error) as err:
