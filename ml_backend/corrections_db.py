@@ -191,6 +191,7 @@ def import_legacy_state(db: sqlite3.Connection, root: Path) -> Path | None:
             "or move it aside to start without it"
         ) from err
     db.executemany("INSERT OR IGNORE INTO categories (name) VALUES (?)", [(str(n),) for n in categories])
+    imported = 0
     for key, task in tasks.items():
         db.execute("SAVEPOINT legacy_task")  # a task is imported whole or not at all
         try:
@@ -205,12 +206,13 @@ def import_legacy_state(db: sqlite3.Connection, root: Path) -> Path | None:
                         log.warning("%s: task %s: skipping box %r (%s)", path, key, box, err)
                 put_annotation(db, _legacy_id(annotation_key), task_id, boxes, next_generation(db))
             _drop_task_if_unannotated(db, task_id, _meta(db, "generation"))
+            imported += 1
         except (ValueError, TypeError, KeyError, sqlite3.IntegrityError) as err:
             db.execute("ROLLBACK TO legacy_task")
             log.warning("%s: skipping task %r (%s); it stays in state.v1.json", path, key, err)
         db.execute("RELEASE legacy_task")
     db.execute("UPDATE meta SET value = 1 WHERE key = 'imported_state'")
-    log.info("imported %d task(s) from %s (kept as state.v1.json)", len(tasks), path)
+    log.info("imported %d of %d task(s) from %s (kept as state.v1.json)", imported, len(tasks), path)
     return path
 
 

@@ -141,16 +141,23 @@ def test_a_delete_listing_300_unknown_ids_writes_nothing(media: Path, tmp_path: 
     assert _bytes_written_by_this_thread() - before < 4096  # was a full rewrite per id: 76 s in the attack
 
 
-def test_annotations_json_catches_up_by_itself_and_is_complete_on_open(media: Path, tmp_path: Path) -> None:
+def test_annotations_json_catches_up_by_itself(media: Path, tmp_path: Path) -> None:
     store = CorrectionStore(tmp_path)
     client = _client(store, media)
     assert client.post("/webhook", json=_event("ANNOTATION_CREATED", 7, 3, [_region("circle")])).status_code == 201
     _wait_for(lambda: len(load_with_pycocotools(store.coco_path).dataset["annotations"]) == 1)  # no export() asked
 
-    _seed_version_1_state(tmp_path / "old", 5)  # an earlier version's store is imported whole, its file kept aside
-    coco = load_with_pycocotools(CorrectionStore(tmp_path / "old").coco_path)
-    assert (len(coco.dataset["images"]), len(coco.dataset["annotations"])) == (5, 15)
-    assert not (tmp_path / "old" / "state.json").exists() and (tmp_path / "old" / "state.v1.json").exists()
+
+def test_an_earlier_versions_state_is_imported_once_and_kept_aside(tmp_path: Path) -> None:
+    _seed_version_1_state(tmp_path, 5)
+    state = json.loads((tmp_path / "state.json").read_text())
+    state["tasks"]["True"] = state["tasks"]["1"]  # what the old store wrote for task id `true`: skipped
+    state["tasks"]["2"]["annotations"]["10002"].append({"label": " ", "bbox": [1, 1, 2, 2]})  # item 2's poison
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    coco = load_with_pycocotools(CorrectionStore(tmp_path).coco_path)
+    assert (len(coco.dataset["images"]), len(coco.dataset["annotations"])) == (5, 15)  # all but the invalid
+    assert not (tmp_path / "state.json").exists() and (tmp_path / "state.v1.json").exists()
+    assert len(load_with_pycocotools(CorrectionStore(tmp_path).coco_path).dataset["images"]) == 5  # imported once
 
 
 def _wait_for(condition, timeout: float = HANG_S) -> None:
