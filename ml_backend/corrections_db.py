@@ -196,7 +196,8 @@ def import_legacy_state(db: sqlite3.Connection, root: Path) -> Path | None:
         db.execute("SAVEPOINT legacy_task")  # a task is imported whole or not at all
         try:
             task_id = _legacy_id(key)
-            add_task(db, task_id, str(task["image"]), int(task["width"]), int(task["height"]), str(task["source"]))
+            add_task(db, task_id, _legacy_image(task["image"]), int(task["width"]), int(task["height"]),
+                     str(task["source"]))  # fmt: skip
             for annotation_key, stored in dict(task["annotations"]).items():  # in submission order
                 boxes = []
                 for box in stored:
@@ -220,6 +221,14 @@ def _legacy_id(key: object) -> int:
     if not (isinstance(key, str) and key.isascii() and key.isdigit() and int(key) > 0):
         raise ValueError(f"{key!r} is not a Label Studio id")
     return int(key)
+
+
+def _legacy_image(image: object) -> str:
+    """A copy's name inside images/ (an edited file could name any path, which an export would later delete)."""
+    name = Path(str(image)).name
+    if str(image) != f"images/{name}" or name in ("", ".", ".."):
+        raise ValueError(f"{image!r} is not an image copy in images/")
+    return str(image)
 
 
 def _legacy_box(stored: dict) -> tuple[str, Box]:

@@ -153,6 +153,7 @@ def test_an_earlier_versions_state_is_imported_once_and_kept_aside(tmp_path: Pat
     state = json.loads((tmp_path / "state.json").read_text())
     state["tasks"]["True"] = state["tasks"]["1"]  # what the old store wrote for task id `true`: skipped
     state["tasks"]["2"]["annotations"]["10002"].append({"label": " ", "bbox": [1, 1, 2, 2]})  # item 2's poison
+    state["tasks"]["6"] = {**state["tasks"]["3"], "image": "images/../../outside.png"}  # never deleted by an export
     (tmp_path / "state.json").write_text(json.dumps(state))
     coco = load_with_pycocotools(CorrectionStore(tmp_path).coco_path)
     assert (len(coco.dataset["images"]), len(coco.dataset["annotations"])) == (5, 15)  # all but the invalid
