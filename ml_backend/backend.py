@@ -20,6 +20,7 @@ from model.errors import MiniGPTError
 from model.images import MODEL_FIT_PIXELS, LoadedImage, load_image
 from model.proposer import GenerationOptions, Prompt, ProposalResult, Proposer, ProposeRequest
 
+from .annotation_events import AnnotationEvent, AnnotationsDeleted
 from .corrections import CorrectionStore
 from .label_config import ProjectLabels
 from .media import MediaFetcher, redact_url
@@ -267,41 +268,24 @@ class MiniGPTBackend:
         return {"stored": True, **summary}
 
     def _store_correction(self, event: str, data: dict) -> dict:
+        """One annotation event into the store; a malformed payload raises pydantic's ValidationError (a 400)."""
         assert self.corrections is not None
         if event == "ANNOTATIONS_DELETED":
-            ids = [item.get("id") for item in data.get("annotations") or [] if isinstance(item, dict)]
-            removed = sum(self.corrections.delete(i)["removed"] for i in ids if isinstance(i, int))
-            return {"annotations": ids, "removed": removed}
-        annotation = data.get("annotation") or {}
-        task = data.get("task") if isinstance(data.get("task"), dict) else {}
-        annotation_id = annotation.get("id")
-        task_id = task.get("id") or annotation.get("task")
-        if not isinstance(annotation_id, int):
-            raise MiniGPTError(f"{event} webhook without an annotation id; is this a Label Studio webhook?")
-        if event == "ANNOTATION_DELETED" or annotation.get("was_cancelled"):
-            return self.corrections.delete(annotation_id, task_id if isinstance(task_id, int) else None)
-        labels = ProjectLabels.parse(self._webhook_label_config(data))
-        reference = (task.get("data") or {}).get(labels.value_key)
-        if not isinstance(task_id, int) or not isinstance(reference, str):
+            return self.corrections.delete(AnnotationsDeleted.model_validate(data).ids)  # one transaction for all
+        received = AnnotationEvent.model_validate(data)
+        annotation_id, task_id = received.annotation.id, received.task_id
+        if event == "ANNOTATION_DELETED" or received.annotation.was_cancelled:
+            return self.corrections.delete([annotation_id], task_id)
+        labels = ProjectLabels.parse(self.label_config_for(received.project_id, received.label_config))
+        reference = received.image_reference(labels.value_key)
+        if task_id is None or reference is None:
             raise MiniGPTError(
                 f"{event} webhook for annotation {annotation_id} carries no task image (data.{labels.value_key})"
             )
-        regions = [
-            (item["value"]["rectanglelabels"][0], item["value"])
-            for item in annotation.get("result") or []
-            if item.get("type") == "rectanglelabels"
-            and item.get("from_name") == labels.from_name
-            and (item.get("value") or {}).get("rectanglelabels")
-        ]
         return self.corrections.save(
-            task_id, annotation_id, regions, source=reference,
+            task_id, annotation_id, received.regions(labels), source=reference,
             fetch_image=lambda: self.fetcher.fetch(reference, task_id=task_id),
         )  # fmt: skip
-
-    def _webhook_label_config(self, data: dict) -> str:
-        project = data.get("project") if isinstance(data.get("project"), dict) else {}
-        project_id = project.get("id") or (data.get("task") or {}).get("project")
-        return self.label_config_for(project_id, project.get("label_config"))
 
     # --- steps ---------------------------------------------------------------------------------------------------
     def _image(self, task: dict, labels: ProjectLabels) -> LoadedImage | None:

@@ -31,22 +31,25 @@ def box_to_value(box: Box, width: int, height: int) -> dict[str, float]:
 
 
 def value_to_box(value: dict, width: int, height: int) -> Box | None:
-    """Label Studio's percent geometry → pixels; None for a rotated or degenerate rectangle.
+    """Label Studio's percent geometry → pixels, clamped to the image; None for a malformed or degenerate rectangle.
 
-    A rotated rectangle becomes its axis-aligned hull, because COCO and the model only know upright boxes.
+    A rotated rectangle becomes its axis-aligned hull, because COCO and the model only know upright boxes. Never
+    raises: a missing or non-numeric field, or geometry so large that it overflows, gives None.
     """
     try:
         x, y, w, h = (float(value[k]) for k in ("x", "y", "width", "height"))
-    except (KeyError, TypeError, ValueError):
+        rotation = float(value.get("rotation") or 0.0)
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
         return None
-    rotation = float(value.get("rotation") or 0.0)
     px, py, pw, ph = x * width / 100.0, y * height / 100.0, w * width / 100.0, h * height / 100.0
+    if not all(math.isfinite(v) for v in (px, py, pw, ph, px + pw, py + ph, rotation)):
+        return None  # `Infinity` in the JSON, or 1e308 percent: no box
     corners = [(px, py), (px + pw, py), (px + pw, py + ph), (px, py + ph)]
     if rotation % 360:
         corners = _rotated(corners, (px, py), rotation)
     xs = [min(max(cx, 0.0), float(width)) for cx, _ in corners]
     ys = [min(max(cy, 0.0), float(height)) for _, cy in corners]
-    if max(xs) - min(xs) <= 0 or max(ys) - min(ys) <= 0:
+    if not all(math.isfinite(v) for v in (*xs, *ys)) or max(xs) - min(xs) <= 0 or max(ys) - min(ys) <= 0:
         return None
     return Box(x0=min(xs), y0=min(ys), x1=max(xs), y1=max(ys))
 

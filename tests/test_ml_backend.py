@@ -6,7 +6,9 @@ Images come from a local-files root, as Label Studio's local storage serves them
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -240,6 +242,11 @@ def _region(label: str, x: float, y: float, w: float, h: float) -> dict:
     }
 
 
+def _exported(client) -> Path:
+    """annotations.json brought up to date now (the store also exports it by itself shortly after each change)."""
+    return client.application.config["backend"].corrections.export()
+
+
 def test_webhooks_keep_a_coco_dataset_that_finetune_reads(shapes: Path, ground_truth: dict, tmp_path: Path) -> None:
     store_dir = tmp_path / "corrections"
     client = create_app(_backend(shapes, corrections=store_dir)).test_client()
@@ -251,7 +258,7 @@ def test_webhooks_keep_a_coco_dataset_that_finetune_reads(shapes: Path, ground_t
         "/webhook", json=_annotation_event("ANNOTATION_CREATED", 501, task, [_region("circle", 10, 20, 30, 40)])
     )
     assert created.status_code == 201
-    coco_path = store_dir / "annotations.json"
+    coco_path = _exported(client)
     coco = load_with_pycocotools(coco_path)  # pycocotools reads it
     (image,) = coco.dataset["images"]
     assert (image["width"], image["height"]) == (record.width, record.height)  # upright size of the EXIF image
@@ -266,19 +273,27 @@ def test_webhooks_keep_a_coco_dataset_that_finetune_reads(shapes: Path, ground_t
         "ANNOTATION_UPDATED", 501, task, [_region("Square", 50, 50, 10, 10), _region("circle", 1, 1, 5, 5)]
     )
     assert client.post("/webhook", json=updated).status_code == 201
-    dataset = read_coco(coco_path)  # what `finetune` reads
+    dataset = read_coco(_exported(client))  # what `finetune` reads
     assert sorted(a.label for a in dataset.images[0].annotations) == ["Square", "circle"]
     assert [c.name for c in dataset.categories] == ["circle", "Square"]  # ids stay stable as labels arrive
 
     # what Label Studio 1.23.2 sends when an annotation is deleted (measured): a list of ids, no task
     deleted = {"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 501}], "project": {"id": 1}}
     assert client.post("/webhook", json=deleted).status_code == 201
-    assert json.loads(coco_path.read_text())["images"] == []
+    assert json.loads(_exported(client).read_text())["images"] == []
     assert not list((store_dir / "images").iterdir())
 
 
-def _folder_bytes(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+def _folder_contents(folder: Path) -> dict[str, object]:
+    """Every file's bytes, and the database's rows (its files' bytes also change when it is only read)."""
+    # Never open the database's own files: closing them would drop SQLite's POSIX locks in this whole process.
+    files = {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.name.startswith("corrections.sqlite")
+    }
+    with contextlib.closing(sqlite3.connect(f"file:{folder / 'corrections.sqlite'}?mode=ro", uri=True)) as db:
+        return {**files, "rows": list(db.iterdump())}
 
 
 def test_a_bad_annotation_is_refused_alone_and_changes_nothing_on_disk(shapes: Path, ground_truth, tmp_path) -> None:
@@ -287,7 +302,8 @@ def test_a_bad_annotation_is_refused_alone_and_changes_nothing_on_disk(shapes: P
     first, second = (_task(61 + i, n) for i, n in enumerate(sorted(ground_truth)[:2]))
     good = _annotation_event("ANNOTATION_CREATED", 601, first, [_region("circle", 10, 20, 30, 40)])
     assert client.post("/webhook", json=good).status_code == 201
-    before = _folder_bytes(store_dir)
+    _exported(client)
+    before = _folder_contents(store_dir)
 
     # A blank label on an already stored task, and on a new task (whose image must not be copied).
     for task in (first, second):
@@ -295,15 +311,12 @@ def test_a_bad_annotation_is_refused_alone_and_changes_nothing_on_disk(shapes: P
         response = client.post("/webhook", json=_annotation_event("ANNOTATION_CREATED", 602, task, regions))
         assert response.status_code == 422  # well-formed but not storable: refused, with the cause
         assert "annotation 602" in response.get_json()["error"]
-        assert _folder_bytes(store_dir) == before  # state.json, annotations.json and images/ untouched
+        assert _folder_contents(store_dir) == before  # the database, annotations.json and images/ untouched
 
     # Later webhooks still land: the store was not poisoned (before the fix every later one was a 400).
-    later = _annotation_event("ANNOTATION_CREATED", 603, second, [_region("square", 50, 50, 10, 10)])
+    later = _annotation_event("ANNOTATION_CREATED", 603, second, [_region("Square", 50, 50, 10, 10)])
     assert client.post("/webhook", json=later).status_code == 201
-    assert sorted(a.label for r in read_coco(store_dir / "annotations.json").images for a in r.annotations) == [
-        "circle",
-        "square",
-    ]
+    assert sorted(a.label for r in read_coco(_exported(client)).images for a in r.annotations) == ["Square", "circle"]
 
 
 def test_serve_without_a_model_says_how_to_give_one(tmp_path: Path) -> None:

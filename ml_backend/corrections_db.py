@@ -1,0 +1,236 @@
+"""The corrections store's SQLite schema and queries (see :mod:`ml_backend.corrections` for the design).
+
+Every function takes a connection inside a transaction the caller opened; none commits. Each query touches the rows
+of one task or annotation through a primary key or an index, except `dataset` (the export) and the one-time
+`import_legacy_state` and `mark_unused_images`, which read everything.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from pathlib import Path
+
+from model.annotations import Annotation, Box, Category, Dataset, ImageRecord, Origin
+from model.errors import MiniGPTError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_S = 60.0  # another worker's transaction takes milliseconds; importing a big state.json, seconds
+LEGACY_STATE = "state.json"
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
+    "INSERT OR IGNORE INTO meta VALUES ('schema', 1), ('generation', 0), ('exported', 0), ('imported_state', 0)",
+    # categories keep the id they got when first seen, so category ids in annotations.json never change
+    "CREATE TABLE IF NOT EXISTS categories (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)",
+    """CREATE TABLE IF NOT EXISTS tasks (id INTEGER PRIMARY KEY, image TEXT NOT NULL UNIQUE,
+        width INTEGER NOT NULL, height INTEGER NOT NULL, source TEXT NOT NULL)""",
+    # `submitted`: the generation that stored it; a task's latest annotation is the one in the dataset
+    """CREATE TABLE IF NOT EXISTS annotations (id INTEGER PRIMARY KEY, task_id INTEGER NOT NULL,
+        submitted INTEGER NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS annotations_of_task ON annotations (task_id, submitted)",
+    """CREATE TABLE IF NOT EXISTS boxes (annotation_id INTEGER NOT NULL, position INTEGER NOT NULL,
+        label TEXT NOT NULL, x0 REAL NOT NULL, y0 REAL NOT NULL, x1 REAL NOT NULL, y1 REAL NOT NULL,
+        PRIMARY KEY (annotation_id, position)) WITHOUT ROWID""",
+    # image copies of tasks that left the dataset at `generation`: deleted once annotations.json reflects it
+    "CREATE TABLE IF NOT EXISTS unused_images (path TEXT PRIMARY KEY, generation INTEGER NOT NULL) WITHOUT ROWID",
+)
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit), shared by threads under the store's lock."""
+    db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode = WAL")  # readers (the export) never block the webhooks' writes
+    db.execute("PRAGMA synchronous = FULL")  # an acknowledged webhook survives power loss, not only kill -9
+    return db
+
+
+def create(db: sqlite3.Connection, path: Path) -> None:
+    for statement in _SCHEMA:
+        db.execute(statement)
+    version = _meta(db, "schema")
+    if version != SCHEMA_VERSION:
+        raise MiniGPTError(
+            f"the corrections database {path} has schema {version}, this version reads {SCHEMA_VERSION}; "
+            "upgrade minigpt-annotate, or give --corrections a new folder"
+        )
+
+
+def _meta(db: sqlite3.Connection, key: str) -> int:
+    return int(db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()[0])
+
+
+def generations(db: sqlite3.Connection) -> tuple[int, int]:
+    """(the database's generation, the generation annotations.json was last exported at)."""
+    return _meta(db, "generation"), _meta(db, "exported")
+
+
+def next_generation(db: sqlite3.Connection) -> int:
+    return int(db.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation' RETURNING value").fetchone()[0])
+
+
+def set_exported(db: sqlite3.Connection, generation: int) -> None:
+    db.execute("UPDATE meta SET value = MAX(value, ?) WHERE key = 'exported'", (generation,))
+
+
+# --- one task, one annotation ---------------------------------------------------------------------------------------
+def task_size(db: sqlite3.Connection, task_id: int) -> tuple[int, int] | None:
+    row = db.execute("SELECT width, height FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    return (int(row[0]), int(row[1])) if row else None
+
+
+def add_task(db: sqlite3.Connection, task_id: int, image: str, width: int, height: int, source: str) -> None:
+    db.execute("INSERT INTO tasks VALUES (?, ?, ?, ?, ?)", (task_id, image, width, height, source))
+    db.execute("DELETE FROM unused_images WHERE path = ?", (image,))  # the same name again: a live copy now
+
+
+def put_annotation(
+    db: sqlite3.Connection, annotation_id: int, task_id: int, boxes: list[tuple[str, Box]], generation: int
+) -> None:
+    """Store one annotation's boxes as the latest submission for its task, replacing what it held before."""
+    moved_from = _forget(db, annotation_id)
+    db.execute("INSERT INTO annotations VALUES (?, ?, ?)", (annotation_id, task_id, generation))
+    db.executemany("INSERT OR IGNORE INTO categories (name) VALUES (?)", [(label,) for label, _ in boxes])
+    db.executemany(
+        "INSERT INTO boxes VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(annotation_id, i, label, *box.xyxy) for i, (label, box) in enumerate(boxes)],
+    )
+    if moved_from is not None and moved_from != task_id:
+        _drop_task_if_unannotated(db, moved_from, generation)
+
+
+def delete_annotations(db: sqlite3.Connection, annotation_ids: list[int], task_id: int | None) -> int:
+    """Forget these annotations (of `task_id` only, when given); the number that existed."""
+    removed, generation = 0, None
+    for annotation_id in annotation_ids:
+        row = db.execute("SELECT task_id FROM annotations WHERE id = ?", (annotation_id,)).fetchone()
+        if row is None or (task_id is not None and row[0] != task_id):
+            continue
+        generation = generation or next_generation(db)  # nothing removed, nothing changed: no export either
+        _forget(db, annotation_id)
+        _drop_task_if_unannotated(db, row[0], generation)
+        removed += 1
+    return removed
+
+
+def _forget(db: sqlite3.Connection, annotation_id: int) -> int | None:
+    """Delete an annotation and its boxes; the task it belonged to, if it existed."""
+    row = db.execute("DELETE FROM annotations WHERE id = ? RETURNING task_id", (annotation_id,)).fetchone()
+    db.execute("DELETE FROM boxes WHERE annotation_id = ?", (annotation_id,))
+    return int(row[0]) if row else None
+
+
+def _drop_task_if_unannotated(db: sqlite3.Connection, task_id: int, generation: int) -> None:
+    if db.execute("SELECT 1 FROM annotations WHERE task_id = ? LIMIT 1", (task_id,)).fetchone() is not None:
+        return
+    row = db.execute("DELETE FROM tasks WHERE id = ? RETURNING image", (task_id,)).fetchone()
+    if row is not None:
+        db.execute("INSERT OR REPLACE INTO unused_images VALUES (?, ?)", (row[0], generation))
+
+
+def take_unused_images(db: sqlite3.Connection, exported: int) -> list[str]:
+    """Image copies that annotations.json, exported at generation `exported`, no longer names; forgotten here."""
+    rows = db.execute(
+        "SELECT path, path IN (SELECT image FROM tasks) FROM unused_images WHERE generation <= ?", (exported,)
+    ).fetchall()
+    db.execute("DELETE FROM unused_images WHERE generation <= ?", (exported,))
+    return [path for path, in_use in rows if not in_use]
+
+
+# --- everything (the export, and once when a store opens) -----------------------------------------------------------
+def dataset(db: sqlite3.Connection, root: Path) -> Dataset:
+    """The dataset `annotations.json` holds: every task, in id order, with its latest annotation's boxes."""
+    categories = [Category(id=i, name=name) for i, name in db.execute("SELECT id, name FROM categories ORDER BY id")]
+    rows = db.execute(
+        """SELECT t.id, t.image, t.width, t.height, b.label, b.x0, b.y0, b.x1, b.y1
+           FROM tasks t
+           JOIN annotations a ON a.id = (
+               SELECT id FROM annotations WHERE task_id = t.id ORDER BY submitted DESC LIMIT 1)
+           LEFT JOIN boxes b ON b.annotation_id = a.id
+           ORDER BY t.id, b.position"""
+    )
+    images: list[ImageRecord] = []
+    current = None
+    for task_id, image, width, height, label, *xyxy in rows:
+        if task_id != current:
+            current = task_id
+            images.append(ImageRecord(path=root / image, width=width, height=height, reviewed=True))
+        if label is not None:  # an annotation with no boxes: an image with nothing on it
+            images[-1].annotations.append(Annotation(box=Box.from_xyxy(xyxy), label=label, origin=Origin.manual))
+    return Dataset(categories=categories, images=images)
+
+
+def mark_unused_images(db: sqlite3.Connection, root: Path) -> None:
+    """Files in images/ that no task names (a copy written by a transaction a crash cut short): delete at export."""
+    named = {row[0] for row in db.execute("SELECT image FROM tasks UNION SELECT path FROM unused_images")}
+    generation = _meta(db, "generation")
+    stray = [f"images/{p.name}" for p in (root / "images").iterdir() if p.is_file()]
+    db.executemany(
+        "INSERT INTO unused_images VALUES (?, ?)", [(path, generation) for path in stray if path not in named]
+    )
+
+
+def import_legacy_state(db: sqlite3.Connection, root: Path) -> Path | None:
+    """Import the state.json of earlier versions once; its path (to be renamed aside after the commit), or None.
+
+    Entries that were never valid (a task id like "True", a blank label) are skipped with a warning; the file is
+    kept as state.v1.json, so nothing is lost.
+    """
+    path = root / LEGACY_STATE
+    if _meta(db, "imported_state") or not path.exists():
+        return None
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        categories, tasks = list(state.get("categories") or []), dict(state.get("tasks") or {})
+    except (ValueError, AttributeError, TypeError) as err:
+        raise MiniGPTError(
+            f"the corrections state {path} of an earlier version is unreadable ({err}); restore it from a backup, "
+            "or move it aside to start without it"
+        ) from err
+    db.executemany("INSERT OR IGNORE INTO categories (name) VALUES (?)", [(str(n),) for n in categories])
+    imported = 0
+    for key, task in tasks.items():
+        db.execute("SAVEPOINT legacy_task")  # a task is imported whole or not at all
+        try:
+            task_id = _legacy_id(key)
+            add_task(db, task_id, _legacy_image(task["image"]), int(task["width"]), int(task["height"]),
+                     str(task["source"]))  # fmt: skip
+            for annotation_key, stored in dict(task["annotations"]).items():  # in submission order
+                boxes = []
+                for box in stored:
+                    try:
+                        boxes.append(_legacy_box(box))
+                    except (ValueError, TypeError, KeyError) as err:
+                        log.warning("%s: task %s: skipping box %r (%s)", path, key, box, err)
+                put_annotation(db, _legacy_id(annotation_key), task_id, boxes, next_generation(db))
+            _drop_task_if_unannotated(db, task_id, _meta(db, "generation"))
+            imported += 1
+        except (ValueError, TypeError, KeyError, sqlite3.IntegrityError) as err:
+            db.execute("ROLLBACK TO legacy_task")
+            log.warning("%s: skipping task %r (%s); it stays in state.v1.json", path, key, err)
+        db.execute("RELEASE legacy_task")
+    db.execute("UPDATE meta SET value = 1 WHERE key = 'imported_state'")
+    log.info("imported %d of %d task(s) from %s (kept as state.v1.json)", imported, len(tasks), path)
+    return path
+
+
+def _legacy_id(key: object) -> int:
+    if not (isinstance(key, str) and key.isascii() and key.isdigit() and int(key) > 0):
+        raise ValueError(f"{key!r} is not a Label Studio id")
+    return int(key)
+
+
+def _legacy_image(image: object) -> str:
+    """A copy's name inside images/ (an edited file could name any path, which an export would later delete)."""
+    name = Path(str(image)).name
+    if str(image) != f"images/{name}" or name in ("", ".", ".."):
+        raise ValueError(f"{image!r} is not an image copy in images/")
+    return str(image)
+
+
+def _legacy_box(stored: dict) -> tuple[str, Box]:
+    annotation = Annotation(box=Box.from_xyxy(stored["bbox"]), label=str(stored["label"]), origin=Origin.manual)
+    return annotation.label, annotation.box
