@@ -30,6 +30,21 @@ def describe(err: BaseException) -> str:
     return str(err) if isinstance(err, MiniGPTError) else f"{type(err).__name__}: {err}"
 
 
+class _StoppableThread(QThread):
+    """A worker thread that stops at its next check once :meth:`cancel` is called (from any thread)."""
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self._stop = threading.Event()
+
+    def cancel(self) -> None:
+        self._stop.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._stop.is_set()
+
+
 class ModelLoader(QThread):
     loaded = Signal(object)  # Engine
     failed = Signal(str)
@@ -55,7 +70,7 @@ class ImageJob:
     prompts: tuple[Prompt, ...]
 
 
-class ProposeWorker(QThread):
+class ProposeWorker(_StoppableThread):
     """Runs the prompts of each image in turn; each image's results arrive whole, or not at all."""
 
     image_done = Signal(object, object)  # ImageJob, list[ProposalResult] in prompt order
@@ -67,14 +82,6 @@ class ProposeWorker(QThread):
         super().__init__(parent)
         self.engine = engine
         self.jobs = list(jobs)
-        self._stop = threading.Event()
-
-    def cancel(self) -> None:
-        self._stop.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._stop.is_set()
 
     def run(self) -> None:
         for done, job in enumerate(self.jobs, start=1):
@@ -96,7 +103,7 @@ class ProposeWorker(QThread):
             self.progress.emit(done, len(self.jobs))
 
 
-class ProbeWorker(QThread):
+class ProbeWorker(_StoppableThread):
     """Reads the size of images not measured yet (headers only), so corrupt files are marked early."""
 
     # [(image id, (width, height) or an error message)], in chunks: the window saves and repaints once per chunk,
@@ -107,10 +114,6 @@ class ProbeWorker(QThread):
     def __init__(self, files: Sequence[tuple[int, Path]], parent: QObject | None = None):
         super().__init__(parent)
         self.files = list(files)
-        self._stop = threading.Event()
-
-    def cancel(self) -> None:
-        self._stop.set()
 
     def run(self) -> None:
         for start in range(0, len(self.files), self.CHUNK):
@@ -121,7 +124,7 @@ class ProbeWorker(QThread):
             )
 
 
-class ImportWorker(QThread):
+class ImportWorker(_StoppableThread):
     """One step of a COCO import that needs no store: reading the file (:func:`read_import`) or finding the boxes the
     project already has (:func:`match_import`). The caller reads ``plan`` or ``error`` once it has finished; a
     cancelled step leaves both None."""
@@ -134,14 +137,6 @@ class ImportWorker(QThread):
         self.path = path  # the COCO file
         self.plan: ImportPlan | None = None
         self.error: str | None = None
-        self._stop = threading.Event()
-
-    def cancel(self) -> None:
-        self._stop.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._stop.is_set()
 
     def run(self) -> None:
         try:
