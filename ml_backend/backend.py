@@ -19,13 +19,13 @@ from model.annotations import Proposal, Task
 from model.errors import MiniGPTError
 from model.images import MODEL_FIT_PIXELS, LoadedImage, load_image
 from model.proposer import GenerationOptions, Prompt, ProposalResult, Proposer, ProposeRequest
+from model.regions import rectangle_region
 
 from .annotation_events import AnnotationEvent, AnnotationsDeleted
 from .corrections import CorrectionStore
 from .label_config import ProjectLabels
 from .media import MediaFetcher, redact_url
 from .queries import Query, batch_queries, drawn_rectangle, identify_query, prompt_query, typed_prompt
-from .regions import rectangle_region
 
 log = logging.getLogger(__name__)
 

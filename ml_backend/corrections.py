@@ -46,9 +46,9 @@ from model.coco import write_coco
 from model.errors import MiniGPTError
 from model.files import write_bytes_atomic
 from model.images import MODEL_FIT_PIXELS, load_image
+from model.regions import value_to_box
 
 from . import corrections_db as schema
-from .regions import value_to_box
 
 try:
     import fcntl

@@ -7,7 +7,8 @@ Each `<Label>` is prompted as `[detection] <prompt>`, where the prompt is, in or
 - the label's `prompt` attribute: `<Label value="Car" prompt="car or van"/>`;
 - the first item of the label's `predicted_values` attribute (the label-studio-ml convention for model class names);
 - the label's visible `value`;
-asked in words (`fire_hydrant` → `fire hydrant`): the desktop app's rule too, :func:`model.labels.label_prompt`.
+asked in words (`fire_hydrant` → `fire hydrant`): the desktop app's and autolabel's rule too,
+:func:`model.labels.label_spec`.
 Which label a typed prompt or a model answer names is :class:`model.labels.LabelMatcher`'s rule, over every text
 above (value, alias, prompt, predicted values).
 """
@@ -20,18 +21,11 @@ from functools import lru_cache
 from label_studio_sdk.label_interface import LabelInterface
 
 from model.errors import MiniGPTError
-from model.labels import LabelMatcher, label_prompt
+from model.labels import LabelMatcher, LabelSpec, label_spec
 
 
 class LabelConfigError(MiniGPTError):
     """The project's labeling config cannot be served by this backend."""
-
-
-@dataclass(frozen=True)
-class LabelSpec:
-    value: str  # what Label Studio stores in `rectanglelabels` (the alias if the label has one)
-    prompt: str  # what we ask the model for
-    names: tuple[str, ...]  # the texts that name this label in a typed prompt or a model answer (see model.labels)
 
 
 @dataclass(frozen=True)
@@ -83,7 +77,9 @@ def _parse(label_config: str) -> ProjectLabels:
         image = next((o for o in images if o.tag.lower() == "image"), None)
         if image is None:
             continue
-        labels = tuple(_label_spec(value, tag) for value, tag in (control.labels_attrs or {}).items())
+        labels = tuple(
+            label_spec(value, getattr(tag, "attr", None)) for value, tag in (control.labels_attrs or {}).items()
+        )
         if not labels:
             raise LabelConfigError(
                 f"RectangleLabels '{control.name}' has no <Label> children; add the labels the model should find"
@@ -103,11 +99,3 @@ def _parse(label_config: str) -> ProjectLabels:
         "the labeling config has no RectangleLabels control bound to an Image; this backend proposes boxes, so add "
         'e.g. <Image name="image" value="$image"/> and <RectangleLabels name="label" toName="image"> with <Label>s'
     )
-
-
-def _label_spec(value: str, tag: object) -> LabelSpec:
-    attrs: dict[str, str] = dict(getattr(tag, "attr", None) or {})
-    shown = attrs.get("value", value)
-    predicted = [v.strip() for v in attrs.get("predicted_values", "").split(",") if v.strip()]
-    prompt = label_prompt(shown, attrs.get("prompt"), *predicted[:1])
-    return LabelSpec(value=value, prompt=prompt, names=tuple(dict.fromkeys((value, shown, prompt, *predicted))))

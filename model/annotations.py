@@ -116,6 +116,9 @@ class Annotation(BaseModel):
     phrase: str | None = Field(default=None, description="a referring expression for this one object, if any")
     origin: Origin = Origin.manual
     score: float | None = None
+    attributes: dict[str, str | float | int | bool] | None = Field(
+        default=None, description="extra facts COCO exports keep per box (e.g. prompt, model version)"
+    )
 
     @field_validator("label")
     @classmethod

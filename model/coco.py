@@ -9,8 +9,10 @@
   allows, text that is not Unicode and absurdly nested JSON are refused: every later step (training, the
   desktop store, a re-export) would otherwise fail on them one by one.
 * Writing numbers images and annotations from 1 in dataset order, takes category ids from
-  ``Dataset.categories``, and replaces the file atomically, so a crash never leaves half a file behind. It refuses
-  values JSON cannot carry (an infinite score or area), so the file stays JSON that every reader parses.
+  ``Dataset.categories``, keeps an annotation's ``attributes`` (e.g. prompt, model version) under an ``attributes``
+  key that pycocotools passes through, and replaces the file atomically, so a crash never leaves half a file
+  behind. It refuses values JSON cannot carry (an infinite score or area), so the file stays JSON that every reader
+  parses.
 
 Malformed files raise :class:`CocoError`, whose message names the file, the cause and the fix.
 """
@@ -412,6 +414,9 @@ def _payload(dataset: Dataset, root: Path, supercategory: str) -> dict[str, Any]
                 entry["phrase"] = annotation.phrase
             if annotation.score is not None:
                 entry["score"] = annotation.score
+            if annotation.attributes:
+                # An extension key pycocotools passes through untouched (CVAT exports use the same name).
+                entry["attributes"] = dict(annotation.attributes)
             numbers = [*entry["bbox"], entry["area"], entry.get("score", 0.0)]
             if not all(math.isfinite(v) for v in numbers):
                 # json.dump would write Infinity/NaN, which is not JSON: pycocotools and other readers refuse it.

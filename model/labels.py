@@ -17,11 +17,11 @@ Torch-free, so the desktop app and the backend use it without loading the model.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-__all__ = ["LabelMatcher", "label_prompt", "name_forms", "normalise"]
+__all__ = ["LabelMatcher", "LabelSpec", "label_prompt", "label_spec", "name_forms", "normalise"]
 
 T = TypeVar("T")
 
@@ -119,3 +119,23 @@ def label_prompt(name: str, *preferred: str | None) -> str:
         if words:
             return words
     return name
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """One label of a Label Studio ``<Label>`` (or a plain name): what is stored, what is asked, what names it."""
+
+    value: str  # what Label Studio stores in `rectanglelabels` (the alias if the label has one)
+    prompt: str  # what we ask the model for
+    names: tuple[str, ...]  # the texts that name this label in a typed prompt or a model answer (LabelMatcher)
+
+
+def label_spec(value: str, attrs: Mapping[str, str] | None = None) -> LabelSpec:
+    """The label ``value`` given a Label Studio ``<Label>``'s attributes: prompted by its ``prompt`` attribute, else
+    the first of its ``predicted_values`` (the label-studio-ml convention for model class names), else its shown
+    ``value`` (see :func:`label_prompt`). Without attributes, a plain label name (``--labels car,person``)."""
+    attrs = dict(attrs or {})
+    shown = attrs.get("value", value)
+    predicted = [v.strip() for v in attrs.get("predicted_values", "").split(",") if v.strip()]
+    prompt = label_prompt(shown, attrs.get("prompt"), *predicted[:1])
+    return LabelSpec(value=value, prompt=prompt, names=tuple(dict.fromkeys((value, shown, prompt, *predicted))))

@@ -27,11 +27,11 @@ from PIL import Image
 from ml_backend.backend import MiniGPTBackend
 from ml_backend.corrections import CorrectionStore
 from ml_backend.media import MediaFetcher, MediaSettings
-from ml_backend.regions import value_to_box
 from ml_backend.server import create_app
 from ml_backend.settings import load_proposer
 from model.coco import load_with_pycocotools, read_coco
 from model.errors import MiniGPTError
+from model.regions import value_to_box
 from model.synthetic.shapes_model import SHIPPED_DIR
 
 CHILD = Path(__file__).with_name("corrections_store_child.py")

@@ -18,9 +18,9 @@ from backend_process import running_backend, serve_command
 from ls_harness import LabelStudioServer, free_port
 from patience import HANG_S
 
-from ml_backend.regions import value_to_box
 from model.annotations import Box
 from model.coco import load_with_pycocotools, read_coco
+from model.regions import value_to_box
 from model.synthetic.shapes import make_shapes
 
 pytestmark = pytest.mark.slow

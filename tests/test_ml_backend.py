@@ -20,11 +20,11 @@ from ml_backend.backend import MiniGPTBackend
 from ml_backend.corrections import CorrectionStore
 from ml_backend.label_config import ProjectLabels
 from ml_backend.media import MediaFetcher, MediaSettings
-from ml_backend.regions import value_to_box
 from ml_backend.server import create_app
 from ml_backend.settings import load_proposer
 from model.annotations import Box
 from model.coco import load_with_pycocotools, read_coco
+from model.regions import value_to_box
 from model.synthetic.shapes import make_shapes
 from model.synthetic.shapes_model import SHIPPED_DIR
 

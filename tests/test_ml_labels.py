@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 from ml_backend.label_config import LabelConfigError, ProjectLabels
 from ml_backend.queries import batch_queries, drawn_rectangle, identify_query, prompt_query, typed_prompt
-from ml_backend.regions import box_to_value, rectangle_region, value_to_box
 from model.annotations import Box, Task
+from model.regions import box_to_value, rectangle_region, value_to_box
 
 CONFIG = """
 <View>

@@ -11,11 +11,18 @@
 from __future__ import annotations
 
 import os
-import re
 import stat
 from pathlib import Path
 
-from model.errors import ImageLoadError, MiniGPTError
+from model.errors import ImageLoadError
+from model.image_files import (
+    IMAGE_SUFFIXES,
+    ImageFolderError,
+    existing_folder,
+    is_image_name,
+    natural_key,
+    scan_folder,
+)
 from model.images import image_size
 
 from .display import load_display_image
@@ -36,70 +43,13 @@ __all__ = [
     "scan_folder",
 ]
 
-IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 FOLDER_SETTING = "folder"  # settings key holding the project folder's absolute path
 
 # Decoding a thumbnail-sized draft is enough to find truncated pixel data, and cheap even for huge JPEGs.
 _CHECK_PIXELS = 65_536
 
-_DIGITS = re.compile(r"(\d+)")
-
-
-class ProjectFolderError(MiniGPTError):
-    """The project folder is missing, not a folder, or cannot be listed."""
-
-
-def is_image_name(name: str) -> bool:
-    """Whether a file name has an image suffix (any case): ``IMG_1.JPG`` is an image."""
-    return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
-
-
-def natural_key(path: str) -> tuple[tuple[tuple[tuple[str, int], ...], ...], str]:
-    """Sort key putting ``img2`` before ``img10``, case-insensitively, folder by folder."""
-    parts = tuple(
-        tuple((text.casefold(), int(number)) for text, number in _pairs(component)) for component in path.split("/")
-    )
-    return parts, path  # the path itself breaks ties such as "a01" vs "a1" reproducibly
-
-
-def _pairs(component: str) -> list[tuple[str, str]]:
-    # re.split with a group alternates text, digits, text, ...; pair them so tuples always compare str with str
-    pieces = _DIGITS.split(component)
-    return [(pieces[i], pieces[i + 1] if i + 1 < len(pieces) else "-1") for i in range(0, len(pieces), 2)]
-
-
-def scan_folder(folder: str | os.PathLike[str]) -> list[str]:
-    """Folder-relative POSIX paths of the image files under ``folder``, recursively, in natural order.
-
-    Hidden files and folders (names starting with a dot, e.g. macOS ``._IMG.jpg``), symlinked folders (they can
-    loop) and anything that is not a regular file are skipped. Only names are read, so this is fast for big folders.
-
-    Raises:
-        ProjectFolderError: ``folder`` does not exist, is not a folder or cannot be listed.
-    """
-    root = _existing_folder(folder)
-    found: list[str] = []
-    pending: list[tuple[str, str]] = [(os.fspath(root), "")]
-    while pending:
-        directory, prefix = pending.pop()
-        try:
-            entries = list(os.scandir(directory))
-        except OSError as err:
-            if not prefix:
-                raise ProjectFolderError(f"cannot list the folder {root}: {err.strerror or err}") from err
-            continue  # an unreadable subfolder must not stop the project from opening
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    pending.append((entry.path, f"{prefix}{entry.name}/"))
-                elif is_image_name(entry.name) and entry.is_file():  # is_file follows a symlink to a real file
-                    found.append(prefix + entry.name)
-            except OSError:
-                continue
-    found.sort(key=natural_key)
-    return found
+# The folder is the desktop's project; which files in it are images is model.image_files' rule, shared with autolabel.
+ProjectFolderError = ImageFolderError
 
 
 def open_project(folder: str | os.PathLike[str], store_path: str | os.PathLike[str] | None = None) -> ProjectStore:
@@ -112,7 +62,7 @@ def open_project(folder: str | os.PathLike[str], store_path: str | os.PathLike[s
         ProjectFolderError: the folder does not exist or cannot be listed.
         StoreError: the store cannot be opened.
     """
-    root = _existing_folder(folder)
+    root = existing_folder(folder)
     paths = scan_folder(root)
     store = ProjectStore.open(store_path if store_path is not None else default_store_path(root))
     try:
@@ -190,15 +140,6 @@ def probe_image(path: str | os.PathLike[str], *, check_pixels: bool = False) -> 
 
 def _check_pixels(path: str | os.PathLike[str]) -> None:
     load_display_image(path, max_pixels=_CHECK_PIXELS)
-
-
-def _existing_folder(folder: str | os.PathLike[str]) -> Path:
-    path = Path(folder).expanduser()
-    if not path.exists():
-        raise ProjectFolderError(f"the image folder {path} does not exist; check the path")
-    if not path.is_dir():
-        raise ProjectFolderError(f"{path} is a file, not a folder; open the folder that holds the images")
-    return path.resolve()
 
 
 def _is_regular_file(path: Path) -> bool:

@@ -1,4 +1,7 @@
-"""Boxes between our pixels and Label Studio's regions (percent of the original image, top-left + size)."""
+"""Boxes between our pixels and Label Studio's regions (percent of the original image, top-left + size).
+
+Plain geometry and JSON, no SDK: the backend and `autolabel` build the same regions from here.
+"""
 
 from __future__ import annotations
 
@@ -63,11 +66,20 @@ def _rotated(corners: list[tuple[float, float]], origin: tuple[float, float], de
 
 
 def rectangle_region(
-    box: Box, label: str, score: float | None, *, width: int, height: int, from_name: str, to_name: str
+    box: Box,
+    label: str,
+    score: float | None,
+    *,
+    width: int,
+    height: int,
+    from_name: str,
+    to_name: str,
+    ident: str | None = None,
 ) -> dict:
-    """One `rectanglelabels` result item as Label Studio stores it."""
+    """One `rectanglelabels` result item as Label Studio stores it; ``ident`` fixes its id (default: a random one;
+    files written from a journal need the same ids on every rewrite)."""
     region = {
-        "id": region_id(),
+        "id": ident if ident is not None else region_id(),
         "from_name": from_name,
         "to_name": to_name,
         "type": "rectanglelabels",
