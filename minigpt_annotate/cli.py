@@ -11,13 +11,19 @@ import sys
 from collections.abc import Sequence
 
 import annotator.commands
+import autolabel.commands
 import ml_backend.commands
 import model.commands
 from model.errors import MiniGPTError
 
 DESCRIPTION = "MiniGPT-v2 box proposals for labelling: ask about images, correct, export COCO, fine-tune."
 # Order of the help listing: the core's commands, then the surfaces built on them.
-REGISTRARS = (model.commands.register, ml_backend.commands.register, annotator.commands.register)
+REGISTRARS = (
+    model.commands.register,
+    ml_backend.commands.register,
+    annotator.commands.register,
+    autolabel.commands.register,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

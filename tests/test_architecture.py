@@ -42,7 +42,9 @@ def _imported_modules(stderr: str) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("args", [["--help"], ["gui", "--help"], ["serve", "--help"]], ids=" ".join)
+@pytest.mark.parametrize(
+    "args", [["--help"], ["gui", "--help"], ["serve", "--help"], ["autolabel", "--help"]], ids=" ".join
+)
 def test_command_line_help_imports_no_torch(args: list[str]) -> None:
     done = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "minigpt_annotate", *args],

@@ -1,0 +1,100 @@
+"""Engines turn items into :class:`~autolabel.journal.Result` s, streamed as each image finishes.
+
+An engine only answers; the caller journals each result as it arrives. The local engine runs a
+:class:`~model.proposer.Proposer` in this process; a Ray Data engine implements the same :class:`Engine` protocol
+(decode in CPU tasks, an actor pool of proposers, results streamed back), so the journal, resume and the output
+files are the same whichever engine ran.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from model.errors import ImageLoadError
+
+from .asks import Asks, LabeledPrompt
+from .journal import Result
+from .sources import Item
+
+if TYPE_CHECKING:
+    from model.images import LoadedImage
+    from model.proposer import Proposer
+
+__all__ = ["Engine", "LocalEngine", "answer"]
+
+
+class Engine(Protocol):
+    model_version: str
+
+    def run(self, items: Iterable[Item], asks: Asks) -> Iterator[Result]:
+        """One result per item (in any order), as soon as each is finished. A bad image is a failed result,
+        never an exception."""
+        ...
+
+
+def answer(item: Item, image: LoadedImage, prompts: Sequence[LabeledPrompt], results: Sequence[Any], seconds: float):
+    """The result of one image from the model's answers to its prompts (engine-independent, so engines agree)."""
+    proposals = [
+        {"label": asked.label, "bbox": list(p.box.xyxy), "score": p.score, "prompt": p.prompt}
+        for asked, result in zip(prompts, results, strict=True)
+        for p in result.proposals
+    ]
+    return Result(item.key, str(item.path), image.width, image.height, proposals, None, seconds)
+
+
+def failure(item: Item, err: BaseException, seconds: float = 0.0) -> Result:
+    message = " ".join(str(err).split()) or type(err).__name__
+    return Result(item.key, str(item.path), error=message, seconds=seconds)
+
+
+class LocalEngine:
+    """The model in this process: ``batch_images`` images at a time, all their prompts in one ``propose_batch``."""
+
+    def __init__(self, proposer: Proposer, *, batch_images: int = 4) -> None:
+        self.proposer = proposer
+        self.model_version = proposer.model_version
+        self.batch_images = max(1, batch_images)
+
+    def run(self, items: Iterable[Item], asks: Asks) -> Iterator[Result]:
+        batch: list[Item] = []
+        for item in items:
+            batch.append(item)
+            if len(batch) == self.batch_images:
+                yield from self._batch(batch, asks)
+                batch = []
+        if batch:
+            yield from self._batch(batch, asks)
+
+    def _batch(self, items: Sequence[Item], asks: Asks) -> Iterator[Result]:
+        from model.images import MODEL_FIT_PIXELS, load_image
+        from model.proposer import ProposeRequest
+
+        started = time.perf_counter()
+        loaded: list[tuple[Item, LoadedImage, list[LabeledPrompt]]] = []
+        for item in items:
+            try:
+                image = self.proposer.model_image(load_image(item.path, fit_pixels=MODEL_FIT_PIXELS))
+            except ImageLoadError as err:
+                yield failure(item, err)
+                continue
+            except Exception as err:  # a decoder bug must not stop a 100,000-image run
+                yield failure(item, err)
+                continue
+            loaded.append((item, image, asks.prompts(item)))
+        requests = [ProposeRequest.of(image, asked.prompt) for _, image, prompts in loaded for asked in prompts]
+        try:
+            answers = self.proposer.propose_batch(requests) if requests else []
+        except Exception as err:
+            if len(loaded) > 1:  # find the image that fails, and answer the others
+                for item, _image, _ in loaded:
+                    yield from self._batch([item], asks)
+            else:
+                yield from (failure(item, err) for item, _image, _ in loaded)
+            return
+        seconds = (time.perf_counter() - started) / max(1, len(loaded))
+        start = 0
+        for item, image, prompts in loaded:
+            yield answer(item, image, prompts, answers[start : start + len(prompts)], seconds)
+            start += len(prompts)

@@ -1,0 +1,145 @@
+"""The journal: an SQLite file in the output folder that is the truth of what a run has done.
+
+* The run's identity (model, asks, source) is stored once; a rerun with another identity is refused, naming what
+  changed, because mixing two models' or two label sets' boxes in one output would be silently wrong.
+* Each finished image (its proposals, or why it failed) is one committed transaction (WAL, ``synchronous=FULL``)
+  before it counts as done: after ``kill -9`` a rerun skips exactly the images committed, and does the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from model.errors import MiniGPTError
+
+__all__ = ["JOURNAL_NAME", "Journal", "JournalError", "Result", "identity_changes"]
+
+JOURNAL_NAME = "journal.sqlite"
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS results (
+    key TEXT PRIMARY KEY,
+    image TEXT NOT NULL,
+    width INTEGER,
+    height INTEGER,
+    proposals TEXT,      -- JSON list of {"label", "bbox": [x0, y0, x1, y1], "score", "prompt"}; NULL on failure
+    error TEXT,          -- one line; NULL on success
+    seconds REAL NOT NULL
+);
+"""
+
+
+class JournalError(MiniGPTError):
+    """The journal cannot be used for this run."""
+
+
+@dataclass(frozen=True)
+class Result:
+    """One image done: its proposals, or the reason it failed (then ``proposals`` is None)."""
+
+    key: str
+    image: str
+    width: int | None = None
+    height: int | None = None
+    proposals: list[dict[str, Any]] | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+
+def identity_changes(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """The parts of a run's identity that differ, as 'what: before -> now'."""
+    return [
+        f"{key}: {stored.get(key)!r} -> {wanted.get(key)!r}"
+        for key in sorted(set(stored) | set(wanted))
+        if stored.get(key) != wanted.get(key)
+    ]
+
+
+class Journal:
+    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+        self._db = connection
+        self.path = path
+
+    @staticmethod
+    def stored_identity(folder: Path) -> dict[str, Any] | None:
+        """The identity of the run journalled in ``folder``, or None when there is none (read-only)."""
+        path = folder / JOURNAL_NAME
+        if not path.is_file():
+            return None
+        try:
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            try:
+                row = db.execute("SELECT value FROM meta WHERE key = 'identity'").fetchone()
+            finally:
+                db.close()
+        except sqlite3.Error as err:
+            raise JournalError(f"{path} is not a readable autolabel journal ({err}); pass another --out") from err
+        return json.loads(row[0]) if row else None
+
+    @classmethod
+    def open(cls, folder: Path, identity: dict[str, Any]) -> Journal:
+        """Open (or start) the journal in ``folder`` for a run of ``identity``; refuse another run's journal."""
+        path = folder / JOURNAL_NAME
+        try:
+            db = sqlite3.connect(path, isolation_level=None)  # autocommit; transactions are explicit
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")  # a committed image survives a power cut, not only a kill
+            db.executescript(_SCHEMA)
+            db.execute("BEGIN IMMEDIATE")
+            row = db.execute("SELECT value FROM meta WHERE key = 'identity'").fetchone()
+            if row is None:
+                db.execute("INSERT INTO meta VALUES ('identity', ?)", (json.dumps(identity, sort_keys=True),))
+                db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            db.execute("COMMIT")
+        except sqlite3.Error as err:
+            raise JournalError(
+                f"cannot open the journal {path} ({err}); check the folder or pass another --out"
+            ) from err
+        if row is not None:
+            changes = identity_changes(json.loads(row[0]), identity)
+            if changes:
+                db.close()
+                raise JournalError(refusal(path, changes))
+        return cls(db, path)
+
+    def done(self) -> set[str]:
+        return {key for (key,) in self._db.execute("SELECT key FROM results")}
+
+    def commit(self, result: Result) -> None:
+        """Record one finished image in its own transaction; from now on it counts as done."""
+        proposals = json.dumps(result.proposals, allow_nan=False) if result.proposals is not None else None
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute(
+                "INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (result.key, result.image, result.width, result.height, proposals, result.error, result.seconds),
+            )
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def results(self, keys: Iterable[str] | None = None) -> dict[str, Result]:
+        rows = self._db.execute("SELECT key, image, width, height, proposals, error, seconds FROM results")
+        found = {
+            key: Result(key, image, width, height, json.loads(proposals) if proposals is not None else None, error, s)
+            for key, image, width, height, proposals, error, s in rows
+        }
+        return found if keys is None else {k: found[k] for k in keys if k in found}
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def refusal(path: Path, changes: list[str]) -> str:
+    return (
+        f"{path} belongs to another run ({'; '.join(changes)}); rerun with the same model, labels, task and source "
+        "to resume, or pass a new --out"
+    )

@@ -1,0 +1,133 @@
+"""One autolabel run: check everything, then answer what the journal does not hold yet, then write the files.
+
+Nothing is written before the source, the asks, the model folder and an existing journal's identity are checked,
+so bad input leaves the output folder as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from model.errors import MiniGPTError
+
+from .asks import Asks
+from .journal import JOURNAL_NAME, Journal, JournalError, identity_changes, refusal
+from .outputs import write_outputs
+from .sources import Source
+
+__all__ = ["RunOptions", "autolabel", "model_fingerprint"]
+
+logger = logging.getLogger("autolabel")
+
+KILL_AFTER_ENV = "MINIGPT_AUTOLABEL_KILL_AFTER"  # tests: SIGKILL this process once the journal holds N images
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    model: str
+    out: Path
+    model_version: str | None = None
+    device: str | None = "auto"
+    dtype: str | None = "auto"
+    batch_images: int = 4
+    quiet: bool = False
+    label_config: str | None = None  # its text, when given
+    root: Path | None = None
+
+
+def model_fingerprint(model: str) -> str:
+    """A local model folder's config.json (its sha256), or the hub id: what the journal records of the model."""
+    folder = Path(model)
+    config = folder / "config.json"
+    if config.is_file():
+        return "sha256:" + hashlib.sha256(config.read_bytes()).hexdigest()[:16]
+    return f"hub:{model}"
+
+
+def autolabel(source: Source, asks: Asks, options: RunOptions) -> dict[str, Any]:
+    """Label every item of ``source``, resuming from ``options.out``'s journal; returns the summary."""
+    from model.proposer import check_model_source
+
+    check_model_source(options.model)
+    version = options.model_version or Path(str(options.model)).name
+    identity = {
+        "model_version": version,
+        "model": model_fingerprint(options.model),
+        "source": source.fingerprint,
+        **asks.identity(),
+    }
+    out = options.out
+    if out.exists() and not out.is_dir():
+        raise MiniGPTError(f"--out {out} is a file; pass a folder")
+    stored = Journal.stored_identity(out) if out.is_dir() else None
+    if stored is not None and identity_changes(stored, identity):
+        raise JournalError(refusal(out / JOURNAL_NAME, identity_changes(stored, identity)))
+
+    from model.proposer import Proposer
+
+    from .engine import LocalEngine
+
+    proposer = Proposer.from_pretrained(
+        options.model, device=options.device, dtype=options.dtype, model_version=version
+    )
+    engine = LocalEngine(proposer, batch_images=options.batch_images)
+    out.mkdir(parents=True, exist_ok=True)
+    journal = Journal.open(out, identity)
+    try:
+        started = time.perf_counter()
+        done = journal.done()
+        todo = [item for item in source.items if item.key not in done]
+        answered = _drive(engine.run(todo, asks), journal, len(source.items), len(done), options.quiet)
+        wall = time.perf_counter() - started
+        stats = {"this_run": {"images": answered, "wall_s": round(wall, 3), "images_per_s": _rate(answered, wall)}}
+        return write_outputs(
+            out,
+            source,
+            asks,
+            journal.results(),
+            model_version=version,
+            label_config=options.label_config,
+            root=options.root,
+            run_stats=stats,
+        )
+    finally:
+        journal.close()
+
+
+def _drive(results: Any, journal: Journal, total: int, already: int, quiet: bool) -> int:
+    """Journal each result as it arrives, with progress; returns how many images this invocation answered."""
+    from tqdm import tqdm
+
+    kill_after = os.environ.get(KILL_AFTER_ENV)
+    bar = tqdm(total=total, initial=already, unit="img", disable=quiet, file=sys.stderr, dynamic_ncols=True)
+    count = failed = 0
+    last_log = time.monotonic()
+    with bar:
+        for result in results:
+            journal.commit(result)  # only now does it count as done
+            count += 1
+            failed += result.error is not None
+            if result.error is not None:  # over the bar, or as a log line
+                (logger.warning if quiet else bar.write)(f"failed: {result.image}: {result.error}")
+            bar.update(1)
+            bar.set_postfix(failed=failed, refresh=False)
+            if quiet and time.monotonic() - last_log >= 10:
+                last_log = time.monotonic()
+                logger.info("%d of %d images done, %d failed", already + count, total, failed)
+            if kill_after is not None and already + count >= int(kill_after):
+                os.kill(os.getpid(), signal.SIGKILL)
+    if quiet:
+        logger.info("%d of %d images done, %d failed", already + count, total, failed)
+    return count
+
+
+def _rate(count: int, seconds: float) -> float:
+    return round(count / seconds, 3) if seconds > 0 else 0.0

@@ -1,0 +1,274 @@
+"""`minigpt-annotate autolabel`: a folder (and the other sources) to COCO and Label Studio files with the shipped
+tiny shapes model, a broken image that fails alone, resume after SIGKILL (at a fixed point and from a timer) with
+every image exactly once and the files of a clean run, refusals of a changed run and of bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from label_studio_sdk.label_interface import LabelInterface
+from patience import HANG_S
+from same_answers import assert_same_proposals
+
+from minigpt_annotate.cli import main
+from model.coco import load_with_pycocotools, read_coco
+from model.synthetic.shapes import make_shapes
+from model.synthetic.shapes_model import SHIPPED_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+LABELS = "square,circle,triangle"
+IMAGES = 8
+OUTPUTS = ("proposals.coco.json", "label-studio-tasks.json", "failures.jsonl", "label-config.xml")
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """8 shapes scenes (half of them with EXIF rotations) in images/ and images/more/, and one broken file."""
+    root = tmp_path_factory.mktemp("shapes")
+    make_shapes(root, images=IMAGES, seed=21, max_shapes=1, exif_fraction=0.5)
+    images = root / "images"
+    (images / "more").mkdir()
+    for name in sorted(p.name for p in images.iterdir() if p.is_file())[IMAGES // 2 :]:
+        (images / name).rename(images / "more" / name)
+    (images / "more" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    (images / "notes.txt").write_text("not an image name: not listed")
+    return root
+
+
+def _args(source: Path, out: Path, *extra: str) -> list[str]:
+    return ["autolabel", str(source), "--model", str(SHIPPED_DIR), "--out", str(out), "--device", "cpu", *extra]
+
+
+@pytest.fixture(scope="module")
+def clean_run(shapes: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("clean") / "out"
+    assert main(_args(shapes / "images", out, "--labels", LABELS, "--quiet")) == 0
+    return out
+
+
+def _journal_keys(out: Path) -> list[str]:
+    db = sqlite3.connect(f"file:{out / 'journal.sqlite'}?mode=ro", uri=True)
+    try:
+        return [key for (key,) in db.execute("SELECT key FROM results")]
+    finally:
+        db.close()
+
+
+def _same_files(got: Path, want: Path) -> None:
+    for name in ("proposals.coco.json", "label-studio-tasks.json"):
+        assert_same_proposals(json.loads((got / name).read_text()), json.loads((want / name).read_text()))
+    for name in ("failures.jsonl", "label-config.xml"):
+        assert (got / name).read_text() == (want / name).read_text()
+
+
+def test_folder_gives_coco_and_label_studio_files_and_a_broken_image_fails_alone(shapes: Path, clean_run: Path):
+    summary = json.loads((clean_run / "summary.json").read_text())
+    assert (summary["images"], summary["answered"], summary["failed"], summary["pending"]) == (IMAGES + 1, IMAGES, 1, 0)
+    assert summary["model_version"] == "tiny-shapes"
+
+    failures = [json.loads(line) for line in (clean_run / "failures.jsonl").read_text().splitlines()]
+    assert [f["key"] for f in failures] == ["more/broken.jpg"]
+    assert "not an image" in failures[0]["reason"] and "\n" not in failures[0]["reason"]
+
+    coco = load_with_pycocotools(clean_run / "proposals.coco.json")
+    truth = {r.path.name: r for r in read_coco(shapes / "annotations.json").images}
+    names = [coco.imgs[i]["file_name"] for i in sorted(coco.imgs)]
+    assert sorted(Path(n).name for n in names) == sorted(truth)  # every readable image answered, once
+    assert names == sorted(names, key=lambda n: (n.count("/"), n))  # natural order: images/ first, then more/
+    assert {c["name"] for c in coco.cats.values()} == set(LABELS.split(","))
+    assert coco.anns, "the shapes model finds shapes"
+    for ann in coco.anns.values():
+        image = coco.imgs[ann["image_id"]]
+        assert (image["width"], image["height"]) == (
+            truth[Path(image["file_name"]).name].width,
+            truth[Path(image["file_name"]).name].height,
+        )  # upright size
+        x, y, w, h = ann["bbox"]
+        assert w > 0 and h > 0 and x >= 0 and y >= 0 and x + w <= image["width"] and y + h <= image["height"]
+        assert 0 < ann["score"] <= 1 and ann["attributes"]["score"] == ann["score"]
+        label = coco.cats[ann["category_id"]]["name"]
+        assert ann["attributes"]["prompt"] == f"[detection] {label}"
+        assert ann["attributes"]["model_version"] == "tiny-shapes"
+
+    tasks = json.loads((clean_run / "label-studio-tasks.json").read_text())
+    assert len(tasks) == IMAGES + 1
+    interface = LabelInterface((clean_run / "label-config.xml").read_text())
+    regions = 0
+    for task in tasks:
+        for prediction in task["predictions"]:
+            assert interface.validate_prediction(prediction, return_errors=True) in (True, [])  # [] : no errors
+            assert prediction["model_version"] == "tiny-shapes" and 0 <= prediction["score"] <= 1
+            for region in prediction["result"]:
+                assert 0 < region["score"] <= 1
+                value = region["value"]
+                assert value["x"] >= 0 and value["x"] + value["width"] <= 100 + 1e-9
+                assert value["y"] >= 0 and value["y"] + value["height"] <= 100 + 1e-9
+            regions += len(prediction["result"])
+    assert regions == len(coco.anns)
+    broken = next(t for t in tasks if t["data"]["image"].endswith("broken.jpg"))
+    assert broken["predictions"] == []
+
+
+def _child(shapes: Path, out: Path, **env: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "minigpt_annotate", *_args(shapes / "images", out, "--labels", LABELS, "--quiet")]
+    # --batch-images 4 and a kill after 3 images: the process dies inside a batch, with one image answered in memory
+    return subprocess.Popen(
+        command, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _finish_and_compare(shapes: Path, out: Path, clean_run: Path) -> None:
+    assert main(_args(shapes / "images", out, "--labels", LABELS, "--quiet")) == 0
+    keys = _journal_keys(out)
+    assert len(keys) == len(set(keys)) == IMAGES + 1  # every image, each exactly once
+    _same_files(out, clean_run)
+
+
+def test_resume_after_sigkill_at_a_fixed_point_does_every_image_once(shapes: Path, clean_run: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    child = _child(shapes, out, MINIGPT_AUTOLABEL_KILL_AFTER="3")
+    _, stderr = child.communicate(timeout=HANG_S)
+    assert child.returncode == -signal.SIGKILL, stderr[-2000:]
+    assert len(_journal_keys(out)) == 3
+    assert not (out / "proposals.coco.json").exists()  # no output file before the end
+    _finish_and_compare(shapes, out, clean_run)
+
+
+def test_resume_after_sigkill_from_a_timer(shapes: Path, clean_run: Path, tmp_path: Path):
+    out = tmp_path / "out"
+    child = _child(shapes, out)
+    deadline = time.monotonic() + HANG_S
+    try:
+        while time.monotonic() < deadline and child.poll() is None:
+            if (out / "journal.sqlite").is_file():
+                try:
+                    if _journal_keys(out):
+                        break
+                except sqlite3.OperationalError:
+                    pass  # the journal is being created
+            time.sleep(0.05)
+        assert child.poll() is None, "the run ended before it could be killed"  # 9 images take seconds each
+        child.send_signal(signal.SIGKILL)
+        child.communicate(timeout=HANG_S)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert 1 <= len(_journal_keys(out)) < IMAGES + 1
+    _finish_and_compare(shapes, out, clean_run)
+
+
+def test_a_rerun_with_other_labels_is_refused_and_changes_nothing(
+    shapes: Path, clean_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    out = tmp_path / "out"
+    shutil.copytree(clean_run, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main(_args(shapes / "images", out, "--labels", "square,circle")) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "labels" in error and "--out" in error
+    after = {p.name: p.read_bytes() for p in out.iterdir() if not p.name.endswith(("-shm", "-wal"))}
+    assert after == before  # SQLite's shared-memory index of the read-only look may appear; no data changes
+
+
+LABEL_CONFIG_WITHOUT_RECTANGLES = """<View>
+  <Image name="image" value="$image"/>
+  <Choices name="kind" toName="image"><Choice value="cat"/></Choices>
+</View>
+"""
+
+
+@pytest.mark.parametrize("case", ["unknown source type", "empty folder", "no RectangleLabels", "missing model"])
+def test_bad_input_is_one_line_and_writes_nothing(
+    case: str, shapes: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    out = tmp_path / "out"
+    source, extra, model = shapes / "images", ["--labels", LABELS], str(SHIPPED_DIR)
+    if case == "unknown source type":
+        source = tmp_path / "images.txt"
+        source.write_text("a.jpg\n")
+    elif case == "empty folder":
+        source = tmp_path / "empty"
+        source.mkdir()
+    elif case == "no RectangleLabels":
+        config = tmp_path / "config.xml"
+        config.write_text(LABEL_CONFIG_WITHOUT_RECTANGLES)
+        extra = ["--label-config", str(config)]
+    else:
+        model = str(tmp_path / "no-such-model")
+    argv = ["autolabel", str(source), "--model", model, "--out", str(out), "--device", "cpu", *extra]
+    assert main(argv) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("minigpt-annotate: error: ") and "\n" not in error
+    assert ";" in error  # the cause; then the fix
+    assert not out.exists()
+
+
+def test_coco_manifest_and_label_studio_sources(shapes: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """A COCO file's categories are the labels; a manifest asks [refer] for its phrases; a Label Studio export's
+    /data/local-files/ paths resolve under --root and its tasks come back with predictions."""
+    coco_out = tmp_path / "coco"
+    assert main(_args(shapes / "annotations.json", coco_out, "--quiet")) == 0
+    coco = json.loads((coco_out / "proposals.coco.json").read_text())
+    assert [c["name"] for c in coco["categories"]] == ["square", "circle", "triangle"]
+    assert len(coco["images"]) == 4  # the other 4 moved to images/more/, so the COCO file's paths miss them
+    summary = json.loads((coco_out / "summary.json").read_text())
+    assert (summary["answered"], summary["failed"]) == (4, 4)  # a missing file is a failure, not a stop
+
+    images = sorted((shapes / "images").glob("*.*"))[:2]
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps({"image": str(p), "phrases": ["the shape"]}) + "\n" for p in images))
+    refer_out = tmp_path / "refer"
+    assert main(_args(manifest, refer_out, "--task", "refer", "--quiet")) == 0
+    refer = json.loads((refer_out / "proposals.coco.json").read_text())
+    assert [c["name"] for c in refer["categories"]] == ["the shape"]
+    assert refer["annotations"], "the shapes model finds a shape"
+    assert all(a["attributes"]["prompt"].startswith("[refer] ") for a in refer["annotations"])
+    assert all("the shape" in a["attributes"]["prompt"] for a in refer["annotations"])
+
+    export = tmp_path / "export.json"
+    export.write_text(
+        json.dumps(
+            [{"id": 7 + i, "data": {"img": f"/data/local-files/?d=images/{p.name}"}} for i, p in enumerate(images)]
+        )
+    )
+    config = tmp_path / "config.xml"
+    config.write_text(
+        '<View><Image name="pic" value="$img"/><RectangleLabels name="box" toName="pic">'
+        '<Label value="Square" predicted_values="square"/><Label value="Round" prompt="circle"/>'
+        "</RectangleLabels></View>"
+    )
+    ls_out = tmp_path / "ls"
+    assert main(_args(export, ls_out, "--label-config", str(config), "--root", str(shapes), "--quiet")) == 0
+    tasks = json.loads((ls_out / "label-studio-tasks.json").read_text())
+    assert [t["id"] for t in tasks] == [7, 8]
+    interface = LabelInterface(config.read_text())
+    for task in tasks:
+        assert task["data"]["img"].startswith("/data/local-files/?d=images/")
+        for prediction in task["predictions"]:
+            assert interface.validate_prediction(prediction, return_errors=True) in (True, [])  # [] : no errors
+            for region in prediction["result"]:
+                assert (region["from_name"], region["to_name"]) == ("box", "pic")
+    prompts = {
+        a["attributes"]["prompt"] for a in json.loads((ls_out / "proposals.coco.json").read_text())["annotations"]
+    }
+    assert prompts <= {"[detection] square", "[detection] circle"}  # predicted_values / prompt, as the backend asks
+
+    escaped = tmp_path / "escape.json"
+    escaped.write_text(json.dumps([{"data": {"image": "/data/local-files/?d=../../etc/passwd"}}]))
+    assert main(_args(escaped, tmp_path / "none", "--labels", "x", "--root", str(shapes))) == 1
+    assert "outside --root" in capsys.readouterr().err
+    remote = tmp_path / "remote.json"
+    remote.write_text(json.dumps([{"data": {"image": "https://example.com/a.jpg"}}]))
+    assert main(_args(remote, tmp_path / "none", "--labels", "x")) == 1
+    assert "not supported yet" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
