@@ -13,13 +13,14 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from model.errors import MiniGPTError
 
 __all__ = ["JOURNAL_NAME", "Journal", "JournalError", "Result", "identity_changes"]
 
 JOURNAL_NAME = "journal.sqlite"
+LOCK_NAME = "journal.lock"  # held while a run writes, so two runs never share a journal
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
@@ -63,13 +64,15 @@ def identity_changes(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str
 
 
 class Journal:
-    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, connection: sqlite3.Connection, path: Path, lock: IO[bytes] | None = None) -> None:
         self._db = connection
         self.path = path
+        self._lock = lock
 
     @staticmethod
-    def stored_identity(folder: Path) -> dict[str, Any] | None:
-        """The identity of the run journalled in ``folder``, or None when there is none (read-only)."""
+    def stored(folder: Path) -> tuple[dict[str, Any], set[str]] | None:
+        """The identity and the done keys of the run journalled in ``folder``, or None when there is none. Only
+        reads, so a refused or finished run neither creates nor changes anything."""
         path = folder / JOURNAL_NAME
         if not path.is_file():
             return None
@@ -77,16 +80,18 @@ class Journal:
             db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
             try:
                 row = db.execute("SELECT value FROM meta WHERE key = 'identity'").fetchone()
+                done = {key for (key,) in db.execute("SELECT key FROM results")}
             finally:
                 db.close()
         except sqlite3.Error as err:
             raise JournalError(f"{path} is not a readable autolabel journal ({err}); pass another --out") from err
-        return json.loads(row[0]) if row else None
+        return (json.loads(row[0]), done) if row else None
 
     @classmethod
     def open(cls, folder: Path, identity: dict[str, Any]) -> Journal:
         """Open (or start) the journal in ``folder`` for a run of ``identity``; refuse another run's journal."""
         path = folder / JOURNAL_NAME
+        lock = _lock(folder)
         try:
             db = sqlite3.connect(path, isolation_level=None)  # autocommit; transactions are explicit
             db.execute("PRAGMA journal_mode=WAL")
@@ -99,6 +104,7 @@ class Journal:
                 db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
             db.execute("COMMIT")
         except sqlite3.Error as err:
+            _unlock(lock)
             raise JournalError(
                 f"cannot open the journal {path} ({err}); check the folder or pass another --out"
             ) from err
@@ -106,8 +112,9 @@ class Journal:
             changes = identity_changes(json.loads(row[0]), identity)
             if changes:
                 db.close()
+                _unlock(lock)
                 raise JournalError(refusal(path, changes))
-        return cls(db, path)
+        return cls(db, path, lock)
 
     def done(self) -> set[str]:
         return {key for (key,) in self._db.execute("SELECT key FROM results")}
@@ -136,6 +143,7 @@ class Journal:
 
     def close(self) -> None:
         self._db.close()
+        _unlock(self._lock)
 
 
 def refusal(path: Path, changes: list[str]) -> str:
@@ -143,3 +151,26 @@ def refusal(path: Path, changes: list[str]) -> str:
         f"{path} belongs to another run ({'; '.join(changes)}); rerun with the same model, labels, task and source "
         "to resume, or pass a new --out"
     )
+
+
+def _lock(folder: Path) -> IO[bytes] | None:
+    """An exclusive lock on ``folder``'s journal for this process (released by the OS if it dies); None where the
+    platform has no flock (Windows)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    handle = open(folder / LOCK_NAME, "ab")  # noqa: SIM115 - held open for the run, closed by _unlock
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        handle.close()
+        raise JournalError(
+            f"another autolabel run is writing to {folder}; wait for it to end, or pass another --out"
+        ) from err
+    return handle
+
+
+def _unlock(handle: IO[bytes] | None) -> None:
+    if handle is not None:
+        handle.close()  # closing the file releases the flock

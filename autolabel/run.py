@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from model.errors import MiniGPTError
 
@@ -22,6 +22,9 @@ from .asks import Asks
 from .journal import JOURNAL_NAME, Journal, JournalError, identity_changes, refusal
 from .outputs import write_outputs
 from .sources import Source
+
+if TYPE_CHECKING:
+    from .engine import LocalEngine
 
 __all__ = ["RunOptions", "autolabel", "model_fingerprint"]
 
@@ -67,25 +70,23 @@ def autolabel(source: Source, asks: Asks, options: RunOptions) -> dict[str, Any]
     out = options.out
     if out.exists() and not out.is_dir():
         raise MiniGPTError(f"--out {out} is a file; pass a folder")
-    stored = Journal.stored_identity(out) if out.is_dir() else None
-    if stored is not None and identity_changes(stored, identity):
-        raise JournalError(refusal(out / JOURNAL_NAME, identity_changes(stored, identity)))
-
-    from model.proposer import Proposer
-
-    from .engine import LocalEngine
-
-    proposer = Proposer.from_pretrained(
-        options.model, device=options.device, dtype=options.dtype, model_version=version
-    )
-    engine = LocalEngine(proposer, batch_images=options.batch_images)
+    stored = Journal.stored(out) if out.is_dir() else None
+    if stored is not None and identity_changes(stored[0], identity):
+        raise JournalError(refusal(out / JOURNAL_NAME, identity_changes(stored[0], identity)))
+    # The model is loaded before DIR is touched (a model that fails to load leaves nothing behind), and not at all
+    # when the journal already holds every image (then only the files are rewritten).
+    done_before = stored[1] if stored is not None else set()
+    engine = _local_engine(options, version) if any(i.key not in done_before for i in source.items) else None
     out.mkdir(parents=True, exist_ok=True)
     journal = Journal.open(out, identity)
     try:
         started = time.perf_counter()
         done = journal.done()
         todo = [item for item in source.items if item.key not in done]
-        answered = _drive(engine.run(todo, asks), journal, len(source.items), len(done), options.quiet)
+        if todo and engine is None:  # the journal went away since the look above: answer what is missing
+            engine = _local_engine(options, version)
+        results = engine.run(todo, asks) if engine is not None and todo else iter(())
+        answered = _drive(results, journal, len(source.items), len(done), options.quiet)
         wall = time.perf_counter() - started
         stats = {"this_run": {"images": answered, "wall_s": round(wall, 3), "images_per_s": _rate(answered, wall)}}
         return write_outputs(
@@ -100,6 +101,17 @@ def autolabel(source: Source, asks: Asks, options: RunOptions) -> dict[str, Any]
         )
     finally:
         journal.close()
+
+
+def _local_engine(options: RunOptions, version: str) -> LocalEngine:
+    from model.proposer import Proposer
+
+    from .engine import LocalEngine
+
+    proposer = Proposer.from_pretrained(
+        options.model, device=options.device, dtype=options.dtype, model_version=version
+    )
+    return LocalEngine(proposer, batch_images=options.batch_images)
 
 
 def _drive(results: Any, journal: Journal, total: int, already: int, quiet: bool) -> int:

@@ -272,3 +272,31 @@ def test_coco_manifest_and_label_studio_sources(shapes: Path, tmp_path: Path, ca
     assert main(_args(remote, tmp_path / "none", "--labels", "x")) == 1
     assert "not supported yet" in capsys.readouterr().err
     assert not (tmp_path / "none").exists()
+
+
+def test_a_finished_run_rewrites_its_files_without_loading_the_model(shapes: Path, clean_run: Path, tmp_path: Path):
+    """A model folder holding only the config (same fingerprint, same version) is enough to rewrite the files."""
+    out = tmp_path / "out"
+    shutil.copytree(clean_run, out)
+    for name in OUTPUTS:
+        (out / name).unlink()
+    config_only = tmp_path / SHIPPED_DIR.name
+    config_only.mkdir()
+    shutil.copy(SHIPPED_DIR / "config.json", config_only / "config.json")
+    argv = ["autolabel", str(shapes / "images"), "--model", str(config_only), "--out", str(out), "--labels", LABELS]
+    assert main([*argv, "--quiet"]) == 0
+    _same_files(out, clean_run)
+
+
+def test_two_runs_never_share_a_journal(
+    shapes: Path, clean_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    import fcntl  # the journal's lock (POSIX; on Windows autolabel runs without one)
+
+    out = tmp_path / "out"
+    shutil.copytree(clean_run, out)
+    with open(out / "journal.lock", "ab") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert main(_args(shapes / "images", out, "--labels", LABELS, "--quiet")) == 1
+    error = capsys.readouterr().err.strip()
+    assert "another autolabel run" in error and "\n" not in error
