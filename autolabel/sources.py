@@ -58,6 +58,13 @@ class _ManifestLine(BaseModel):
     labels: list[str] | None = None
     phrases: list[str] | None = None
 
+    @field_validator("image")
+    @classmethod
+    def _a_path(cls, image: str) -> str:
+        if "\x00" in image:
+            raise ValueError("a path cannot hold a NUL character")
+        return image
+
     @field_validator("labels", "phrases")
     @classmethod
     def _not_blank(cls, values: list[str] | None) -> list[str] | None:
@@ -194,6 +201,8 @@ def _task_image(reference: str, root: Path | None, export: Path) -> Path:
                 f"image {reference!r} is in Label Studio's local storage; pass --root with the folder its paths "
                 "are relative to (LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT)"
             )
+        if "\x00" in relative:
+            raise SourceError(f"image {reference!r}: a path cannot hold a NUL character; fix the task")
         resolved = (root / relative).resolve()
         if not resolved.is_relative_to(root):
             raise SourceError(f"image {reference!r} points outside --root {root}; fix the task or the root")
@@ -203,6 +212,8 @@ def _task_image(reference: str, root: Path | None, export: Path) -> Path:
             f"image {reference!r} was uploaded to Label Studio; reading uploads is not supported yet, export with "
             "local files storage instead"
         )
+    if "\x00" in reference:
+        raise SourceError(f"image {reference!r}: a path cannot hold a NUL character; fix the task")
     image = Path(reference).expanduser()
     return image if image.is_absolute() else export.parent.resolve() / image
 

@@ -12,14 +12,18 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from label_studio_sdk.label_interface import LabelInterface
 from patience import HANG_S
 from same_answers import assert_same_proposals
 
+from autolabel.sources import SourceError, read_source
 from minigpt_annotate.cli import main
 from model.coco import load_with_pycocotools, read_coco
 from model.synthetic.shapes import make_shapes
@@ -300,3 +304,52 @@ def test_two_runs_never_share_a_journal(
         assert main(_args(shapes / "images", out, "--labels", LABELS, "--quiet")) == 1
     error = capsys.readouterr().err.strip()
     assert "another autolabel run" in error and "\n" not in error
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+_LABELS = st.lists(st.text(max_size=8), max_size=3)
+_IDS = st.none() | st.integers() | st.text(max_size=4) | _JSON
+_REFERENCES = st.one_of(
+    st.text(max_size=20),
+    st.builds(lambda t: f"/data/local-files/?d={t}", st.text(max_size=20)),
+    st.sampled_from(
+        ["/data/upload/1/a.jpg", "s3://bucket/a.jpg", "../a.jpg", "/data/local-files/?d=%00", "a\x00.png", "~/a.png"]
+    ),
+)
+
+
+@settings(max_examples=150, derandomize=True)
+@given(
+    lines=st.lists(
+        st.one_of(
+            _JSON.map(json.dumps),
+            st.builds(
+                lambda i, ls, ps: json.dumps({"image": i, "labels": ls, "phrases": ps}), _REFERENCES, _JSON, _JSON
+            ),
+            st.text(max_size=30),
+        ),
+        max_size=4,
+    ),
+    tasks=st.one_of(
+        _JSON,
+        st.lists(st.builds(lambda i, d: {"id": i, "data": {"image": d}}, _IDS, _REFERENCES | _JSON), max_size=4),
+    ),
+)
+def test_any_manifest_or_export_is_read_or_refused_in_one_line(lines: list[str], tasks: object) -> None:
+    """Whatever a manifest or a Label Studio export holds, reading it gives items or a SourceError, never another
+    exception (which the command line would show as a bare cause without a fix, or as a traceback)."""
+    with tempfile.TemporaryDirectory() as folder:
+        manifest, export = Path(folder) / "m.jsonl", Path(folder) / "e.json"
+        manifest.write_text("\n".join(lines), encoding="utf-8", errors="surrogatepass")
+        export.write_text(json.dumps(tasks), encoding="utf-8")
+        for path in (manifest, export):
+            try:
+                found = read_source(path, root=Path(folder))
+            except SourceError as err:
+                assert "\n" not in str(err) and ";" in str(err)
+            else:
+                assert found.items and all(isinstance(item.path, Path) for item in found.items)
