@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from model.annotations import Task
 from model.errors import ImageLoadError
 
 from .asks import Asks, LabeledPrompt
@@ -39,9 +40,16 @@ def answer(item: Item, image: LoadedImage, prompts: Sequence[LabeledPrompt], res
     proposals = [
         {"label": asked.label, "bbox": list(p.box.xyxy), "score": p.score, "prompt": p.prompt}
         for asked, result in zip(prompts, results, strict=True)
-        for p in result.proposals
+        for p in _kept(asked, result.proposals)
     ]
     return Result(item.key, str(item.path), image.width, image.height, proposals, None, seconds)
+
+
+def _kept(asked: LabeledPrompt, proposals: Sequence[Any]) -> Sequence[Any]:
+    """[refer] names one object: its best box, as the backend answers it; [detection] keeps every box."""
+    if asked.prompt.task is Task.refer:
+        return sorted(proposals, key=lambda p: p.score, reverse=True)[:1]
+    return proposals
 
 
 def failure(item: Item, err: BaseException, seconds: float = 0.0) -> Result:

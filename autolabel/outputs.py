@@ -23,7 +23,7 @@ from model.annotations import Annotation, Box, Dataset, ImageRecord
 from model.coco import categories_from_labels, write_coco
 from model.errors import MiniGPTError
 from model.files import write_atomic, write_text_atomic
-from model.regions import rectangle_region
+from model.regions import prediction, rectangle_region
 
 from .asks import Asks, all_labels
 from .journal import Result
@@ -120,13 +120,7 @@ def _task(item: Item, result: Result, asks: Asks, model_version: str, root: Path
         )
         for n, p in enumerate(result.proposals or ())
     ]
-    scores = [region["score"] for region in regions]
-    prediction = {
-        "model_version": model_version,
-        "score": sum(scores) / len(scores) if scores else 0.0,  # as the backend scores a prediction
-        "result": regions,
-    }
-    task["predictions"] = [prediction]
+    task["predictions"] = [prediction(regions, model_version)]  # scored as the backend scores one
     return task
 
 
@@ -159,7 +153,7 @@ def _validate(tasks: Sequence[dict[str, Any]], config: str) -> None:
         return
     interface = LabelInterface(config)
     for task in tasks:
-        for prediction in task["predictions"]:
-            verdict = interface.validate_prediction(prediction, return_errors=True)
+        for predicted in task["predictions"]:
+            verdict = interface.validate_prediction(predicted, return_errors=True)
             if verdict is not True and verdict:
                 raise MiniGPTError(f"the Label Studio prediction for {task['data']} is invalid: {verdict[0]}")

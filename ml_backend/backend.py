@@ -19,7 +19,7 @@ from model.annotations import Proposal, Task
 from model.errors import MiniGPTError
 from model.images import MODEL_FIT_PIXELS, LoadedImage, load_image
 from model.proposer import GenerationOptions, Prompt, ProposalResult, Proposer, ProposeRequest
-from model.regions import rectangle_region
+from model.regions import prediction, rectangle_region
 
 from .annotation_events import AnnotationEvent, AnnotationsDeleted
 from .corrections import CorrectionStore
@@ -357,13 +357,7 @@ class MiniGPTBackend:
         return [region]
 
     def _prediction(self, task: dict, regions: list[dict], labels: ProjectLabels) -> dict:
-        valid = self._validated(task, regions, labels)
-        scores = [r["score"] for r in valid if "score" in r]
-        return {
-            "result": valid,
-            "score": sum(scores) / len(scores) if scores else 0.0,
-            "model_version": self.model_version,
-        }
+        return prediction(self._validated(task, regions, labels), self.model_version)
 
     @staticmethod
     def _validated(task: dict, regions: list[dict], labels: ProjectLabels) -> list[dict]:

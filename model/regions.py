@@ -91,3 +91,9 @@ def rectangle_region(
     if score is not None:
         region["score"] = float(score)
     return region
+
+
+def prediction(regions: list[dict], model_version: str) -> dict:
+    """One Label Studio prediction of ``regions``: its score is their mean score (0.0 when none has one)."""
+    scores = [r["score"] for r in regions if "score" in r]
+    return {"result": regions, "score": sum(scores) / len(scores) if scores else 0.0, "model_version": model_version}

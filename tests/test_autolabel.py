@@ -236,6 +236,7 @@ def test_coco_manifest_and_label_studio_sources(shapes: Path, tmp_path: Path, ca
     refer = json.loads((refer_out / "proposals.coco.json").read_text())
     assert [c["name"] for c in refer["categories"]] == ["the shape"]
     assert refer["annotations"], "the shapes model finds a shape"
+    assert len(refer["annotations"]) <= len(images)  # [refer] names one object: one box per phrase, the best
     assert all(a["attributes"]["prompt"].startswith("[refer] ") for a in refer["annotations"])
     assert all("the shape" in a["attributes"]["prompt"] for a in refer["annotations"])
 
