@@ -354,3 +354,25 @@ def test_any_manifest_or_export_is_read_or_refused_in_one_line(lines: list[str],
                 assert "\n" not in str(err) and ";" in str(err)
             else:
                 assert found.items and all(isinstance(item.path, Path) for item in found.items)
+
+
+def test_a_manifest_line_asks_for_its_own_labels(shapes: Path, tmp_path: Path):
+    images = sorted((shapes / "images").glob("*.*"))[:2]
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text(
+        json.dumps({"image": str(images[0]), "labels": ["circle"]})
+        + "\n\n"  # blank lines are allowed
+        + json.dumps({"image": str(images[1]), "labels": ["square", "triangle"]})
+        + "\n"
+    )
+    out = tmp_path / "out"
+    assert main(_args(manifest, out, "--quiet")) == 0
+    coco = json.loads((out / "proposals.coco.json").read_text())
+    assert [c["name"] for c in coco["categories"]] == ["circle", "square", "triangle"]
+    assert coco["annotations"], "the shapes model finds shapes"
+    asked = {1: {"[detection] circle"}, 2: {"[detection] square", "[detection] triangle"}}
+    for annotation in coco["annotations"]:
+        assert annotation["attributes"]["prompt"] in asked[annotation["image_id"]]
+    # the run's identity holds the manifest's content: another label on a line refuses to resume
+    manifest.write_text(json.dumps({"image": str(images[0]), "labels": ["square"]}) + "\n")
+    assert main(_args(manifest, out, "--quiet")) == 1
