@@ -57,10 +57,17 @@ class Result:
 def identity_changes(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     """The parts of a run's identity that differ, as 'what: before -> now'."""
     return [
-        f"{key}: {stored.get(key)!r} -> {wanted.get(key)!r}"
+        f"{key}: {_shown(stored.get(key))} -> {_shown(wanted.get(key))}"
         for key in sorted(set(stored) | set(wanted))
         if stored.get(key) != wanted.get(key)
     ]
+
+
+def _shown(value: Any) -> str:
+    """A part of the identity as a person reads it: labels as ``circle, car=a red car``, other values as they are."""
+    if isinstance(value, list) and all(isinstance(pair, list) and len(pair) == 2 for pair in value):
+        return ", ".join(label if label == prompt else f"{label}={prompt}" for label, prompt in value) or "(none)"
+    return repr(value)
 
 
 class Journal:
