@@ -8,6 +8,7 @@ by a lock (one batched `generate` at a time uses the hardware best), while image
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -43,6 +44,7 @@ class Metrics:
     model_seconds: float = 0.0
     corrections: int = 0
     abandoned_predicts: int = 0  # /predict requests stopped early because their client had gone
+    partial_predicts: int = 0  # /predict requests answered in part: the rest would have outlasted Label Studio's wait
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def as_dict(self) -> dict:
@@ -132,8 +134,10 @@ class MiniGPTBackend:
         score_threshold: float = 0.0,
         batch_size: int = 16,
         max_projects: int = 16,
+        predict_budget_s: float | None = None,
     ):
         self.proposer = proposer
+        self.predict_budget_s = predict_budget_s
         self.fetcher = fetcher
         self.corrections = corrections
         self.model_version = model_version or proposer.model_version or "minigpt-v2"
@@ -181,9 +185,15 @@ class MiniGPTBackend:
 
         Tasks are handled in chunks, so a 100-task request never holds 100 decoded images at once. Before each
         chunk `client_gone` is asked whether anyone still waits for the answer; if not, PredictAbandoned.
+
+        A batch request (no `context`) answers what fits in `predict_budget_s`, judged before each chunk by the
+        chunks already run: the tasks it did not reach get an empty list, which Label Studio stores nothing for, so
+        the next "Retrieve predictions" on the same selection asks for exactly those (it skips tasks that hold a
+        prediction of this model version). The first chunk always runs, so every retrieval makes progress.
         """
         labels = ProjectLabels.parse(label_config)
-        predictions: list[dict] = []
+        predictions: list[dict | list] = []
+        started = time.monotonic()
         for start in range(0, len(tasks), TASKS_PER_CHUNK):
             if client_gone is not None and client_gone():
                 with self.metrics.lock:
@@ -191,10 +201,36 @@ class MiniGPTBackend:
                 raise PredictAbandoned(
                     f"the client disconnected after {start} of {len(tasks)} task(s); the rest were not run"
                 )
+            if start and context is None and self._over_budget(started, start):
+                predictions.extend([] for _ in tasks[start:])
+                self._log_partial(start, len(tasks), time.monotonic() - started)
+                break
             predictions.extend(self._predict_chunk(tasks[start : start + TASKS_PER_CHUNK], context, labels))
         with self.metrics.lock:
             self.metrics.predict_calls += 1
         return predictions
+
+    def _over_budget(self, started: float, done: int) -> bool:
+        """Whether one more chunk, at the pace of those run so far, would end after the request's budget."""
+        if self.predict_budget_s is None:
+            return False
+        elapsed = time.monotonic() - started
+        per_chunk = elapsed / math.ceil(done / TASKS_PER_CHUNK)
+        return elapsed + per_chunk > self.predict_budget_s
+
+    def _log_partial(self, done: int, total: int, elapsed: float) -> None:
+        with self.metrics.lock:
+            self.metrics.partial_predicts += 1
+        log.warning(
+            "answered %d of %d task(s) in %.0f s; the other %d would outlast the %.0f s budget "
+            "(MINIGPT_PREDICT_BUDGET_S, below Label Studio's ML_TIMEOUT_PREDICT), so they get no prediction now: "
+            '"Retrieve predictions" again on the same selection continues with them',
+            done,
+            total,
+            elapsed,
+            total - done,
+            self.predict_budget_s,
+        )
 
     def _predict_chunk(self, tasks: Sequence[dict], context: dict | None, labels: ProjectLabels) -> list[dict]:
         with ThreadPoolExecutor(max_workers=min(8, max(1, len(tasks)))) as pool:  # downloads overlap

@@ -51,6 +51,12 @@ class BackendSettings(BaseModel):
     corrections_dir: Path | None = Field(default=None, description="where webhooks store corrected boxes as COCO")
     score_threshold: float = Field(default=0.0, ge=0.0, le=1.0, description="boxes scoring lower are not suggested")
     batch_size: int = Field(default=16, ge=1)
+    predict_budget_s: float = Field(
+        default=80.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="seconds a batch /predict may run before answering what it has (Label Studio waits 100 s)",
+    )
     basic_auth_user: str | None = None
     basic_auth_pass: SecretStr | None = None
 
@@ -64,6 +70,7 @@ class BackendSettings(BaseModel):
             "corrections_dir": "MINIGPT_CORRECTIONS_DIR",
             "score_threshold": "MINIGPT_SCORE_THRESHOLD",
             "batch_size": "MINIGPT_BATCH_SIZE",
+            "predict_budget_s": "MINIGPT_PREDICT_BUDGET_S",
             "basic_auth_user": "BASIC_AUTH_USER",
             "basic_auth_pass": "BASIC_AUTH_PASS",
         }
@@ -185,4 +192,5 @@ def build_backend(
         score_threshold=settings.score_threshold,
         batch_size=settings.batch_size,
         max_projects=(limits or RequestLimits()).projects,
+        predict_budget_s=settings.predict_budget_s,
     )

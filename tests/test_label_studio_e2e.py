@@ -171,3 +171,31 @@ def _wait_for(condition, timeout: float = HANG_S) -> None:
     while not condition():
         assert time.monotonic() < deadline, "the webhook did not arrive"
         time.sleep(0.2)
+
+
+def test_a_selection_larger_than_the_budget_is_answered_over_successive_retrievals(
+    label_studio: LabelStudioServer, shapes: Path, tmp_path: Path
+) -> None:
+    """With a budget that only the first chunk (16 tasks) fits in, each "Retrieve predictions" stores 16 more
+    predictions: the tasks left unanswered get none, so Label Studio offers them again on the next retrieval."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "LABEL_STUDIO_URL": label_studio.url,
+        "LABEL_STUDIO_API_KEY": label_studio.personal_access_token,
+        "MINIGPT_PREDICT_BUDGET_S": "0.001",
+    }
+    with running_backend(serve_command(port), port, tmp_path / "serve.log", env) as url:
+        project_id = label_studio.create_project("minigpt budget", LABEL_CONFIG)
+        images = sorted((shapes / "images").iterdir())
+        tasks = label_studio.import_images(project_id, images * 3)  # 36 tasks: three chunks of at most 16
+        label_studio.connect_ml_backend(project_id, url, "minigpt-annotate", is_interactive=False)
+        holding = []
+        for _ in range(3):
+            label_studio.retrieve_predictions(project_id)
+            holding.append(sum(bool(label_studio.predictions(task["id"])) for task in tasks))
+        assert holding == [16, 32, 36]
+        for task in tasks:  # one prediction each, never an empty placeholder for the tasks not reached
+            (prediction,) = label_studio.predictions(task["id"])
+            assert prediction["model_version"] == "tiny-shapes"
+        assert "Retrieve predictions" in (tmp_path / "serve.log").read_text()

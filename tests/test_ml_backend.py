@@ -362,3 +362,23 @@ def test_a_large_request_is_answered_in_order_across_chunks(client, ground_truth
 
     for i, prediction in enumerate(results):  # the same image in another chunk: batches differ, scores may drift
         assert_same_proposals(prediction["result"], results[i % len(names)]["result"], ignore={"id"})
+
+
+def test_a_batch_over_the_time_budget_answers_what_it_reached_and_leaves_the_rest_for_the_next_retrieval(
+    shapes: Path, ground_truth: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Label Studio waits 100 s for a whole selection and stores nothing for a task answered with an empty list (it
+    asks for that task again next time). A budget only the first chunk fits in: 16 answered, 24 left, one log line
+    saying how to continue."""
+    backend = _backend(shapes, predict_budget_s=1e-6)
+    client = create_app(backend).test_client()
+    names = sorted(ground_truth)
+    tasks = [_task(i, names[i % len(names)]) for i in range(40)]
+    with caplog.at_level("WARNING", logger="ml_backend.backend"):
+        results = client.post("/predict", json={"tasks": tasks, "label_config": CONFIG}).get_json()["results"]
+    assert len(results) == 40
+    assert all(isinstance(r, dict) and "result" in r for r in results[:16])
+    assert results[16:] == [[]] * 24
+    assert backend.metrics.as_dict()["partial_predicts"] == 1
+    (line,) = [r.getMessage() for r in caplog.records if "MINIGPT_PREDICT_BUDGET_S" in r.getMessage()]
+    assert "answered 16 of 40" in line and "Retrieve predictions" in line
