@@ -89,7 +89,8 @@ class RequestLimits(BaseModel):
     """What one request may cost, per route: checked before a body is parsed or a task is run (README, Production).
 
     Label Studio sends every task selected for "Retrieve predictions" in one /predict, each task a few hundred bytes
-    of JSON plus the label config, so the defaults leave room for a 1,000-task selection with a large config.
+    of JSON plus the label config, so the defaults leave room for a 10,000-task selection with a large config; the
+    model time of a big selection is bounded by BackendSettings.predict_budget_s, not by this cap.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -97,7 +98,7 @@ class RequestLimits(BaseModel):
     predict_bytes: int = Field(default=16 * MiB, ge=1024)
     webhook_bytes: int = Field(default=16 * MiB, ge=1024)
     setup_bytes: int = Field(default=4 * MiB, ge=1024)
-    predict_tasks: int = Field(default=1000, ge=1)
+    predict_tasks: int = Field(default=10_000, ge=1)
     projects: int = Field(default=16, ge=1, description="label configs from /setup remembered, least recent dropped")
 
     ENV: ClassVar[dict[str, str]] = {
