@@ -1,7 +1,8 @@
 """`autolabel --engine ray`: on a local Ray started by the test (3 logical CPUs: 2 model actors and the decode
 tasks), with the shipped tiny shapes model, the same files as `--engine local` (same boxes, scores within
-tests/same_answers.py's tolerance, the same failures.jsonl), and a run SIGKILLed half way (a child process joining the
-test's cluster through --ray-address) that the Ray engine resumes to the same files.
+tests/same_answers.py's tolerance, the same failures.jsonl), a run SIGKILLed half way (a child process joining the
+test's cluster through --ray-address) that the Ray engine resumes to the same files, a command that starts (and
+stops) a Ray of its own, and the one-line refusals without the scale extra or without --engine ray.
 """
 
 from __future__ import annotations
@@ -95,3 +96,20 @@ def test_ray_options_without_the_ray_engine_are_refused(shapes: Path, tmp_path: 
     assert main(_args(shapes / "images", tmp_path / "out", "--labels", LABELS, "--actors", "2")) == 1
     assert "add --engine ray" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_without_an_address_the_command_starts_a_local_ray(shapes: Path, clean_run: Path, tmp_path: Path):
+    """A child process (no Ray of its own yet) starts a local Ray on loopback, with at least a CPU per actor and one
+    for decoding (2 cores here), answers every image as the local engine does, stops it and exits with 0."""
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "minigpt_annotate", *_args(shapes / "images", out, "--labels", LABELS)]
+    done = subprocess.run(
+        [*command, "--quiet", "--engine", "ray"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=HANG_S,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout)["this_run"]["images"] == IMAGES + 1
+    _same_files(out, clean_run)
