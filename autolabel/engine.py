@@ -1,9 +1,10 @@
 """Engines turn items into :class:`~autolabel.journal.Result` s, streamed as each image finishes.
 
 An engine only answers; the caller journals each result as it arrives. The local engine runs a
-:class:`~model.proposer.Proposer` in this process; a Ray Data engine implements the same :class:`Engine` protocol
-(decode in CPU tasks, an actor pool of proposers, results streamed back), so the journal, resume and the output
-files are the same whichever engine ran.
+:class:`~model.proposer.Proposer` in this process; the Ray Data engine (:mod:`autolabel.ray_engine`) implements the
+same :class:`Engine` protocol (decode in CPU tasks, an actor pool of proposers, results streamed back) and answers
+through the same :func:`answer_loaded`, so the boxes, the journal, resume and the output files are the same whichever
+engine ran.
 """
 
 from __future__ import annotations
