@@ -16,7 +16,7 @@ from pathlib import Path
 from model.commands import DTYPES
 from model.errors import MiniGPTError
 
-ENGINES = ("local",)  # a Ray Data engine ("ray") implements autolabel.engine.Engine next
+ENGINES = ("local", "ray")  # ray: autolabel.ray_engine, on Ray Data (the "scale" extra)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +38,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--task", choices=("detection", "refer"), default="detection", help="refer: the manifest's phrases")
     p.add_argument("--root", type=Path, default=None, help="folder Label Studio's /data/local-files/?d= paths are in")
     p.add_argument("--image-key", default=None, help="task data key of the image (default: the config's, or image)")
-    p.add_argument("--engine", choices=ENGINES, default="local")
+    p.add_argument("--engine", choices=ENGINES, default="local", help="ray: Ray Data (pip install '.[scale]')")
+    p.add_argument(
+        "--actors", type=int, default=None, help="ray: model copies (default: one per GPU of the cluster, else 1)"
+    )
+    p.add_argument(
+        "--ray-address", default=None, help="ray: join this cluster (HOST:6379, ray://HOST:10001); default: a local Ray"
+    )
     p.add_argument("--batch-images", type=int, default=4, help="images answered together (all their prompts)")
     p.add_argument("--model-version", default=None, help="the version recorded with every box (default: folder name)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
@@ -56,6 +62,10 @@ def cmd_autolabel(args: argparse.Namespace) -> int:
         raise MiniGPTError("no model given; pass --model FOLDER (or set MINIGPT_MODEL)")
     if args.batch_images < 1:
         raise MiniGPTError(f"--batch-images must be at least 1, got {args.batch_images}")
+    if args.actors is not None and args.actors < 1:
+        raise MiniGPTError(f"--actors must be at least 1, got {args.actors}")
+    if args.engine != "ray" and (args.actors is not None or args.ray_address is not None):
+        raise MiniGPTError("--actors and --ray-address are for the Ray engine; add --engine ray")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     labels = names = config_text = None
     if args.labels is not None:
@@ -77,6 +87,9 @@ def cmd_autolabel(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         label_config=config_text,
         root=root,
+        engine=args.engine,
+        actors=args.actors,
+        ray_address=args.ray_address,
     )
     summary = autolabel(source, asks, options)
     print(json.dumps(summary, indent=2))

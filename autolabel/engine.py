@@ -1,9 +1,10 @@
 """Engines turn items into :class:`~autolabel.journal.Result` s, streamed as each image finishes.
 
 An engine only answers; the caller journals each result as it arrives. The local engine runs a
-:class:`~model.proposer.Proposer` in this process; a Ray Data engine implements the same :class:`Engine` protocol
-(decode in CPU tasks, an actor pool of proposers, results streamed back), so the journal, resume and the output
-files are the same whichever engine ran.
+:class:`~model.proposer.Proposer` in this process; the Ray Data engine (:mod:`autolabel.ray_engine`) implements the
+same :class:`Engine` protocol (decode in CPU tasks, an actor pool of proposers, results streamed back) and answers
+through the same :func:`answer_loaded`, so the boxes, the journal, resume and the output files are the same whichever
+engine ran.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from model.images import LoadedImage
     from model.proposer import Proposer
 
-__all__ = ["Engine", "LocalEngine", "answer"]
+__all__ = ["Engine", "LocalEngine", "answer", "answer_loaded", "failure"]
 
 
 class Engine(Protocol):
@@ -32,6 +33,10 @@ class Engine(Protocol):
     def run(self, items: Iterable[Item], asks: Asks) -> Iterator[Result]:
         """One result per item (in any order), as soon as each is finished. A bad image is a failed result,
         never an exception."""
+        ...
+
+    def close(self) -> None:
+        """Release what the engine holds (a Ray runtime it started); called once the run ends, however it ends."""
         ...
 
 
@@ -75,12 +80,14 @@ class LocalEngine:
         if batch:
             yield from self._batch(batch, asks)
 
+    def close(self) -> None:
+        """Nothing to release: the model goes with the process."""
+
     def _batch(self, items: Sequence[Item], asks: Asks) -> Iterator[Result]:
         from model.images import MODEL_FIT_PIXELS, load_image
-        from model.proposer import ProposeRequest
 
         started = time.perf_counter()
-        loaded: list[tuple[Item, LoadedImage, list[LabeledPrompt]]] = []
+        loaded: list[Loaded] = []
         for item in items:
             try:
                 image = self.proposer.model_image(load_image(item.path, fit_pixels=MODEL_FIT_PIXELS))
@@ -91,18 +98,30 @@ class LocalEngine:
                 yield failure(item, err)
                 continue
             loaded.append((item, image, asks.prompts(item)))
-        requests = [ProposeRequest.of(image, asked.prompt) for _, image, prompts in loaded for asked in prompts]
-        try:
-            answers = self.proposer.propose_batch(requests) if requests else []
-        except Exception as err:
-            if len(loaded) > 1:  # find the image that fails, and answer the others
-                for item, _image, _ in loaded:
-                    yield from self._batch([item], asks)
-            else:
-                yield from (failure(item, err) for item, _image, _ in loaded)
-            return
-        seconds = (time.perf_counter() - started) / max(1, len(loaded))
-        start = 0
-        for item, image, prompts in loaded:
-            yield answer(item, image, prompts, answers[start : start + len(prompts)], seconds)
-            start += len(prompts)
+        yield from answer_loaded(self.proposer, loaded, started)
+
+
+Loaded = tuple[Item, "LoadedImage", list[LabeledPrompt]]  # an image decoded for the model, and what it is asked
+
+
+def answer_loaded(proposer: Proposer, loaded: Sequence[Loaded], started: float | None = None) -> Iterator[Result]:
+    """The results of decoded images, all their prompts in one ``propose_batch`` (both engines' model step, so they
+    answer alike). A batch the model fails on is answered one image at a time, so only the image that fails fails."""
+    from model.proposer import ProposeRequest
+
+    started = time.perf_counter() if started is None else started
+    requests = [ProposeRequest.of(image, asked.prompt) for _, image, prompts in loaded for asked in prompts]
+    try:
+        answers = proposer.propose_batch(requests) if requests else []
+    except Exception as err:
+        if len(loaded) > 1:  # find the image that fails, and answer the others
+            for one in loaded:
+                yield from answer_loaded(proposer, [one])
+        else:
+            yield from (failure(item, err) for item, _image, _ in loaded)
+        return
+    seconds = (time.perf_counter() - started) / max(1, len(loaded))
+    start = 0
+    for item, image, prompts in loaded:
+        yield answer(item, image, prompts, answers[start : start + len(prompts)], seconds)
+        start += len(prompts)

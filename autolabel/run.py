@@ -24,7 +24,7 @@ from .outputs import write_outputs
 from .sources import Source
 
 if TYPE_CHECKING:
-    from .engine import LocalEngine
+    from .engine import Engine
 
 __all__ = ["RunOptions", "autolabel", "model_fingerprint"]
 
@@ -44,6 +44,9 @@ class RunOptions:
     quiet: bool = False
     label_config: str | None = None  # its text, when given
     root: Path | None = None
+    engine: str = "local"  # or "ray" (autolabel.ray_engine)
+    actors: int | None = None  # ray: model actors (default: one per GPU of the cluster, else 1)
+    ray_address: str | None = None  # ray: join this cluster instead of starting a local one
 
 
 def model_fingerprint(model: str) -> str:
@@ -76,15 +79,20 @@ def autolabel(source: Source, asks: Asks, options: RunOptions) -> dict[str, Any]
     # The model is loaded before DIR is touched (a model that fails to load leaves nothing behind), and not at all
     # when the journal already holds every image (then only the files are rewritten).
     done_before = stored[1] if stored is not None else set()
-    engine = _local_engine(options, version) if any(i.key not in done_before for i in source.items) else None
-    out.mkdir(parents=True, exist_ok=True)
-    journal = Journal.open(out, identity)
+    engine = _engine(options, version) if any(i.key not in done_before for i in source.items) else None
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        journal = Journal.open(out, identity)
+    except BaseException:
+        if engine is not None:  # a Ray runtime the engine started stops with the command, however it ends
+            engine.close()
+        raise
     try:
         started = time.perf_counter()
         done = journal.done()
         todo = [item for item in source.items if item.key not in done]
         if todo and engine is None:  # the journal went away since the look above: answer what is missing
-            engine = _local_engine(options, version)
+            engine = _engine(options, version)
         results = engine.run(todo, asks) if engine is not None and todo else iter(())
         answered = _drive(results, journal, len(source.items), len(done), options.quiet)
         wall = time.perf_counter() - started
@@ -101,9 +109,23 @@ def autolabel(source: Source, asks: Asks, options: RunOptions) -> dict[str, Any]
         )
     finally:
         journal.close()
+        if engine is not None:
+            engine.close()
 
 
-def _local_engine(options: RunOptions, version: str) -> LocalEngine:
+def _engine(options: RunOptions, version: str) -> Engine:
+    if options.engine == "ray":
+        from .ray_engine import RayEngine
+
+        return RayEngine(
+            options.model,
+            model_version=version,
+            device=options.device,
+            dtype=options.dtype,
+            batch_images=options.batch_images,
+            actors=options.actors,
+            address=options.ray_address,
+        )
     from model.proposer import Proposer
 
     from .engine import LocalEngine

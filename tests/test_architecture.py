@@ -20,7 +20,7 @@ from patience import HANG_S
 from model.synthetic.shapes import make_shapes
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("torch", "transformers")
+HEAVY = ("torch", "transformers", "ray")  # ray: the scale extra, imported only by --engine ray
 
 
 def test_import_contracts_hold() -> None:

@@ -1,0 +1,195 @@
+"""``--engine ray``: the :class:`~autolabel.engine.Engine` protocol on Ray Data.
+
+The items become a Ray Dataset; CPU tasks decode each image to the square the model sees (the same
+:func:`~model.images.load_image` and :func:`~model.processing.model_view` the local engine uses through
+``Proposer.model_image``); an actor pool of :class:`~model.proposer.Proposer` s, each loading the model once,
+answers them with :func:`~autolabel.engine.answer_loaded`, the local engine's own model step, so both engines give
+the same boxes. Results stream back to the caller as Ray finishes them, and the caller journals each one.
+
+Scheduling, backpressure, task retries and actor restarts are Ray Data's, at its defaults (a task whose worker
+died runs again; a dead actor restarts and its batches are resubmitted); nothing here queues or pools. Without
+``--ray-address`` a local Ray starts (loopback, no dashboard) and stops with the command; with it, the command joins
+that cluster and only disconnects at the end. A Ray runtime already started in this process (a test, a notebook) is
+used as it is and left running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from model.errors import MiniGPTError
+
+from .asks import Asks, LabeledPrompt
+from .engine import answer_loaded, failure
+from .journal import Result
+from .sources import Item
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from model.processing import ImageProcessorConfig
+
+__all__ = ["RayEngine"]
+
+
+class RayEngine:
+    """``actors`` proposers (one GPU each when the cluster has GPUs, else ``actor_cpus`` CPUs each)."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        model_version: str,
+        device: str | None = "auto",
+        dtype: str | None = "auto",
+        batch_images: int = 4,
+        actors: int | None = None,
+        address: str | None = None,
+    ) -> None:
+        try:
+            import ray
+        except ImportError as err:
+            from model.commands import missing_extra
+
+            raise missing_extra("--engine ray", "scale", err) from err
+        from model.processing import MiniGPTv2Processor
+
+        self.model = model
+        self.model_version = model_version
+        self.device, self.dtype = device, dtype
+        self.batch_images = max(1, batch_images)
+        # the square the model sees, for the decode tasks (read here, so a bad model folder fails before Ray starts)
+        self.image_config = MiniGPTv2Processor.from_pretrained(model).config.image
+        self._started = not ray.is_initialized()
+        if self._started:
+            try:
+                if address:
+                    ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+                else:  # this machine only: every Ray process listens on loopback
+                    ray.init(  # at least a CPU per actor and one for decoding, or --actors N would wait forever
+                        num_cpus=max(os.cpu_count() or 1, (actors or 1) + 1),
+                        include_dashboard=False,
+                        _node_ip_address="127.0.0.1",
+                        logging_level="WARNING",
+                    )
+            except Exception as err:  # ray raises ConnectionError, ValueError, RuntimeError ...
+                where = f"the Ray cluster at {address}" if address else "a local Ray"
+                raise MiniGPTError(
+                    f"cannot start {where}: {' '.join(str(err).split())}; check --ray-address (ray://HOST:10001 or "
+                    "HOST:6379 of a running cluster), or leave it out to run on this machine"
+                ) from err
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        self.num_gpus = 1 if gpus else 0
+        self.actors = actors or max(1, gpus)
+        self.actor_cpus = 0 if gpus else _cpus_per_actor(ray.nodes(), self.actors)
+
+    def close(self) -> None:
+        import ray
+
+        if self._started and ray.is_initialized():
+            ray.shutdown()
+        self._started = False
+
+    def run(self, items: Iterable[Item], asks: Asks) -> Iterator[Result]:
+        import ray
+
+        ray.data.DataContext.get_current().enable_progress_bars = False  # the caller shows one bar, for the run
+        rows = [
+            {"key": item.key, "path": str(item.path), "prompts": _prompts_json(asks.prompts(item))} for item in items
+        ]
+        if not rows:
+            return
+        decoded = ray.data.from_items(rows).map(_decode, fn_kwargs={"config": self.image_config}, num_cpus=0.5)
+        answered = decoded.map_batches(
+            _ProposerActor,
+            fn_constructor_kwargs={
+                "model": self.model,
+                "model_version": self.model_version,
+                "device": self.device,
+                "dtype": self.dtype,
+                "threads": self.actor_cpus,
+            },
+            batch_size=self.batch_images,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=self.actors),
+            num_cpus=self.actor_cpus or None,
+            num_gpus=self.num_gpus or None,
+        )  # fault tolerance is Ray Data's default: a dead actor restarts and its batches run again
+        for row in answered.iter_rows():  # streamed: each batch as soon as an actor has answered it
+            yield Result(**json.loads(row["result"]))
+
+
+def _cpus_per_actor(nodes: list[dict[str, Any]], actors: int) -> int:
+    """CPU actors share the CPUs, less one for the decode tasks, and each fits on one node (the biggest)."""
+    node_cpus = [int(node["Resources"].get("CPU", 0)) for node in nodes if node.get("Alive")]
+    total, biggest = sum(node_cpus), max(node_cpus, default=1)
+    return max(1, min(biggest - 1 if len(node_cpus) == 1 else biggest, (total - 1) // actors))
+
+
+def _prompts_json(prompts: list[LabeledPrompt]) -> str:
+    return json.dumps([[p.prompt.task.value, p.prompt.query, p.label] for p in prompts])
+
+
+def _decode(row: dict[str, Any], config: ImageProcessorConfig) -> dict[str, Any]:
+    """A CPU task: the image decoded and resized to the model's square, or the failed result of an image that cannot
+    be read (then the model never sees it)."""
+    import numpy as np
+
+    from model.images import MODEL_FIT_PIXELS, load_image
+    from model.processing import model_view
+
+    size = config.image_size
+    try:
+        image = load_image(row["path"], fit_pixels=MODEL_FIT_PIXELS)
+        pixels = np.asarray(model_view(image.image, config), dtype=np.uint8)
+    except Exception as err:  # ImageLoadError, or a decoder bug: a failed image, never a stopped run
+        failed = failure(Item(row["key"], Path(row["path"])), err)
+        return {**row, "pixels": np.zeros((size, size, 3), np.uint8), "width": 0, "height": 0, "failed": _json(failed)}
+    return {**row, "pixels": pixels, "width": image.width, "height": image.height, "failed": ""}
+
+
+class _ProposerActor:
+    """One model, loaded once per actor; a batch of decoded rows in, one result (JSON) per row out."""
+
+    def __init__(self, model: str, model_version: str, device: str | None, dtype: str | None, threads: int) -> None:
+        import torch
+
+        from model.proposer import Proposer
+
+        if threads:  # Ray gives the actor this many CPUs; torch would otherwise use every core of the node
+            torch.set_num_threads(threads)
+        self.proposer = Proposer.from_pretrained(model, device=device, dtype=dtype, model_version=model_version)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import numpy as np
+        from PIL import Image
+
+        from model.annotations import Task
+        from model.images import LoadedImage
+        from model.request import Prompt
+
+        results: list[str] = []
+        loaded = []
+        for i, key in enumerate(batch["key"]):
+            if batch["failed"][i]:
+                results.append(str(batch["failed"][i]))
+                continue
+            path = str(batch["path"][i])
+            pixels = Image.fromarray(np.asarray(batch["pixels"][i], dtype=np.uint8), "RGB")
+            image = LoadedImage(pixels, int(batch["width"][i]), int(batch["height"][i]), path)
+            asked = [
+                LabeledPrompt(Prompt(Task(task), query), label)
+                for task, query, label in json.loads(str(batch["prompts"][i]))
+            ]
+            loaded.append((Item(str(key), Path(path)), image, asked))
+        results.extend(_json(result) for result in answer_loaded(self.proposer, loaded))
+        return {"result": np.array(results, dtype=object)}
+
+
+def _json(result: Result) -> str:
+    return json.dumps(asdict(result))
