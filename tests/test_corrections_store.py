@@ -5,12 +5,10 @@ with SIGKILL; images from a local-files root or a real HTTP server on 127.0.0.1.
 
 from __future__ import annotations
 
-import contextlib
 import http.server
 import io
 import json
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -19,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from corrections_contents import corrections_contents
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from patience import HANG_S
@@ -244,18 +243,6 @@ MALFORMED = {
 }  # fmt: skip
 
 
-def _contents(folder: Path) -> dict[str, object]:
-    """The files other than the database's, and the database's rows."""
-    # Never open the database's own files: closing them would drop SQLite's POSIX locks in this whole process.
-    files = {
-        str(p.relative_to(folder)): p.read_bytes()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and not p.name.startswith("corrections.sqlite")
-    }
-    with contextlib.closing(sqlite3.connect(f"file:{folder / 'corrections.sqlite'}?mode=ro", uri=True)) as db:
-        return {**files, "rows": list(db.iterdump())}
-
-
 @pytest.fixture(scope="module")
 def shared(media: Path, tmp_path_factory: pytest.TempPathFactory):
     store = CorrectionStore(tmp_path_factory.mktemp("shared-store"))
@@ -269,42 +256,42 @@ def shared(media: Path, tmp_path_factory: pytest.TempPathFactory):
 def test_a_malformed_webhook_is_a_400_naming_the_field_and_changes_nothing(shared, case: str) -> None:
     store, client = shared
     result, expected = MALFORMED[case]
-    before = _contents(store.root)
+    before = corrections_contents(store.root)
     response = client.post("/webhook", json=_event("ANNOTATION_UPDATED", 1, 1, result))
     assert response.status_code == 400, response.get_data(as_text=True)  # was a 500, or a wrong label stored
     assert expected in response.get_json()["error"]
-    assert _contents(store.root) == before
+    assert corrections_contents(store.root) == before
 
 
 @pytest.mark.parametrize("task_id", [True, -5, 0, "7", 1.0])
 def test_a_task_id_that_is_not_a_label_studio_id_is_refused(shared, task_id: object) -> None:
     store, client = shared
-    before = _contents(store.root)
+    before = corrections_contents(store.root)
     response = client.post("/webhook", json=_event("ANNOTATION_CREATED", 2, task_id, [_region("circle")]))
     assert response.status_code == 400, response.get_data(as_text=True)  # `true` was stored as task "True"
     assert "task.id" in response.get_json()["error"]
-    assert _contents(store.root) == before  # no images/task--5.png, no images/task-True.png
+    assert corrections_contents(store.root) == before  # no images/task--5.png, no images/task-True.png
 
 
 def test_a_label_outside_the_projects_config_is_refused_with_its_annotation(shared) -> None:
     store, client = shared
-    before = _contents(store.root)
+    before = corrections_contents(store.root)
     result = [_region("circle"), _region("dog")]
     response = client.post("/webhook", json=_event("ANNOTATION_UPDATED", 1, 1, result))
     assert response.status_code == 422
     assert "label 'dog' is not one of the project's labels (circle, square, triangle)" in response.get_json()["error"]
-    assert _contents(store.root) == before  # "dog" did not become a COCO category
+    assert corrections_contents(store.root) == before  # "dog" did not become a COCO category
     assert "dog" not in {c["name"] for c in load_with_pycocotools(store.export()).dataset["categories"]}
 
 
 def test_a_blank_label_that_reaches_the_store_is_refused_and_changes_nothing(shared, media: Path) -> None:
     store, _ = shared  # the webhook refuses it first (not a configured label); the store checks on its own too
-    before = _contents(store.root)
+    before = corrections_contents(store.root)
     for task_id in (1, 77):  # a stored task, and a new one whose image must not be copied
         with pytest.raises(MiniGPTError, match="annotation 3: label ' ' cannot be stored"):
             store.save(task_id, 3, [("circle", _region("circle")["value"]), (" ", _region(" ")["value"])],
                        source="img-0.png", fetch_image=(media / "img-0.png").read_bytes)  # fmt: skip
-        assert _contents(store.root) == before
+        assert corrections_contents(store.root) == before
 
 
 _json_leaf = st.one_of(

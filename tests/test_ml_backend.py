@@ -6,12 +6,11 @@ Images come from a local-files root, as Label Studio's local storage serves them
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
+from corrections_contents import corrections_contents
 from patience import HANG_S
 from PIL import Image
 from same_answers import assert_same_proposals
@@ -284,18 +283,6 @@ def test_webhooks_keep_a_coco_dataset_that_finetune_reads(shapes: Path, ground_t
     assert not list((store_dir / "images").iterdir())
 
 
-def _folder_contents(folder: Path) -> dict[str, object]:
-    """Every file's bytes, and the database's rows (its files' bytes also change when it is only read)."""
-    # Never open the database's own files: closing them would drop SQLite's POSIX locks in this whole process.
-    files = {
-        str(p.relative_to(folder)): p.read_bytes()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and not p.name.startswith("corrections.sqlite")
-    }
-    with contextlib.closing(sqlite3.connect(f"file:{folder / 'corrections.sqlite'}?mode=ro", uri=True)) as db:
-        return {**files, "rows": list(db.iterdump())}
-
-
 def test_a_bad_annotation_is_refused_alone_and_changes_nothing_on_disk(shapes: Path, ground_truth, tmp_path) -> None:
     store_dir = tmp_path / "corrections"
     client = create_app(_backend(shapes, corrections=store_dir)).test_client()
@@ -303,7 +290,7 @@ def test_a_bad_annotation_is_refused_alone_and_changes_nothing_on_disk(shapes: P
     good = _annotation_event("ANNOTATION_CREATED", 601, first, [_region("circle", 10, 20, 30, 40)])
     assert client.post("/webhook", json=good).status_code == 201
     _exported(client)
-    before = _folder_contents(store_dir)
+    before = corrections_contents(store_dir)
 
     # A blank label on an already stored task, and on a new task (whose image must not be copied).
     for task in (first, second):
@@ -311,7 +298,7 @@ def test_a_bad_annotation_is_refused_alone_and_changes_nothing_on_disk(shapes: P
         response = client.post("/webhook", json=_annotation_event("ANNOTATION_CREATED", 602, task, regions))
         assert response.status_code == 422  # well-formed but not storable: refused, with the cause
         assert "annotation 602" in response.get_json()["error"]
-        assert _folder_contents(store_dir) == before  # the database, annotations.json and images/ untouched
+        assert corrections_contents(store_dir) == before  # the database, annotations.json and images/ untouched
 
     # Later webhooks still land: the store was not poisoned (before the fix every later one was a 400).
     later = _annotation_event("ANNOTATION_CREATED", 603, second, [_region("Square", 50, 50, 10, 10)])
