@@ -21,8 +21,10 @@ WORKDIR /app
 RUN pip install --index-url "$TORCH_INDEX" "$TORCH_SPEC"
 COPY pyproject.toml README.md ./
 COPY model ./model
+COPY label_studio_access ./label_studio_access
 COPY ml_backend ./ml_backend
 COPY annotator ./annotator
+COPY autolabel ./autolabel
 COPY minigpt_annotate ./minigpt_annotate
 RUN pip install ".[backend]"
 

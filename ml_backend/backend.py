@@ -25,7 +25,7 @@ from model.regions import prediction, rectangle_region
 from .annotation_events import AnnotationEvent, AnnotationsDeleted
 from .corrections import CorrectionStore
 from .label_config import ProjectLabels
-from .media import MediaFetcher, redact_url
+from label_studio_access.media import MediaFetcher, redact_url
 from .queries import Query, batch_queries, drawn_rectangle, identify_query, prompt_query, typed_prompt
 
 log = logging.getLogger(__name__)

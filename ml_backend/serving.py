@@ -24,7 +24,7 @@ from waitress.server import BaseWSGIServer, create_server
 from waitress.task import ErrorTask
 from waitress.utilities import RequestEntityTooLarge
 
-from .media import MediaSettings
+from label_studio_access.media import MediaSettings
 from .server import create_app, too_large_message
 from .settings import BackendSettings, RequestLimits, ServerSettings, build_backend, configure_logging
 

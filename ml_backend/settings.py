@@ -17,7 +17,7 @@ from model.proposer import Proposer
 
 from .backend import MiniGPTBackend
 from .corrections import CorrectionStore
-from .media import MediaFetcher, MediaSettings
+from label_studio_access.media import MediaFetcher, MediaSettings
 
 _Settings = TypeVar("_Settings", bound=BaseModel)
 

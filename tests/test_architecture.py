@@ -24,8 +24,9 @@ HEAVY = ("torch", "transformers", "ray")  # ray: the scale extra, imported only 
 
 
 def test_import_contracts_hold() -> None:
-    """The layers (minigpt_annotate over ml_backend | annotator over model), a Qt-free annotator.core, no
-    backend↔desktop imports, and a model core without GUI or web-server imports. Function-level imports count."""
+    """The layers (minigpt_annotate over ml_backend | annotator | autolabel over label_studio_access over model), a
+    Qt-free annotator.core, no imports between surfaces, and a model core without GUI or web-server imports.
+    Function-level imports count."""
     lint_imports = Path(sys.executable).with_name("lint-imports")
     assert lint_imports.is_file(), f"{lint_imports} is missing: install the dev extra (pip install -e '.[dev]')"
     done = subprocess.run([str(lint_imports), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=HANG_S)

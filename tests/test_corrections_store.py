@@ -25,7 +25,7 @@ from PIL import Image
 
 from ml_backend.backend import MiniGPTBackend
 from ml_backend.corrections import CorrectionStore
-from ml_backend.media import MediaFetcher, MediaSettings
+from label_studio_access.media import MediaFetcher, MediaSettings
 from ml_backend.server import create_app
 from ml_backend.settings import load_proposer
 from model.coco import load_with_pycocotools, read_coco

@@ -18,7 +18,7 @@ from same_answers import assert_same_proposals
 from ml_backend.backend import MiniGPTBackend
 from ml_backend.corrections import CorrectionStore
 from ml_backend.label_config import ProjectLabels
-from ml_backend.media import MediaFetcher, MediaSettings
+from label_studio_access.media import MediaFetcher, MediaSettings
 from ml_backend.server import create_app
 from ml_backend.settings import load_proposer
 from model.annotations import Box

@@ -32,7 +32,7 @@ from patience import HANG_S
 
 from minigpt_annotate.cli import build_parser
 from ml_backend.backend import TASKS_PER_CHUNK, MiniGPTBackend
-from ml_backend.media import MediaFetcher, MediaSettings
+from label_studio_access.media import MediaFetcher, MediaSettings
 from ml_backend.server import create_app, nests_deeper_than
 from ml_backend.settings import BackendSettings, RequestLimits, ServerSettings, load_proposer
 from model.errors import MiniGPTError

@@ -1,4 +1,4 @@
-"""ml_backend.media under attack (issue 13 items 4, 9, 13, 14, 15), against real servers on loopback.
+"""label_studio_access.media under attack (issue 13 items 4, 9, 13, 14, 15), against real servers on loopback.
 
 Slow servers are raw sockets that drip bytes on a schedule; each test bounds the fetch by the progress the server made
 (how many bytes or hops it had served when the fetch gave up), never by a wall-clock assertion.
@@ -24,9 +24,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from patience import HANG_S
 
-from ml_backend.downloads import ByteBudget
-from ml_backend.media import MediaError, MediaFetcher, MediaSettings
-from ml_backend.redaction import redact_text, redact_url
+from label_studio_access.downloads import ByteBudget
+from label_studio_access.media import MediaError, MediaFetcher, MediaSettings
+from label_studio_access.redaction import redact_text, redact_url
 
 MB = 2**20
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4

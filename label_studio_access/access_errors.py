@@ -1,6 +1,6 @@
 """What goes wrong reaching Label Studio or an image, said once: the error type and the fixes it names.
 
-:mod:`ml_backend.media` (fetching images) and :mod:`ml_backend.tokens` (API keys → headers) both raise
+:mod:`label_studio_access.media` (fetching images) and :mod:`label_studio_access.tokens` (API keys → headers) both raise
 :class:`MediaError` with these fixes. Both import this module and neither imports the other back, so the two stay
 independent; media uses tokens, never the reverse.
 """
@@ -41,7 +41,7 @@ def _one_line(text: str) -> str:
 class MediaError(MiniGPTError):
     """An image reference could not be turned into bytes, or Label Studio could not be reached or refused the key.
 
-    ``str()`` names the URL, the cause and the fix; URLs in the URL and the cause are redacted (ml_backend.redaction).
+    ``str()`` names the URL, the cause and the fix; URLs in the URL and the cause are redacted (label_studio_access.redaction).
     """
 
     def __init__(self, cause: str, *, url: str | None = None, fix: str | None = None) -> None:

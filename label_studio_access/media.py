@@ -6,8 +6,8 @@ doubled slashes, percent-encoding: it is canonicalised before the decision); htt
 auth) or from ``MINIGPT_ALLOWED_HOSTS`` (never with auth); cloud URIs via Label Studio's presign endpoint.
 Redirects are followed by hand, each hop checked against the same policy; the token goes only to a request that
 started at Label Studio and never crossed to another origin. Every download runs under a total deadline and a byte
-budget (:mod:`ml_backend.downloads`). Tokens never reach messages or logs, nor do secrets in task URLs
-(:mod:`ml_backend.redaction`); remote reason phrases are not repeated.
+budget (:mod:`label_studio_access.downloads`). Tokens never reach messages or logs, nor do secrets in task URLs
+(:mod:`label_studio_access.redaction`); remote reason phrases are not repeated.
 """
 
 from __future__ import annotations
