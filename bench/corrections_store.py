@@ -41,9 +41,9 @@ if not os.environ.get("PYTHONPATH"):
 
 from PIL import Image
 
+from label_studio_access.media import MediaFetcher, MediaSettings
 from ml_backend.backend import MiniGPTBackend
 from ml_backend.corrections import CorrectionStore
-from label_studio_access.media import MediaFetcher, MediaSettings
 from ml_backend.server import create_app
 from ml_backend.settings import load_proposer
 from model.synthetic.shapes_model import SHIPPED_DIR

@@ -41,7 +41,8 @@ def _one_line(text: str) -> str:
 class MediaError(MiniGPTError):
     """An image reference could not be turned into bytes, or Label Studio could not be reached or refused the key.
 
-    ``str()`` names the URL, the cause and the fix; URLs in the URL and the cause are redacted (label_studio_access.redaction).
+    ``str()`` names the URL, the cause and the fix; URLs in the URL and the cause are redacted
+    (label_studio_access.redaction).
     """
 
     def __init__(self, cause: str, *, url: str | None = None, fix: str | None = None) -> None:

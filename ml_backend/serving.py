@@ -25,6 +25,7 @@ from waitress.task import ErrorTask
 from waitress.utilities import RequestEntityTooLarge
 
 from label_studio_access.media import MediaSettings
+
 from .server import create_app, too_large_message
 from .settings import BackendSettings, RequestLimits, ServerSettings, build_backend, configure_logging
 

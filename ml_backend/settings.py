@@ -11,13 +11,13 @@ from typing import ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from label_studio_access.media import MediaFetcher, MediaSettings
 from model import propose_api
 from model.errors import MiniGPTError
 from model.proposer import Proposer
 
 from .backend import MiniGPTBackend
 from .corrections import CorrectionStore
-from label_studio_access.media import MediaFetcher, MediaSettings
 
 _Settings = TypeVar("_Settings", bound=BaseModel)
 

@@ -72,8 +72,8 @@ def probe_cli(model: str, small: str, big: str) -> dict:
 
 
 def _app(model: str, root: str):
-    from ml_backend.backend import MiniGPTBackend
     from label_studio_access.media import MediaFetcher, MediaSettings
+    from ml_backend.backend import MiniGPTBackend
     from ml_backend.server import create_app
     from ml_backend.settings import load_proposer
 

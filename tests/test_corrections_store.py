@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 from patience import HANG_S
 from PIL import Image
 
+from label_studio_access.media import MediaFetcher, MediaSettings
 from ml_backend.backend import MiniGPTBackend
 from ml_backend.corrections import CorrectionStore
-from label_studio_access.media import MediaFetcher, MediaSettings
 from ml_backend.server import create_app
 from ml_backend.settings import load_proposer
 from model.coco import load_with_pycocotools, read_coco

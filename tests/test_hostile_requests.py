@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from PIL import Image
 from test_cli import assert_one_line_error, run
 
-from ml_backend.backend import MiniGPTBackend
 from label_studio_access.media import MediaFetcher, MediaSettings
+from ml_backend.backend import MiniGPTBackend
 from ml_backend.server import create_app
 from ml_backend.settings import load_proposer
 from model.propose_api import ProposeAnswer

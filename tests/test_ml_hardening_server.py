@@ -30,9 +30,9 @@ from hypothesis import strategies as st
 from ls_harness import free_port
 from patience import HANG_S
 
+from label_studio_access.media import MediaFetcher, MediaSettings
 from minigpt_annotate.cli import build_parser
 from ml_backend.backend import TASKS_PER_CHUNK, MiniGPTBackend
-from label_studio_access.media import MediaFetcher, MediaSettings
 from ml_backend.server import create_app, nests_deeper_than
 from ml_backend.settings import BackendSettings, RequestLimits, ServerSettings, load_proposer
 from model.errors import MiniGPTError
