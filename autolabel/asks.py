@@ -19,7 +19,7 @@ from model.request import Prompt
 
 from .sources import Item, Source
 
-__all__ = ["Asks", "AsksError", "LabeledPrompt", "asks_for", "label_config_labels", "parse_labels"]
+__all__ = ["Asks", "AsksError", "LabeledPrompt", "asks_for", "config_labels", "label_config_labels", "parse_labels"]
 
 
 class AsksError(MiniGPTError):
@@ -67,35 +67,28 @@ def parse_labels(text: str) -> tuple[LabelSpec, ...]:
 
 
 def label_config_labels(path: str | os.PathLike[str]) -> tuple[tuple[LabelSpec, ...], LabelConfigNames]:
-    """The labels of a Label Studio label config's RectangleLabels on an Image, read with label-studio-sdk."""
+    """The labels of a Label Studio label config file, read as the backend reads a project's."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise AsksError(f"cannot read the label config {path}: {err}; pass a readable XML file") from err
+    return config_labels(text, where=f"the label config {path}")
+
+
+def config_labels(text: str, *, where: str = "the label config") -> tuple[tuple[LabelSpec, ...], LabelConfigNames]:
+    """The labels of a label config's RectangleLabels on an Image, and the names the import file needs: the
+    backend's parse (:class:`label_studio_access.label_config.ProjectLabels`), so both read a config alike."""
     try:
-        from label_studio_sdk.label_interface import LabelInterface
-    except ImportError as err:
+        from label_studio_access.label_config import LabelConfigError, ProjectLabels
+    except ImportError as err:  # label-studio-sdk is in the backend extra
         from model.commands import missing_extra
 
         raise missing_extra("--label-config", "backend", err) from err
     try:
-        interface = LabelInterface(text)
-    except Exception as err:  # the SDK raises plain exceptions for malformed XML
-        raise AsksError(f"cannot parse the label config {path}: {' '.join(str(err).split())}; fix the XML") from err
-    for control in interface.controls:
-        if control.tag.lower() != "rectanglelabels":
-            continue
-        image = next((o for o in map(interface.get_object, control.to_name) if o.tag.lower() == "image"), None)
-        if image is None:
-            continue
-        labels = tuple(label_spec(value, getattr(tag, "attr", None)) for value, tag in control.labels_attrs.items())
-        if not labels:
-            raise AsksError(f"RectangleLabels {control.name!r} in {path} has no <Label>; add the labels to find")
-        return labels, LabelConfigNames(control.name, image.name, image.value.lstrip("$"))
-    raise AsksError(
-        f"the label config {path} has no RectangleLabels bound to an Image; autolabel proposes boxes, so add e.g. "
-        '<Image name="image" value="$image"/> and <RectangleLabels name="label" toName="image"> with <Label>s'
-    )
+        parsed = ProjectLabels.parse(text)
+    except LabelConfigError as err:
+        raise AsksError(f"{where}: {err}") from err
+    return parsed.labels, LabelConfigNames(parsed.from_name, parsed.to_name, parsed.value_key)
 
 
 def asks_for(

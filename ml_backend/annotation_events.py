@@ -14,9 +14,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
+from label_studio_access.label_config import ProjectLabels
 from model.errors import MiniGPTError
-
-from .label_config import ProjectLabels
 
 # Strict: JSON `true` is not task 1, and "12" is not a coordinate. Label Studio's ids count from 1; an id also names
 # the image copy (images/task-<id>.png), so zero and negative ids are refused too.

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
+from label_studio_access.label_config import ProjectLabels
 from label_studio_access.media import MediaFetcher, redact_url
 from model.annotations import Proposal, Task
 from model.errors import MiniGPTError
@@ -25,7 +26,6 @@ from model.regions import prediction, rectangle_region
 
 from .annotation_events import AnnotationEvent, AnnotationsDeleted
 from .corrections import CorrectionStore
-from .label_config import ProjectLabels
 from .queries import Query, batch_queries, drawn_rectangle, identify_query, prompt_query, typed_prompt
 
 log = logging.getLogger(__name__)

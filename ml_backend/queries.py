@@ -25,11 +25,10 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
+from label_studio_access.label_config import LabelSpec, ProjectLabels
 from model.annotations import Task
 from model.regions import value_to_box
 from model.request import Prompt
-
-from .label_config import LabelSpec, ProjectLabels
 
 _EXPLICIT = re.compile(r"^\s*\[(detection|refer)\]\s*(.*)$", re.IGNORECASE | re.DOTALL)
 _ALL = re.compile(r"^\s*(?:find\s+all|all(?:\s+the)?|every|each)\s+(.+)$", re.IGNORECASE | re.DOTALL)

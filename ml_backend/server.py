@@ -24,13 +24,13 @@ import numpy as np
 from flask import Flask, Response, jsonify, request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from label_studio_access.label_config import LabelConfigError
 from model import propose_api
 from model.errors import MiniGPTError, PromptError
 from model.images import MODEL_FIT_PIXELS, load_image
 from model.propose_api import ProposeAnswer, ProposeBody
 
 from .backend import WEBHOOK_EVENTS, MiniGPTBackend, PredictAbandoned
-from .label_config import LabelConfigError
 from .settings import RequestLimits
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """One label matcher for every surface: which label a prompt or a model answer names, and what a label is asked as.
 
-The desktop app (annotator.core.runs) and the Label Studio backend (ml_backend.label_config) once had a matcher
+The desktop app (annotator.core.runs) and the Label Studio backend (label_studio_access.label_config) once had a matcher
 each, and they disagreed ("boxes" named "box" on the desktop only, "traffic_light" named "traffic light" in the
 backend only). Both now call model.labels; the cross-surface tests below keep them from drifting apart again.
 """
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from annotator.core.records import LabelRow
 from annotator.core.runs import detection_prompts, exact_label, label_from_answer, label_named
-from ml_backend.label_config import ProjectLabels
+from label_studio_access.label_config import ProjectLabels
 from model.labels import LabelMatcher, label_prompt
 
 

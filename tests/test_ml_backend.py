@@ -15,10 +15,10 @@ from patience import HANG_S
 from PIL import Image
 from same_answers import assert_same_proposals
 
+from label_studio_access.label_config import ProjectLabels
 from label_studio_access.media import MediaFetcher, MediaSettings
 from ml_backend.backend import MiniGPTBackend
 from ml_backend.corrections import CorrectionStore
-from ml_backend.label_config import ProjectLabels
 from ml_backend.server import create_app
 from ml_backend.settings import load_proposer
 from model.annotations import Box

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ml_backend.label_config import LabelConfigError, ProjectLabels
+from label_studio_access.label_config import LabelConfigError, ProjectLabels
 from ml_backend.queries import batch_queries, drawn_rectangle, identify_query, prompt_query, typed_prompt
 from model.annotations import Box, Task
 from model.regions import box_to_value, rectangle_region, value_to_box

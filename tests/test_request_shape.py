@@ -21,7 +21,7 @@ from pydantic import TypeAdapter, ValidationError
 from annotator.core.engines import EngineRequest
 from annotator.core.records import LabelRow
 from annotator.core.runs import plan_run
-from ml_backend.label_config import ProjectLabels
+from label_studio_access.label_config import ProjectLabels
 from ml_backend.queries import batch_queries, identify_query, prompt_query
 from model.annotations import Box, Task
 from model.propose_api import ProposeBody

@@ -69,7 +69,8 @@ def _parse(label_config: str) -> ProjectLabels:
     try:
         interface = LabelInterface(label_config)
     except Exception as err:  # the SDK raises plain exceptions for malformed XML
-        raise LabelConfigError(f"cannot parse the labeling config: {err}") from err
+        cause = " ".join(str(err).split())
+        raise LabelConfigError(f"cannot parse the labeling config ({cause}); fix the XML") from err
 
     rectangles = [c for c in interface.controls if c.tag.lower() == "rectanglelabels"]
     for control in rectangles:
@@ -96,6 +97,6 @@ def _parse(label_config: str) -> ProjectLabels:
             interface=interface,
         )
     raise LabelConfigError(
-        "the labeling config has no RectangleLabels control bound to an Image; this backend proposes boxes, so add "
+        "the labeling config has no RectangleLabels control bound to an Image; minigpt-annotate proposes boxes, so add "
         'e.g. <Image name="image" value="$image"/> and <RectangleLabels name="label" toName="image"> with <Label>s'
     )
