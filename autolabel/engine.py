@@ -9,18 +9,21 @@ engine ran.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from model.annotations import Task
-from model.errors import ImageLoadError
+from model.errors import ImageLoadError, MiniGPTError
 
 from .asks import Asks, LabeledPrompt
 from .journal import Result
 from .sources import Item
 
 if TYPE_CHECKING:
+    from label_studio_access.media import MediaFetcher
+    from label_studio_access.media_settings import MediaSettings
     from model.images import LoadedImage
     from model.proposer import Proposer
 
@@ -47,7 +50,7 @@ def answer(item: Item, image: LoadedImage, prompts: Sequence[LabeledPrompt], res
         for asked, result in zip(prompts, results, strict=True)
         for p in _kept(asked, result.proposals)
     ]
-    return Result(item.key, str(item.path), image.width, image.height, proposals, None, seconds)
+    return Result(item.key, item.image, image.width, image.height, proposals, None, seconds)
 
 
 def _kept(asked: LabeledPrompt, proposals: Sequence[Any]) -> Sequence[Any]:
@@ -59,16 +62,17 @@ def _kept(asked: LabeledPrompt, proposals: Sequence[Any]) -> Sequence[Any]:
 
 def failure(item: Item, err: BaseException, seconds: float = 0.0) -> Result:
     message = " ".join(str(err).split()) or type(err).__name__
-    return Result(item.key, str(item.path), error=message, seconds=seconds)
+    return Result(item.key, item.image, error=message, seconds=seconds)
 
 
 class LocalEngine:
     """The model in this process: ``batch_images`` images at a time, all their prompts in one ``propose_batch``."""
 
-    def __init__(self, proposer: Proposer, *, batch_images: int = 4) -> None:
+    def __init__(self, proposer: Proposer, *, batch_images: int = 4, media: MediaSettings | None = None) -> None:
         self.proposer = proposer
         self.model_version = proposer.model_version
         self.batch_images = max(1, batch_images)
+        self.media = media
 
     def run(self, items: Iterable[Item], asks: Asks) -> Iterator[Result]:
         batch: list[Item] = []
@@ -84,14 +88,12 @@ class LocalEngine:
         """Nothing to release: the model goes with the process."""
 
     def _batch(self, items: Sequence[Item], asks: Asks) -> Iterator[Result]:
-        from model.images import MODEL_FIT_PIXELS, load_image
-
         started = time.perf_counter()
         loaded: list[Loaded] = []
         for item in items:
             try:
-                image = self.proposer.model_image(load_image(item.path, fit_pixels=MODEL_FIT_PIXELS))
-            except ImageLoadError as err:
+                image = self.proposer.model_image(load_item(item, self.media))
+            except (ImageLoadError, MiniGPTError) as err:  # unreadable, or not fetched (MediaError)
                 yield failure(item, err)
                 continue
             except Exception as err:  # a decoder bug must not stop a 100,000-image run
@@ -99,6 +101,26 @@ class LocalEngine:
                 continue
             loaded.append((item, image, asks.prompts(item)))
         yield from answer_loaded(self.proposer, loaded, started)
+
+
+def load_item(item: Item, media: MediaSettings | None) -> LoadedImage:
+    """The item's image, decoded at most at the model's size: a file, or a live project's task image fetched under
+    the backend's rules (:class:`label_studio_access.media.MediaFetcher`: the same SSRF and traversal guards)."""
+    from model.images import MODEL_FIT_PIXELS, load_image
+
+    if item.url is None:
+        return load_image(item.path, fit_pixels=MODEL_FIT_PIXELS)
+    if media is None:
+        raise MiniGPTError(f"{item.key} is a Label Studio task, but the run has no Label Studio settings")
+    return load_image(_fetcher(media).fetch(item.url, task_id=item.task_id), fit_pixels=MODEL_FIT_PIXELS)
+
+
+@functools.lru_cache(maxsize=4)
+def _fetcher(media: MediaSettings) -> MediaFetcher:
+    """One fetcher per settings and process (it holds a connection pool and the download byte budget)."""
+    from label_studio_access.media import MediaFetcher
+
+    return MediaFetcher(media)
 
 
 Loaded = tuple[Item, "LoadedImage", list[LabeledPrompt]]  # an image decoded for the model, and what it is asked

@@ -29,7 +29,15 @@ from .asks import Asks, all_labels
 from .journal import Result
 from .sources import LOCAL_FILES, Item, Source
 
-__all__ = ["COCO_NAME", "FAILURES_NAME", "LABEL_CONFIG_NAME", "SUMMARY_NAME", "TASKS_NAME", "write_outputs"]
+__all__ = [
+    "COCO_NAME",
+    "FAILURES_NAME",
+    "LABEL_CONFIG_NAME",
+    "SUMMARY_NAME",
+    "TASKS_NAME",
+    "task_prediction",
+    "write_outputs",
+]
 
 COCO_NAME = "proposals.coco.json"
 TASKS_NAME = "label-studio-tasks.json"
@@ -57,7 +65,9 @@ def write_outputs(
     config = label_config or default_label_config(labels, asks)
 
     images_dir = source.location if source.kind == "folder" else source.location.parent
-    write_coco(_dataset(answered, labels, model_version), out / COCO_NAME, images_dir)
+    # a live project's images are not files here: the COCO file names them as their tasks do
+    file_names = [item.image for item, _ in answered] if any(item.url is not None for item in items) else None
+    write_coco(_dataset(answered, labels, model_version), out / COCO_NAME, images_dir, file_names=file_names)
     tasks = [_task(item, results[item.key], asks, model_version, root) for item in items]
     _validate(tasks, config)
     write_atomic(out / TASKS_NAME, lambda fp: json.dump(tasks, fp, indent=1, allow_nan=False))
@@ -70,11 +80,11 @@ def write_outputs(
         "images": len(source.items),
         "answered": len(answered),
         "failed": len(failed),
-        "pending": len(source.items) - len(items),
+        "pending": sum(item.key not in results and item.key not in source.skip for item in source.items),
         "boxes": sum(len(result.proposals or ()) for _, result in answered),
         "model_version": model_version,
         "task": asks.task.value,
-        "source": str(source.location),
+        "source": source.name or str(source.location),
         **run_stats,
     }
     write_text_atomic(out / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
@@ -104,9 +114,16 @@ def _task(item: Item, result: Result, asks: Asks, model_version: str, root: Path
             task["id"] = item.task["id"]
     else:
         task = {"data": {asks.names.image_key: _image_reference(item.path, root)}}
+    answer = task_prediction(item, result, asks, model_version)
+    task["predictions"] = [answer] if answer is not None else []
+    return task
+
+
+def task_prediction(item: Item, result: Result, asks: Asks, model_version: str) -> dict[str, Any] | None:
+    """The Label Studio prediction of one answered image (None for a failed one): the import file's and the one
+    pushed into a live project, so both are the same."""
     if result.error is not None or result.width is None or result.height is None:
-        task["predictions"] = []
-        return task
+        return None
     regions = [
         rectangle_region(
             Box.from_xyxy(p["bbox"]),
@@ -120,8 +137,7 @@ def _task(item: Item, result: Result, asks: Asks, model_version: str, root: Path
         )
         for n, p in enumerate(result.proposals or ())
     ]
-    task["predictions"] = [prediction(regions, model_version)]  # scored as the backend scores one
-    return task
+    return prediction(regions, model_version)  # scored as the backend scores one
 
 
 def _image_reference(path: Path, root: Path | None) -> str:

@@ -25,13 +25,14 @@ from typing import TYPE_CHECKING, Any
 from model.errors import MiniGPTError
 
 from .asks import Asks, LabeledPrompt
-from .engine import answer_loaded, failure
+from .engine import answer_loaded, failure, load_item
 from .journal import Result
 from .sources import Item
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from label_studio_access.media_settings import MediaSettings
     from model.processing import ImageProcessorConfig
 
 __all__ = ["RayEngine"]
@@ -50,6 +51,7 @@ class RayEngine:
         batch_images: int = 4,
         actors: int | None = None,
         address: str | None = None,
+        media: MediaSettings | None = None,
     ) -> None:
         try:
             import ray
@@ -63,6 +65,7 @@ class RayEngine:
         self.model_version = model_version
         self.device, self.dtype = device, dtype
         self.batch_images = max(1, batch_images)
+        self.media = media  # a live project's image access; sent to the decode tasks (it holds the token)
         # the square the model sees, for the decode tasks (read here, so a bad model folder fails before Ray starts)
         self.image_config = MiniGPTv2Processor.from_pretrained(model).config.image
         self._started = not ray.is_initialized()
@@ -100,11 +103,20 @@ class RayEngine:
 
         ray.data.DataContext.get_current().enable_progress_bars = False  # the caller shows one bar, for the run
         rows = [
-            {"key": item.key, "path": str(item.path), "prompts": _prompts_json(asks.prompts(item))} for item in items
+            {
+                "key": item.key,
+                "path": str(item.path),
+                "url": item.url if item.url is not None else "",  # "": a file (Arrow columns keep one type)
+                "task_id": item.task_id if item.task_id is not None else -1,
+                "prompts": _prompts_json(asks.prompts(item)),
+            }
+            for item in items
         ]
         if not rows:
             return
-        decoded = ray.data.from_items(rows).map(_decode, fn_kwargs={"config": self.image_config}, num_cpus=0.5)
+        decoded = ray.data.from_items(rows).map(
+            _decode, fn_kwargs={"config": self.image_config, "media": self.media}, num_cpus=0.5
+        )
         answered = decoded.map_batches(
             _ProposerActor,
             fn_constructor_kwargs={
@@ -135,20 +147,24 @@ def _prompts_json(prompts: list[LabeledPrompt]) -> str:
     return json.dumps([[p.prompt.task.value, p.prompt.query, p.label] for p in prompts])
 
 
-def _decode(row: dict[str, Any], config: ImageProcessorConfig) -> dict[str, Any]:
-    """A CPU task: the image decoded and resized to the model's square, or the failed result of an image that cannot
-    be read (then the model never sees it)."""
+def _row_item(row: dict[str, Any]) -> Item:
+    url, task_id = str(row["url"]), int(row["task_id"])
+    return Item(str(row["key"]), Path(str(row["path"])), url=url or None, task_id=task_id if task_id >= 0 else None)
+
+
+def _decode(row: dict[str, Any], config: ImageProcessorConfig, media: MediaSettings | None) -> dict[str, Any]:
+    """A CPU task: the image read (a file, or a live project's task image under the backend's rules), decoded and
+    resized to the model's square; or the failed result of an image that cannot be read (the model never sees it)."""
     import numpy as np
 
-    from model.images import MODEL_FIT_PIXELS, load_image
     from model.processing import model_view
 
     size = config.image_size
     try:
-        image = load_image(row["path"], fit_pixels=MODEL_FIT_PIXELS)
+        image = load_item(_row_item(row), media)
         pixels = np.asarray(model_view(image.image, config), dtype=np.uint8)
-    except Exception as err:  # ImageLoadError, or a decoder bug: a failed image, never a stopped run
-        failed = failure(Item(row["key"], Path(row["path"])), err)
+    except Exception as err:  # ImageLoadError, MediaError, or a decoder bug: a failed image, never a stopped run
+        failed = failure(_row_item(row), err)
         return {**row, "pixels": np.zeros((size, size, 3), np.uint8), "width": 0, "height": 0, "failed": _json(failed)}
     return {**row, "pixels": pixels, "width": image.width, "height": image.height, "failed": ""}
 
@@ -175,18 +191,18 @@ class _ProposerActor:
 
         results: list[str] = []
         loaded = []
-        for i, key in enumerate(batch["key"]):
+        for i in range(len(batch["key"])):
             if batch["failed"][i]:
                 results.append(str(batch["failed"][i]))
                 continue
-            path = str(batch["path"][i])
+            item = _row_item({name: batch[name][i] for name in ("key", "path", "url", "task_id")})
             pixels = Image.fromarray(np.asarray(batch["pixels"][i], dtype=np.uint8), "RGB")
-            image = LoadedImage(pixels, int(batch["width"][i]), int(batch["height"][i]), path)
+            image = LoadedImage(pixels, int(batch["width"][i]), int(batch["height"][i]), item.image)
             asked = [
                 LabeledPrompt(Prompt(Task(task), query), label)
                 for task, query, label in json.loads(str(batch["prompts"][i]))
             ]
-            loaded.append((Item(str(key), Path(path)), image, asked))
+            loaded.append((item, image, asked))
         results.extend(_json(result) for result in answer_loaded(self.proposer, loaded))
         return {"result": np.array(results, dtype=object)}
 

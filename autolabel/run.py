@@ -25,8 +25,9 @@ from .sources import Source
 
 if TYPE_CHECKING:
     from .engine import Engine
+    from .project import ProjectLink
 
-__all__ = ["RunOptions", "autolabel", "model_fingerprint"]
+__all__ = ["RunOptions", "autolabel", "model_fingerprint", "model_version"]
 
 logger = logging.getLogger("autolabel")
 
@@ -47,6 +48,7 @@ class RunOptions:
     engine: str = "local"  # or "ray" (autolabel.ray_engine)
     actors: int | None = None  # ray: model actors (default: one per GPU of the cluster, else 1)
     ray_address: str | None = None  # ray: join this cluster instead of starting a local one
+    project: ProjectLink | None = None  # a live Label Studio project: images read from it, predictions pushed to it
 
 
 def model_fingerprint(model: str) -> str:
@@ -63,7 +65,7 @@ def autolabel(source: Source, asks: Asks, options: RunOptions) -> dict[str, Any]
     from model.proposer import check_model_source
 
     check_model_source(options.model)
-    version = options.model_version or Path(str(options.model)).name
+    version = model_version(options)
     identity = {
         "model_version": version,
         "model": model_fingerprint(options.model),
@@ -78,7 +80,7 @@ def autolabel(source: Source, asks: Asks, options: RunOptions) -> dict[str, Any]
         raise JournalError(refusal(out / JOURNAL_NAME, identity_changes(stored[0], identity)))
     # The model is loaded before DIR is touched (a model that fails to load leaves nothing behind), and not at all
     # when the journal already holds every image (then only the files are rewritten).
-    done_before = stored[1] if stored is not None else set()
+    done_before = (stored[1] if stored is not None else set()) | source.skip
     engine = _engine(options, version) if any(i.key not in done_before for i in source.items) else None
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -90,14 +92,24 @@ def autolabel(source: Source, asks: Asks, options: RunOptions) -> dict[str, Any]
     try:
         started = time.perf_counter()
         done = journal.done()
-        todo = [item for item in source.items if item.key not in done]
+        todo = [item for item in source.items if item.key not in done and item.key not in source.skip]
         if todo and engine is None:  # the journal went away since the look above: answer what is missing
             engine = _engine(options, version)
         results = engine.run(todo, asks) if engine is not None and todo else iter(())
-        answered = _drive(results, journal, len(source.items), len(done), options.quiet)
+        total = len(source.items) - len(source.skip)
+        answered = _drive(results, journal, total, len(source.items) - len(todo) - len(source.skip), options.quiet)
         wall = time.perf_counter() - started
-        stats = {"this_run": {"images": answered, "wall_s": round(wall, 3), "images_per_s": _rate(answered, wall)}}
-        return write_outputs(
+        stats: dict[str, Any] = {
+            "this_run": {"images": answered, "wall_s": round(wall, 3), "images_per_s": _rate(answered, wall)}
+        }
+        pushing: MiniGPTError | None = None
+        if options.project is not None:
+            try:
+                options.project.push(source, asks, journal.results(), version)
+            except MiniGPTError as err:  # the files are still written; the rerun pushes the rest
+                pushing = err
+            stats["label_studio"] = options.project.stats(source)
+        summary = write_outputs(
             out,
             source,
             asks,
@@ -107,10 +119,19 @@ def autolabel(source: Source, asks: Asks, options: RunOptions) -> dict[str, Any]
             root=options.root,
             run_stats=stats,
         )
+        if pushing is not None:
+            pushed = options.project.pushed if options.project is not None else 0
+            raise MiniGPTError(f"{pushing} ({pushed} predictions pushed before it; run the same command again)")
+        return summary
     finally:
         journal.close()
         if engine is not None:
             engine.close()
+
+
+def model_version(options: RunOptions) -> str:
+    """The version recorded with every box: ``--model-version``, else the model folder's name."""
+    return options.model_version or Path(str(options.model)).name
 
 
 def _engine(options: RunOptions, version: str) -> Engine:
@@ -125,6 +146,7 @@ def _engine(options: RunOptions, version: str) -> Engine:
             batch_images=options.batch_images,
             actors=options.actors,
             address=options.ray_address,
+            media=options.project.media if options.project is not None else None,
         )
     from model.proposer import Proposer
 
@@ -133,7 +155,8 @@ def _engine(options: RunOptions, version: str) -> Engine:
     proposer = Proposer.from_pretrained(
         options.model, device=options.device, dtype=options.dtype, model_version=version
     )
-    return LocalEngine(proposer, batch_images=options.batch_images)
+    media = options.project.media if options.project is not None else None
+    return LocalEngine(proposer, batch_images=options.batch_images, media=media)
 
 
 def _drive(results: Any, journal: Journal, total: int, already: int, quiet: bool) -> int:

@@ -35,20 +35,29 @@ class Item:
     """One image to label, and what it asks beyond the run's labels."""
 
     key: str  # unique in the source; the journal's key
-    path: Path  # the image file
+    path: Path  # the image file (for a live project's task: its reference, as a name only)
     labels: tuple[str, ...] | None = None  # this image's labels (a manifest line's "labels"), else the run's
     phrases: tuple[str, ...] | None = None  # referring phrases ([refer]), from a manifest line
     task: dict[str, Any] | None = field(default=None, compare=False)  # a Label Studio export's task, kept as it was
+    url: str | None = None  # a live project's task: its image reference, read through label_studio_access.media
+    task_id: int | None = None  # a live project's task id
+
+    @property
+    def image(self) -> str:
+        """What the image is, for messages and the journal: the task's reference, or the file's path."""
+        return self.url if self.url is not None else str(self.path)
 
 
 @dataclass(frozen=True)
 class Source:
-    kind: str  # folder, coco, label-studio, manifest
+    kind: str  # folder, coco, label-studio, manifest, label-studio-project (autolabel.project_source)
     location: Path
     items: tuple[Item, ...]
     labels: tuple[str, ...] = ()  # labels the source itself names (a COCO file's categories)
     fingerprint: str = ""  # what identifies the source in the journal: its path and, for a file, its content
     image_key: str = "image"  # Label Studio task data key for the image
+    skip: frozenset[str] = frozenset()  # keys not to answer: a project's tasks that hold this model's prediction
+    name: str = ""  # how the summary names the source (default: its location)
 
 
 class _ManifestLine(BaseModel):

@@ -27,7 +27,7 @@ import math
 import os
 import random
 import reprlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -368,12 +368,14 @@ def write_coco(
     images_dir: str | os.PathLike[str] | None = None,
     *,
     supercategory: str = "",
+    file_names: Sequence[str] | None = None,
 ) -> None:
     """Write ``dataset`` as a COCO detection file, replacing ``path`` atomically.
 
     ``file_name`` is written relative to ``images_dir`` (default: the output file's folder) for images inside
-    it, and as an absolute path otherwise. Image and annotation ids count from 1 in dataset order; category
-    ids are those of ``dataset.categories``.
+    it, and as an absolute path otherwise; ``file_names`` (one per image, in order) gives them instead, for images
+    that are not files here (a Label Studio task's image URL). Image and annotation ids count from 1 in dataset
+    order; category ids are those of ``dataset.categories``.
 
     Raises:
         CocoError: an annotation's label has no category, or the file cannot be written.
@@ -382,18 +384,19 @@ def write_coco(
     if not path.parent.is_dir():
         raise CocoError(f"cannot write {str(path)!r}: the folder {str(path.parent)!r} does not exist; create it first")
     root = Path(os.path.abspath(images_dir if images_dir is not None else path.parent))
-    payload = _payload(dataset, root, supercategory)
+    if file_names is not None and len(file_names) != len(dataset.images):
+        raise ValueError(f"{len(file_names)} file names for {len(dataset.images)} images")
+    names = list(file_names) if file_names is not None else [_file_name(r.path, root) for r in dataset.images]
+    payload = _payload(dataset, names, supercategory)
     _write_atomic(path, payload)
 
 
-def _payload(dataset: Dataset, root: Path, supercategory: str) -> dict[str, Any]:
+def _payload(dataset: Dataset, file_names: Sequence[str], supercategory: str) -> dict[str, Any]:
     id_of = {category.name: category.id for category in dataset.categories}
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
-    for image_id, record in enumerate(dataset.images, start=1):
-        images.append(
-            {"id": image_id, "file_name": _file_name(record.path, root), "width": record.width, "height": record.height}
-        )
+    for image_id, (record, file_name) in enumerate(zip(dataset.images, file_names, strict=True), start=1):
+        images.append({"id": image_id, "file_name": file_name, "width": record.width, "height": record.height})
         for annotation in record.annotations:
             if annotation.label not in id_of:
                 raise CocoError(
