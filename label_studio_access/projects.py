@@ -91,16 +91,15 @@ class LabelStudioProject:
 
     def tasks(self, page_size: int = PAGE_SIZE) -> Iterator[ProjectTask]:
         """Every task of the project, in Label Studio's order, with the model versions of its predictions."""
-        pager = self._call(
-            "list the tasks",
-            lambda: self._client.tasks.list(project=self.project_id, fields="all", page_size=page_size),
-        )
-        pages = pager.iter_pages()
-        while True:
-            page = self._call("list the tasks", lambda: next(pages, None))
-            if page is None:
-                return
-            for task in page.items or ():
+        client = self._client.tasks
+        seen, number = 0, 1
+        while True:  # page by page up to the listed total: LS answers 404 for a page past the end
+            page = self._call(
+                "list the tasks",
+                lambda n=number: client.list(project=self.project_id, fields="all", page=n, page_size=page_size),
+            )
+            items = list(page.items or ())
+            for task in items:
                 raw = task.dict() if hasattr(task, "dict") else dict(task)
                 predictions = tuple(
                     (int(p["id"]), p.get("model_version"))
@@ -108,6 +107,11 @@ class LabelStudioProject:
                     if isinstance(p, dict) and "id" in p
                 )
                 yield ProjectTask(int(raw["id"]), dict(raw.get("data") or {}), predictions)
+            seen += len(items)
+            total = getattr(page.response, "total", None)
+            if not items or (total is not None and seen >= total):
+                return
+            number += 1
 
     def push(self, predictions: Sequence[Mapping[str, Any]]) -> int:
         """Import ``{"task", "result", "score", "model_version"}`` predictions in one call; returns how many LS made."""
