@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shlex
 import threading
 import time
 from collections import OrderedDict
@@ -135,8 +136,10 @@ class MiniGPTBackend:
         batch_size: int = 16,
         max_projects: int = 16,
         predict_budget_s: float | None = None,
+        model_source: str | None = None,
     ):
         self.proposer = proposer
+        self.model_source = model_source  # the model as `serve` was given it, for the autolabel command it logs
         self.predict_budget_s = predict_budget_s
         self.fetcher = fetcher
         self.corrections = corrections
@@ -180,6 +183,7 @@ class MiniGPTBackend:
         context: dict | None,
         label_config: str,
         client_gone: Callable[[], bool] | None = None,
+        project: object | None = None,
     ) -> list[dict]:
         """One prediction per task, in order. A task whose image cannot be read gets an empty result.
 
@@ -189,7 +193,8 @@ class MiniGPTBackend:
         A batch request (no `context`) answers what fits in `predict_budget_s`, judged before each chunk by the
         chunks already run: the tasks it did not reach get an empty list, which Label Studio stores nothing for, so
         the next "Retrieve predictions" on the same selection asks for exactly those (it skips tasks that hold a
-        prediction of this model version). The first chunk always runs, so every retrieval makes progress.
+        prediction of this model version). The first chunk always runs, so every retrieval makes progress. The log
+        line gives the `autolabel --label-studio` command that labels the rest of `project` in one go.
         """
         labels = ProjectLabels.parse(label_config)
         predictions: list[dict | list] = []
@@ -203,7 +208,7 @@ class MiniGPTBackend:
                 )
             if start and context is None and self._over_budget(started, start):
                 predictions.extend([] for _ in tasks[start:])
-                self._log_partial(start, len(tasks), time.monotonic() - started)
+                self._log_partial(start, len(tasks), time.monotonic() - started, project)
                 break
             predictions.extend(self._predict_chunk(tasks[start : start + TASKS_PER_CHUNK], context, labels))
         with self.metrics.lock:
@@ -218,19 +223,30 @@ class MiniGPTBackend:
         per_chunk = elapsed / math.ceil(done / TASKS_PER_CHUNK)
         return elapsed + per_chunk > self.predict_budget_s
 
-    def _log_partial(self, done: int, total: int, elapsed: float) -> None:
+    def _log_partial(self, done: int, total: int, elapsed: float, project: object | None) -> None:
         with self.metrics.lock:
             self.metrics.partial_predicts += 1
         log.warning(
             "answered %d of %d task(s) in %.0f s; the other %d would outlast the %.0f s budget "
             "(MINIGPT_PREDICT_BUDGET_S, below Label Studio's ML_TIMEOUT_PREDICT), so they get no prediction now: "
-            '"Retrieve predictions" again on the same selection continues with them',
+            '"Retrieve predictions" again on the same selection continues with them, or, for the whole project in '
+            "one go (resumable, tasks that hold this model's prediction are skipped), with LABEL_STUDIO_API_KEY "
+            "set: %s",
             done,
             total,
             elapsed,
             total - done,
             self.predict_budget_s,
+            self.autolabel_command(project),
         )
+
+    def autolabel_command(self, project: object | None) -> str:
+        """The `minigpt-annotate autolabel` command that labels `project` with this model and version."""
+        project_id = _project_id(project) if project is not None else "PROJECT_ID"
+        url = self.fetcher.settings.label_studio_url or "LABEL_STUDIO_URL"
+        words = ["minigpt-annotate", "autolabel", "--label-studio", url, "--project", project_id]
+        words += ["--model", self.model_source or "MODEL", "--model-version", self.model_version]
+        return shlex.join([*words, "--out", f"autolabel-project-{project_id}"])
 
     def _predict_chunk(self, tasks: Sequence[dict], context: dict | None, labels: ProjectLabels) -> list[dict]:
         with ThreadPoolExecutor(max_workers=min(8, max(1, len(tasks)))) as pool:  # downloads overlap

@@ -155,7 +155,8 @@ def create_app(
         project = str(payload.project) if payload.project is not None else None
         config = backend.label_config_for(project, payload.label_config)
         started = time.perf_counter()
-        results = backend.predict(payload.tasks, payload.context, config, request.environ.get(CLIENT_DISCONNECTED))
+        gone = request.environ.get(CLIENT_DISCONNECTED)
+        results = backend.predict(payload.tasks, payload.context, config, gone, project=project)
         log.info(
             "predicted %d task(s)%s in %.2f s",
             len(payload.tasks),

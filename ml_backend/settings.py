@@ -194,4 +194,5 @@ def build_backend(
         batch_size=settings.batch_size,
         max_projects=(limits or RequestLimits()).projects,
         predict_budget_s=settings.predict_budget_s,
+        model_source=str(Path(settings.model).resolve()) if Path(settings.model).is_dir() else settings.model,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from backend_process import running_backend, serve_command
 from ls_harness import LabelStudioServer, free_port
 from patience import HANG_S
 
+from minigpt_annotate.cli import main
 from model.annotations import Box
 from model.coco import load_with_pycocotools, read_coco
 from model.regions import value_to_box
@@ -177,7 +179,8 @@ def test_a_selection_larger_than_the_budget_is_answered_over_successive_retrieva
     label_studio: LabelStudioServer, shapes: Path, tmp_path: Path
 ) -> None:
     """With a budget that only the first chunk (16 tasks) fits in, each "Retrieve predictions" stores 16 more
-    predictions: the tasks left unanswered get none, so Label Studio offers them again on the next retrieval."""
+    predictions: the tasks left unanswered get none, so Label Studio offers them again on the next retrieval. The
+    backend's log names the autolabel command that labels the rest, and it does, without a second prediction."""
     port = free_port()
     env = {
         **os.environ,
@@ -191,11 +194,26 @@ def test_a_selection_larger_than_the_budget_is_answered_over_successive_retrieva
         tasks = label_studio.import_images(project_id, images * 3)  # 36 tasks: three chunks of at most 16
         label_studio.connect_ml_backend(project_id, url, "minigpt-annotate", is_interactive=False)
         holding = []
-        for _ in range(3):
+        for _ in range(2):
             label_studio.retrieve_predictions(project_id)
             holding.append(sum(bool(label_studio.predictions(task["id"])) for task in tasks))
-        assert holding == [16, 32, 36]
+        assert holding == [16, 32]
+        # the rest by the command the backend logged, run as it reads (the token from the environment)
+        log_text = (tmp_path / "serve.log").read_text()
+        assert "Retrieve predictions" in log_text
+        command = shlex.split(log_text.split("LABEL_STUDIO_API_KEY set: ")[-1].splitlines()[0])
+        assert command[:5] == ["minigpt-annotate", "autolabel", "--label-studio", label_studio.url, "--project"]
+        assert command[5] == str(project_id)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.chdir(tmp_path)
+            patch.setenv("LABEL_STUDIO_API_KEY", label_studio.personal_access_token)
+            assert main([*command[1:], "--quiet"]) == 0
+        assert (
+            json.loads((tmp_path / f"autolabel-project-{project_id}" / "summary.json").read_text())["label_studio"][
+                "pushed"
+            ]
+            == 4
+        )
         for task in tasks:  # one prediction each, never an empty placeholder for the tasks not reached
             (prediction,) = label_studio.predictions(task["id"])
             assert prediction["model_version"] == "tiny-shapes"
-        assert "Retrieve predictions" in (tmp_path / "serve.log").read_text()
