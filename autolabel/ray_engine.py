@@ -75,6 +75,7 @@ class RayEngine:
                     ray.init(address=address, logging_level="WARNING", log_to_driver=False)
                 else:  # this machine only: every Ray process listens on loopback
                     ray.init(  # at least a CPU per actor and one for decoding, or --actors N would wait forever
+                        address="local",  # a new Ray of our own, never a cluster `ray start` left on this machine
                         num_cpus=max(os.cpu_count() or 1, (actors or 1) + 1),
                         include_dashboard=False,
                         _node_ip_address="127.0.0.1",
