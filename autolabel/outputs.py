@@ -22,7 +22,7 @@ from xml.sax.saxutils import quoteattr
 from model.annotations import Annotation, Box, Dataset, ImageRecord
 from model.coco import categories_from_labels, write_coco
 from model.errors import MiniGPTError
-from model.files import write_atomic, write_text_atomic
+from model.files import dump_json, write_atomic, write_text_atomic
 from model.regions import prediction, rectangle_region
 
 from .asks import Asks, all_labels
@@ -70,7 +70,7 @@ def write_outputs(
     write_coco(_dataset(answered, labels, model_version), out / COCO_NAME, images_dir, file_names=file_names)
     tasks = [_task(item, results[item.key], asks, model_version, root) for item in items]
     _validate(tasks, config)
-    write_atomic(out / TASKS_NAME, lambda fp: json.dump(tasks, fp, indent=1, allow_nan=False))
+    write_atomic(out / TASKS_NAME, lambda fp: dump_json(tasks, fp))
     write_text_atomic(out / LABEL_CONFIG_NAME, config)
     lines = "".join(
         json.dumps({"key": item.key, "image": result.image, "reason": result.error}) + "\n" for item, result in failed

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from model.annotations import Annotation, Box, Category, Dataset, ImageRecord
 from model.errors import MiniGPTError
-from model.files import write_atomic
+from model.files import dump_json, write_atomic
 from model.request import check_text
 
 if TYPE_CHECKING:
@@ -446,7 +446,7 @@ def _write_atomic(path: Path, payload: dict[str, Any]) -> None:
     try:
         # ensure_ascii (the default) keeps the file pure ASCII: pycocotools opens it with the locale's encoding.
         # allow_nan=False: a non-finite number _payload did not catch fails here, before the file is replaced.
-        write_atomic(path, lambda fp: json.dump(payload, fp, allow_nan=False))
+        write_atomic(path, lambda fp: dump_json(payload, fp))
     except OSError as exc:
         raise CocoError(f"cannot write {str(path)!r} ({exc.strerror or exc}); check the folder's permissions") from exc
     except ValueError as exc:

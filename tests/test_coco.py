@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -25,6 +26,7 @@ from model.coco import (
     write_coco,
 )
 from model.errors import MiniGPTError
+from model.files import dump_json
 
 
 def sample_dataset(images_dir: Path) -> Dataset:
@@ -285,7 +287,7 @@ def test_failure_while_serialising_keeps_the_old_file(tmp_path: Path, monkeypatc
         fp.flush()
         raise RuntimeError("disk full")  # ...then serialisation fails
 
-    monkeypatch.setattr(coco.json, "dump", half_dump)
+    monkeypatch.setattr(coco, "dump_json", half_dump)
     with pytest.raises(RuntimeError, match="disk full"):
         write_coco(Dataset(), out)
     assert out.read_bytes() == before
@@ -683,3 +685,27 @@ def test_any_coco_like_json_reads_into_finite_in_image_boxes_or_a_coco_error(dat
         written = _strict_json(out.read_text())
         assert len(written["annotations"]) == sum(len(r.annotations) for r in dataset.images)
         assert read_coco(out) == dataset
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(value=_JSON | st.dictionaries(st.text(max_size=5), st.lists(_JSON, max_size=6), max_size=4))
+def test_the_fast_json_writer_writes_what_json_dump_writes(value: object) -> None:
+    """COCO and import files are written an element at a time (C-speed encoding); the bytes are json.dump's."""
+    fast = io.StringIO()
+    dump_json(value, fast)
+    slow = io.StringIO()
+    json.dump(value, slow, allow_nan=False)
+    assert fast.getvalue() == slow.getvalue()
+
+
+def test_the_fast_json_writer_refuses_what_json_refuses() -> None:
+    for bad in ({"images": [{"w": float("inf")}]}, [float("nan")], {"score": float("-inf")}):
+        with pytest.raises(ValueError):
+            dump_json(bad, io.StringIO())
