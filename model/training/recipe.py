@@ -74,6 +74,7 @@ class DatasetSpec(BaseModel):
     )
     shapes: ShapesData | None = Field(None, description="generation settings (kind shapes only)")
     ratio: float = Field(gt=0, description="share of the stage's micro-batches drawn from this dataset")
+    batch_size: int | None = Field(None, ge=1, description="its micro-batch size (default: the stage's batch_size)")
     tasks: list[Task] = Field(
         default_factory=lambda: list(TRAINABLE_TASKS), description="instruction tasks built from its annotations"
     )

@@ -3,7 +3,7 @@ from the model the previous stage wrote. `finetune` is the one-stage case (:func
 
 Layout of the output folder ``DIR``:
 
-- ``recipe.json``: the resolved recipe this run follows (a resume must follow the same one);
+- ``train_recipe.json``: the resolved recipe this run follows (a resume must follow the same one);
 - ``stages/NN-name/``: each stage's trainer folder (checkpoints, its model, ``result.json`` once it finished), and
   ``stages/NN-name/data/`` for datasets the stage generates. A one-stage recipe trains in ``DIR`` itself, which is
   the layout `finetune` has always written;
@@ -34,7 +34,7 @@ from .trainer import CONFIG_FILE, FinetuneError, FinetuneResult, Trainer, Traini
 
 log = logging.getLogger(__name__)
 
-RECIPE_FILE = "recipe.json"
+RECIPE_FILE = "train_recipe.json"
 RESULT_FILE = "result.json"
 STAGES = "stages"
 
@@ -64,6 +64,7 @@ def stage_data(stage: Stage, work: Path) -> list[TrainingData]:
                 spec.templates,
                 spec.identify_answer,
                 spec.detection_negatives,
+                spec.batch_size,
             )
         )
     return data

@@ -80,6 +80,7 @@ class TrainingData:
     templates: TemplateChoice = TemplateChoice.pool
     identify_answer: IdentifyAnswer = IdentifyAnswer.category
     detection_negatives: bool = False
+    batch_size: int | None = None  # its micro-batch size, when not the stage's
 
     @classmethod
     def from_config(cls, dataset: Dataset, config: FinetuneConfig, name: str = "data") -> TrainingData:
@@ -111,7 +112,7 @@ class _Schedule:
         self.sampler = MixtureSampler([d.ratio for d in self.data], config.seed)
         self.streams = []
         for position, item in enumerate(self.data):
-            stream = EpochStream(partial(self._epoch_samples, position), config.batch_size)
+            stream = EpochStream(partial(self._epoch_samples, position), item.batch_size or config.batch_size)
             if not stream.epoch_size:
                 raise FinetuneError(
                     (f"dataset {item.name!r} " if len(self.data) > 1 else "the dataset ")
@@ -150,7 +151,10 @@ class _Schedule:
 
     def summary(self) -> list[dict]:
         """What a resumed run must agree on about the data."""
-        return [{"name": d.name, "ratio": d.ratio, "images": len(d.dataset.images)} for d in self.data]
+        return [
+            {"name": d.name, "ratio": d.ratio, "batch_size": d.batch_size, "images": len(d.dataset.images)}
+            for d in self.data
+        ]
 
 
 def _load_base(
