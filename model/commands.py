@@ -162,7 +162,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_finetune_parser(sub: argparse._SubParsersAction, tasks: list[str]) -> None:
-    from .training import TRAINABLE_TASKS, FinetuneConfig, IdentifyAnswer, Precision, TemplateChoice
+    from .training import DEFAULT_TASKS, FinetuneConfig, IdentifyAnswer, Precision, TemplateChoice
 
     d = FinetuneConfig()
     p = sub.add_parser(
@@ -177,7 +177,7 @@ def _add_finetune_parser(sub: argparse._SubParsersAction, tasks: list[str]) -> N
     p.add_argument("--base", required=True, help="model folder or hub id to start from")
     p.add_argument("--out", required=True, type=Path, help="output folder (checkpoints and the result)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    p.add_argument("--tasks", default=",".join(t.value for t in TRAINABLE_TASKS), help="comma-separated")
+    p.add_argument("--tasks", default=",".join(t.value for t in DEFAULT_TASKS), help="comma-separated")
     p.add_argument("--templates", default=d.templates.value, choices=[t.value for t in TemplateChoice])
     p.add_argument("--identify-answer", default=d.identify_answer.value, choices=[a.value for a in IdentifyAnswer])
     p.add_argument(

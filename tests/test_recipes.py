@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file
 from test_cli import assert_one_line_error, run
 
-from model.annotations import Box, Task
+from model.annotations import Annotation, Box, Category, Dataset, ImageRecord, Task
 from model.coco import read_coco, write_coco
 from model.recipes import OFFICIAL, SHAPES, recipe_path
 from model.synthetic.shapes import make_shapes
@@ -344,3 +344,30 @@ def test_finetune_arguments_become_a_one_stage_recipe_with_the_same_settings(tmp
     assert {k: getattr(rebuilt, k) for k in same} == {k: getattr(config, k) for k in same}
     (data,) = stage.datasets
     assert data.detection_negatives and data.tasks == config.tasks and data.kind is DatasetKind.coco
+
+
+def test_grounding_from_phrases_lists_every_referable_object_and_parses_back() -> None:
+    from model.grammar import parse_boxes
+    from model.prompts import GROUNDING_TRAINING_TEMPLATES
+    from model.training import TemplateChoice, build_samples
+
+    record = ImageRecord(
+        path=Path("street.png"),
+        width=200,
+        height=100,
+        annotations=[
+            Annotation(box=Box.from_xyxy([120, 50, 200, 100]), label="square"),
+            Annotation(box=Box.from_xyxy([101, 10, 151, 40]), label="circle"),  # one of two circles, no phrase
+            Annotation(box=Box.from_xyxy([10, 20, 50, 60]), label="circle", phrase="The  Red circle."),
+        ],
+    )
+    dataset = Dataset(categories=[Category(id=1, name="circle"), Category(id=2, name="square")], images=[record])
+    (sample,) = build_samples(dataset, tasks=[Task.grounding], templates=TemplateChoice.default)
+    assert sample.instruction == "[grounding] describe this image in detail"
+    assert sample.answer == "<p>the red circle</p> {<5><20><25><60>} <p>square</p> {<60><50><100><100>}"
+    parsed = parse_boxes(sample.answer, 200, 100)
+    assert [b.phrase for b in parsed.boxes] == ["the red circle", "square"] and not parsed.skipped
+    pooled = build_samples(dataset, tasks=[Task.grounding])
+    assert pooled[0].instruction in GROUNDING_TRAINING_TEMPLATES
+    # Default tasks leave grounding out, so `finetune` builds what it always built.
+    assert {s.task for s in build_samples(dataset)} == {Task.detection, Task.refer, Task.identify}

@@ -7,6 +7,7 @@ from typing import Any
 
 from .config import FinetuneConfig, Precision
 from .instructions import (
+    DEFAULT_TASKS,
     TRAINABLE_TASKS,
     IdentifyAnswer,
     InstructionSample,
@@ -18,6 +19,7 @@ from .instructions import (
 _TRAINER_NAMES = ("FinetuneError", "FinetuneResult", "Trainer", "finetune")
 
 __all__ = [
+    "DEFAULT_TASKS",
     "TRAINABLE_TASKS",
     "FinetuneConfig",
     "FinetuneError",

@@ -21,7 +21,7 @@ from ..annotations import Task
 from ..errors import MiniGPTError
 from ..results import Seed
 from .config import FinetuneConfig, Precision
-from .instructions import TRAINABLE_TASKS, IdentifyAnswer, TemplateChoice
+from .instructions import DEFAULT_TASKS, IdentifyAnswer, TemplateChoice
 
 RATIO_TOLERANCE = 1e-3  # ratios written as rounded percentages (33.3 %, 33.3 %, 33.4 %) still sum to 1
 
@@ -76,7 +76,7 @@ class DatasetSpec(BaseModel):
     ratio: float = Field(gt=0, description="share of the stage's micro-batches drawn from this dataset")
     batch_size: int | None = Field(None, ge=1, description="its micro-batch size (default: the stage's batch_size)")
     tasks: list[Task] = Field(
-        default_factory=lambda: list(TRAINABLE_TASKS), description="instruction tasks built from its annotations"
+        default_factory=lambda: list(DEFAULT_TASKS), description="instruction tasks built from its annotations"
     )
     templates: TemplateChoice = TemplateChoice.pool
     identify_answer: IdentifyAnswer = IdentifyAnswer.category

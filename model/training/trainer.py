@@ -36,7 +36,7 @@ from ..proposer import check_model_source, peft_deprecations_silenced, resolve_d
 from .batches import ImageCache, collate, load_pixels
 from .config import FinetuneConfig, Precision
 from .instructions import (
-    TRAINABLE_TASKS,
+    DEFAULT_TASKS,
     IdentifyAnswer,
     InstructionSample,
     TemplateChoice,
@@ -76,7 +76,7 @@ class TrainingData:
     name: str
     dataset: Dataset
     ratio: float = 1.0
-    tasks: tuple[Task, ...] = TRAINABLE_TASKS
+    tasks: tuple[Task, ...] = DEFAULT_TASKS
     templates: TemplateChoice = TemplateChoice.pool
     identify_answer: IdentifyAnswer = IdentifyAnswer.category
     detection_negatives: bool = False
