@@ -48,6 +48,8 @@ class FinetuneConfig(BaseModel):
     # allow_inf_nan=False: an infinite learning rate or epoch count is a typo, refused before the model loads.
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
+    # How samples are built (tasks … detection_negatives) applies to a run on one Dataset (`finetune`); a recipe
+    # sets it per dataset instead (model/training/recipe.py: DatasetSpec).
     tasks: list[Task] = Field(default_factory=lambda: list(DEFAULT_TASKS))
     templates: TemplateChoice = TemplateChoice.pool
     identify_answer: IdentifyAnswer = IdentifyAnswer.category

@@ -48,7 +48,8 @@ class MixtureSampler:
         cumulative = np.cumsum(self.ratios)
         cumulative[-1] = 1.0  # rounding must never leave a sliver past the last dataset
         self._edges = cumulative
-        self._block_counts: list[np.ndarray] = []  # draws per dataset in each block, computed in order
+        # _before[b]: draws per dataset in blocks 0 … b-1, extended in order as positions further on are asked for.
+        self._before: list[np.ndarray] = [np.zeros(len(self.ratios), dtype=np.int64)]
         self._cached_block: tuple[int, np.ndarray] | None = None
 
     def _block(self, block: int) -> np.ndarray:
@@ -66,12 +67,10 @@ class MixtureSampler:
     def counts_before(self, index: int) -> np.ndarray:
         """How many of micro-batches 0 … index-1 each dataset had: each dataset's stream position at `index`."""
         block, offset = divmod(index, BLOCK)
-        while len(self._block_counts) < block:
-            choice = self._block(len(self._block_counts))
-            self._block_counts.append(np.bincount(choice, minlength=len(self.ratios)))
-        total = np.zeros(len(self.ratios), dtype=np.int64)
-        for counts in self._block_counts[:block]:
-            total += counts
+        while len(self._before) <= block:
+            done = len(self._before) - 1
+            self._before.append(self._before[-1] + np.bincount(self._block(done), minlength=len(self.ratios)))
+        total = self._before[block].copy()
         if offset:
             total += np.bincount(self._block(block)[:offset], minlength=len(self.ratios))
         return total
