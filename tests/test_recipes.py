@@ -303,7 +303,7 @@ def test_a_run_cut_inside_each_stage_resumes_to_the_same_weights(
 
     # Another recipe cannot resume into this folder.
     other = recipe.model_copy(update={"seed": 6})
-    with pytest.raises(FinetuneError, match="another recipe"):
+    with pytest.raises(FinetuneError, match=r"another recipe \(seed: 5 → 6\)"):
         train_recipe(other, cut, base=tiny_model_dir, resume=True, device="cpu", progress=False)
 
 

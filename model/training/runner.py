@@ -73,16 +73,33 @@ def stage_data(stage: Stage, work: Path) -> list[TrainingData]:
 def _check_recipe(out: Path, recipe: Recipe, resume: bool) -> None:
     saved = out / RECIPE_FILE
     if resume and saved.exists():
-        before = json.loads(saved.read_text())
-        if before != recipe.model_dump(mode="json"):
+        before, now = _leaves(json.loads(saved.read_text())), _leaves(recipe.model_dump(mode="json"))
+        keys = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+        diffs = [f"{k}: {before.get(k)!r} → {now.get(k)!r}" for k in keys]
+        if diffs:
+            more = f" and {len(diffs) - 3} more" if len(diffs) > 3 else ""
             raise FinetuneError(
-                f"cannot resume {out}: it was started with another recipe (see {saved}); use the same recipe, or a "
-                "new output folder"
+                f"cannot resume {out}: it was started with another recipe ({'; '.join(diffs[:3])}{more}); use the "
+                "same recipe and settings, or a new output folder"
             )
     elif resume and not (out / CONFIG_FILE).exists():
         raise FinetuneError(f"nothing to resume in {out}: no {RECIPE_FILE}; start a new run without --resume")
     elif not resume and saved.exists():
         raise FinetuneError(f"{out} already holds a recipe run; pass --resume or choose a new folder")
+
+
+def _leaves(data: object, prefix: str = "") -> dict[str, object]:
+    """{"stages.0.schedule.lr": 1e-5, …}: a recipe's settings by path, to name what differs."""
+    if isinstance(data, dict):
+        items = data.items()
+    elif isinstance(data, list):
+        items = enumerate(data)
+    else:
+        return {prefix: data}
+    out: dict[str, object] = {}
+    for key, value in items:
+        out |= _leaves(value, f"{prefix}.{key}" if prefix else str(key))
+    return out
 
 
 def train_recipe(
