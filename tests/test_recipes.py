@@ -371,3 +371,30 @@ def test_grounding_from_phrases_lists_every_referable_object_and_parses_back() -
     assert pooled[0].instruction in GROUNDING_TRAINING_TEMPLATES
     # Default tasks leave grounding out, so `finetune` builds what it always built.
     assert {s.task for s in build_samples(dataset)} == {Task.detection, Task.refer, Task.identify}
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(data=_JSON | st.fixed_dictionaries({"name": st.text(max_size=4), "stages": st.lists(_JSON, max_size=3)}))
+def test_any_recipe_data_is_a_recipe_or_a_one_line_error(data) -> None:
+    try:
+        parse_recipe(data, "fuzz.yaml")
+    except RecipeError as err:
+        assert "\n" not in str(err) and str(err).startswith("fuzz.yaml: ")
+
+
+@given(tasks=st.lists(_JSON | st.fixed_dictionaries({"data": _JSON, "annotations": _JSON}), max_size=4))
+def test_any_label_studio_export_is_a_dataset_or_a_one_line_error(tasks, tmp_path_factory) -> None:
+    from model.errors import MiniGPTError
+
+    path = tmp_path_factory.mktemp("ls") / "export.json"
+    path.write_text(json.dumps(tasks))
+    try:
+        read_label_studio_export(path)
+    except MiniGPTError as err:  # RecipeError, or the image of a task without boxes cannot be read
+        assert "\n" not in str(err)

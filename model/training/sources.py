@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from ..annotations import Annotation, Dataset, ImageRecord
-from ..coco import categories_from_labels, read_coco
+from ..coco import MAX_IMAGE_SIDE, categories_from_labels, read_coco
 from ..regions import value_to_box
 from .recipe import DatasetKind, DatasetSpec, RecipeError
 
@@ -139,7 +139,10 @@ def read_label_studio_export(path: str | os.PathLike, images: str | os.PathLike 
 def _ls_record(task: Any, folder: Path, where: str) -> ImageRecord | None:
     if not isinstance(task, dict) or not isinstance(task.get("data"), dict):
         raise RecipeError(f"{where} has no 'data'; is this a Label Studio JSON export?")
-    annotations = [a for a in task.get("annotations") or [] if isinstance(a, dict) and not a.get("was_cancelled")]
+    given = task.get("annotations") or []
+    if not isinstance(given, list):
+        raise RecipeError(f"{where}: 'annotations' is not a list; is this a Label Studio JSON export?")
+    annotations = [a for a in given if isinstance(a, dict) and not a.get("was_cancelled")]
     if not annotations:
         return None  # never labelled: nothing to learn from it (an empty annotation still says "no objects")
     latest = max(annotations, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), a.get("id") or 0))
@@ -149,26 +152,35 @@ def _ls_record(task: Any, folder: Path, where: str) -> ImageRecord | None:
         url = strings[0] if len(strings) == 1 else None
     if url is None:
         raise RecipeError(f"{where}: no image URL in 'data'; name it 'image' as the default labeling config does")
-    image = folder / Path(unquote(urlparse(url).path)).name
+    try:
+        name = Path(unquote(urlparse(url).path)).name
+    except ValueError:  # not a URL urllib can split (e.g. an unclosed IPv6 bracket)
+        name = ""
+    if not name or "\0" in name:
+        raise RecipeError(f"{where}: cannot take an image file name from {url[:80]!r}")
+    image = folder / name
     size, boxes = None, []
-    for region in latest.get("result") or []:
+    regions = latest.get("result") or []
+    for region in regions if isinstance(regions, list) else []:
         if not isinstance(region, dict) or region.get("type") != "rectanglelabels":
             continue
-        value = region.get("value") or {}
-        names = value.get("rectanglelabels") or []
+        value = region.get("value")
+        names = value.get("rectanglelabels") if isinstance(value, dict) else None
         width, height = region.get("original_width"), region.get("original_height")
-        if not names or not isinstance(width, int) or not isinstance(height, int) or width <= 0 or height <= 0:
+        if not (isinstance(names, list) and names and isinstance(names[0], str) and names[0].strip()):
+            continue
+        if not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_IMAGE_SIDE for v in (width, height)):
             continue
         box = value_to_box(value, width, height)
         if box is not None:
             size = (width, height)
-            boxes.append(Annotation(box=box, label=str(names[0])))
+            boxes.append(Annotation(box=box, label=names[0]))
     if size is None:
-        size = _image_size(image, where)
+        size = _image_size(image)
     return ImageRecord(path=image, width=size[0], height=size[1], annotations=boxes, reviewed=True)
 
 
-def _image_size(image: Path, where: str) -> tuple[int, int]:
+def _image_size(image: Path) -> tuple[int, int]:
     from ..images import MODEL_FIT_PIXELS, load_image
 
     loaded = load_image(image, fit_pixels=MODEL_FIT_PIXELS)
