@@ -302,3 +302,5 @@ def acceptance(dataset: Dataset, detections: Sequence[Detection], iou_threshold:
         acceptance_rate=rate_or_none(kept, len(detections)),
         coverage=rate_or_none(kept, n_gt),
     )
+
+
