@@ -1,5 +1,5 @@
 """The core's subcommands of `minigpt-annotate` (propose, parse, convert, make-tiny, make-shapes, split, finetune,
-evaluate, fetch-official), and the argument types every surface's subcommands share.
+train, evaluate, fetch-official), and the argument types every surface's subcommands share.
 
 Each package registers its own subcommands (`register`) and the composition root, `minigpt_annotate.cli`, puts them
 under one parser. Nothing here imports torch at module level, so `minigpt-annotate --help` stays instant: each command
@@ -149,6 +149,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None, help="output folder (default: the COCO file's folder)")
 
     _add_finetune_parser(sub, tasks)
+    _add_train_parser(sub)
     _add_evaluate_parser(sub)
 
     p = sub.add_parser("fetch-official", help="download the official files, then convert them")
@@ -161,7 +162,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_finetune_parser(sub: argparse._SubParsersAction, tasks: list[str]) -> None:
-    from .training import TRAINABLE_TASKS, FinetuneConfig, IdentifyAnswer, Precision, TemplateChoice
+    from .training import DEFAULT_TASKS, FinetuneConfig, IdentifyAnswer, Precision, TemplateChoice
 
     d = FinetuneConfig()
     p = sub.add_parser(
@@ -176,7 +177,7 @@ def _add_finetune_parser(sub: argparse._SubParsersAction, tasks: list[str]) -> N
     p.add_argument("--base", required=True, help="model folder or hub id to start from")
     p.add_argument("--out", required=True, type=Path, help="output folder (checkpoints and the result)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    p.add_argument("--tasks", default=",".join(t.value for t in TRAINABLE_TASKS), help="comma-separated")
+    p.add_argument("--tasks", default=",".join(t.value for t in DEFAULT_TASKS), help="comma-separated")
     p.add_argument("--templates", default=d.templates.value, choices=[t.value for t in TemplateChoice])
     p.add_argument("--identify-answer", default=d.identify_answer.value, choices=[a.value for a in IdentifyAnswer])
     p.add_argument(
@@ -204,6 +205,22 @@ def _add_finetune_parser(sub: argparse._SubParsersAction, tasks: list[str]) -> N
     p.add_argument("--save-every", type=positive_int, default=d.save_every, help="steps between checkpoints")
     p.add_argument("--precision", default=d.precision.value, choices=[x.value for x in Precision])
     p.add_argument("--merge", action="store_true", help="write a merged model instead of adapters")
+    p.add_argument("--device", default="auto")
+
+
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="run a training recipe: stages of dataset mixtures (see docs/recipes.md and model/recipes/)",
+        description="Runs every stage of a recipe file (YAML or JSON) in order, each from the model the stage before "
+        "wrote; the final model lands in --out. Interrupt it any time and continue, inside the stage it was in, "
+        "with --resume.",
+    )
+    p.add_argument("recipe", type=Path, help="recipe file (.yaml, .yml or .json)")
+    p.add_argument("--out", required=True, type=Path, help="output folder (stages, checkpoints and the result)")
+    p.add_argument("--base", default=None, help="model folder or hub id to start from (default: the recipe's base)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--data-root", type=Path, default=None, help="folder the recipe's relative dataset paths start from")
     p.add_argument("--device", default="auto")
 
 
@@ -361,8 +378,8 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from .coco import read_coco
-    from .training import FinetuneConfig, Trainer
+    from .training import FinetuneConfig
+    from .training.runner import finetune_recipe, train_recipe
 
     config = FinetuneConfig(
         tasks=_task_list(args.tasks),
@@ -390,8 +407,19 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         precision=args.precision,
         merge=args.merge,
     )
-    dataset = read_coco(args.coco, args.images)
-    result = Trainer(dataset, args.base, args.out, config, resume=args.resume, device=args.device).run()
+    # The one-stage case of `train`: the same runner, on a recipe built from these arguments.
+    recipe = finetune_recipe(args.coco, args.images, config)
+    result = train_recipe(recipe, args.out, base=args.base, resume=args.resume, device=args.device)
+    print(result.stages["finetune"].model_dump_json(indent=2))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .training.recipe import load_recipe
+    from .training.runner import train_recipe
+
+    recipe = load_recipe(args.recipe, data_root=args.data_root)
+    result = train_recipe(recipe, args.out, base=args.base, resume=args.resume, device=args.device)
     print(result.model_dump_json(indent=2))
     return 0
 
@@ -459,6 +487,7 @@ COMMANDS = {
     "make-shapes": cmd_make_shapes,
     "split": cmd_split,
     "finetune": cmd_finetune,
+    "train": cmd_train,
     "evaluate": cmd_evaluate,
     "fetch-official": cmd_fetch_official,
 }

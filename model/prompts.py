@@ -49,6 +49,13 @@ IDENTIFY_TRAINING_TEMPLATES: tuple[str, ...] = (
     "[identify] this {} is",
     "[identify] the object in {} is",
 )
+# Grounded captions (official flickr.py::GroundedDetailDataset).
+GROUNDING_TRAINING_TEMPLATES: tuple[str, ...] = (
+    "[grounding] please describe this image in details",
+    "[grounding] describe this image as detailed as possible",
+    "[grounding] summarize this image in details",
+    "[grounding] give a thorough description of what you see in this image",
+)
 
 _IDENTIFIER = re.compile(r"^\s*\[(" + "|".join(t.value for t in Task if t is not Task.chat) + r")\]\s*", re.I)
 

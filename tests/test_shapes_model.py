@@ -73,7 +73,7 @@ def test_make_tiny_trained_writes_a_model_that_finds_a_shape(held_out: Path, tmp
 
 
 def test_recipe_is_deterministic_for_a_seed(tmp_path: Path) -> None:
-    small = ShapesRecipe(train_images=12, single_shape_images=8, vision_batch=4, batch_size=4).scaled(12)
+    small = ShapesRecipe().shrunk(images=12, batch_size=4).scaled(12)  # model/recipes/tiny-shapes.yaml, tiny
     a = train_tiny_shapes(tmp_path / "a", seed=3, recipe=small)
     b = train_tiny_shapes(tmp_path / "b", seed=3, recipe=small)
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()

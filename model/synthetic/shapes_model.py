@@ -3,7 +3,8 @@
 The real architecture at toy sizes (EVA tower, 4-token merge, projection, LLaMA), small enough to ship (< 8 MB) and
 trained until it really finds shapes, so end-to-end tests check behaviour rather than random text.
 
-The recipe mirrors how the real model came to be, in miniature:
+The recipe mirrors how the real model came to be, in miniature (steps 2 and 3 are the recipe file
+model/recipes/tiny-shapes.yaml, run by the same machinery as `minigpt-annotate train`):
 
 1. *Vision pretraining.* The real EVA tower arrives pretrained. Ours learns from a dense objective on rendered
    scenes: for every patch, which shape covers it, its colour, its size and its box. The head is thrown away.
@@ -27,44 +28,85 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import LlamaConfig
 
-from ..annotations import Dataset
-from ..coco import read_coco
 from ..errors import CheckpointError
 from ..network import EvaVisionConfig, MiniGPTv2Config, MiniGPTv2ForConditionalGeneration
 from ..processing import MiniGPTv2Processor
-from .shapes import CATEGORIES, COLOURS, SIZES, make_shapes, render_scene
+from ..recipes import SHAPES, recipe_path
+from ..training.recipe import DatasetSpec, Recipe, Stage, load_recipe
+from .shapes import CATEGORIES, COLOURS, SIZES, render_scene
 from .tiny import _WORDS, build_tiny_tokenizer
 
 SHIPPED_DIR = Path(__file__).parent / "assets" / "tiny-shapes"
-RECIPE_FILE = "recipe.json"
+RECIPE_FILE = "recipe.json"  # the report of the run that made the model
+NOT_MODEL_FILES = ("train_recipe.json", "finetune_config.json", "result.json")
 SHAPES_WORDS = (*_WORDS, "on")
 
 
 class ShapesRecipe(BaseModel):
+    """How the shapes model is made: vision pretraining here, then the instruction stages of a recipe file
+    (model/recipes/tiny-shapes.yaml, run by the same `train` machinery as any recipe)."""
+
     seed: int = 0
-    train_images: int = 2000
-    single_shape_images: int = 1000
     vision_steps: int = 1500
     vision_batch: int = 64
-    single_shape_steps: int = 1500
-    several_shapes_steps: int = 4000
-    # A second cosine cycle (a warm restart) on fresh several-shape scenes.
-    refine_images: int = 2000
-    refine_steps: int = 2000
-    refine_learning_rate: float = 5e-4
-    batch_size: int = 32
-    learning_rate: float = 1e-3
+    training: Recipe = Field(default_factory=lambda: load_recipe(recipe_path(SHAPES)))
+
+    def with_seed(self, seed: int) -> ShapesRecipe:
+        """Seed `seed` everywhere: the recipe's seed, and `seed` added to each generated dataset's own."""
+        stages = [
+            stage.model_copy(
+                update={"datasets": [_update_shapes(d, seed=d.shapes.seed + seed) for d in stage.datasets]}
+            )
+            for stage in self.training.stages
+        ]
+        training = self.training.model_copy(update={"seed": seed, "stages": stages})
+        return self.model_copy(update={"seed": seed, "training": training})
 
     def scaled(self, total_steps: int) -> ShapesRecipe:
-        """The same recipe with its three stages shrunk or stretched to about `total_steps` steps in all."""
-        keys = ("vision_steps", "single_shape_steps", "several_shapes_steps", "refine_steps")
-        ratio = total_steps / sum(getattr(self, k) for k in keys)
-        return self.model_copy(update={k: max(1, round(getattr(self, k) * ratio)) for k in keys})
+        """The same recipe with vision pretraining and every stage shrunk or stretched to about `total_steps` in all;
+        warmups stay at most a tenth of their stage."""
+        stages = self.training.stages
+        ratio = total_steps / (self.vision_steps + sum(_steps(stage) for stage in stages))
+        scaled = []
+        for stage in stages:
+            steps = max(1, round(_steps(stage) * ratio))
+            warmup = min(stage.schedule.warmup_steps, steps // 10)
+            schedule = stage.schedule.model_copy(update={"steps": steps, "warmup_steps": warmup})
+            scaled.append(stage.model_copy(update={"schedule": schedule}))
+        return self.model_copy(
+            update={
+                "vision_steps": max(1, round(self.vision_steps * ratio)),
+                "training": self.training.model_copy(update={"stages": scaled}),
+            }
+        )
+
+    def shrunk(self, images: int, batch_size: int) -> ShapesRecipe:
+        """At most `images` scenes per dataset and micro-batches of `batch_size`: the recipe at test size."""
+        stages = []
+        for stage in self.training.stages:
+            datasets = [_update_shapes(d, images=min(images, d.shapes.images)) for d in stage.datasets]
+            schedule = stage.schedule.model_copy(update={"batch_size": batch_size})
+            stages.append(stage.model_copy(update={"datasets": datasets, "schedule": schedule}))
+        return self.model_copy(
+            update={"vision_batch": batch_size, "training": self.training.model_copy(update={"stages": stages})}
+        )
+
+
+def _steps(stage: Stage) -> int:
+    if stage.schedule.steps is None:
+        raise ValueError(f"shapes recipe stage {stage.name!r} must give `steps`, not epochs")
+    return stage.schedule.steps
+
+
+def _update_shapes(spec: DatasetSpec, **changes) -> DatasetSpec:
+    if spec.shapes is None:
+        return spec
+    return spec.model_copy(update={"shapes": spec.shapes.model_copy(update=changes)})
 
 
 def shapes_model_config(vocab_size: int) -> MiniGPTv2Config:
@@ -174,37 +216,6 @@ def pretrain_vision(
 # --- the whole recipe ----------------------------------------------------------------------------------------------
 
 
-def instruction_stage(
-    dataset: Dataset,
-    base: Path,
-    out: Path,
-    *,
-    steps: int,
-    learning_rate: float,
-    recipe: ShapesRecipe,
-    progress: bool = False,
-) -> list[float]:
-    """Frozen tower, full LLM + projection, one cosine cycle; returns the first and last loss."""
-    from ..training import FinetuneConfig, Trainer  # the training loop pulls in peft; only needed here
-
-    settings = FinetuneConfig(
-        lora_r=0,
-        train_llm=True,
-        learning_rate=learning_rate,
-        min_lr=learning_rate / 20,
-        warmup_steps=min(100, steps // 10),
-        weight_decay=0.01,
-        batch_size=recipe.batch_size,
-        max_steps=steps,
-        max_length=512,
-        save_every=10**9,
-        seed=recipe.seed,
-        detection_negatives=True,
-    )
-    result = Trainer(dataset, base, out, settings, device="cpu", progress=progress).run()
-    return [result.first_loss or 0.0, result.final_loss or 0.0]
-
-
 def train_tiny_shapes(
     out: str | os.PathLike,
     *,
@@ -214,7 +225,9 @@ def train_tiny_shapes(
     progress: bool = False,
 ) -> dict:
     """Train the shapes model from scratch into `out`; returns what was done and measured (also in recipe.json)."""
-    recipe = (recipe or ShapesRecipe()).model_copy(update={"seed": seed})
+    from ..training.runner import train_recipe  # the training loop pulls in peft; only needed here
+
+    recipe = (recipe or ShapesRecipe()).with_seed(seed)
     if steps is not None:
         recipe = recipe.scaled(steps)
     out = Path(out)
@@ -229,15 +242,6 @@ def train_tiny_shapes(
     with tempfile.TemporaryDirectory(prefix="tiny-shapes-") as tmp:
         work = Path(tmp)
         t = time.perf_counter()
-        several = read_coco(make_shapes(work / "several", images=recipe.train_images, seed=recipe.seed))
-        single = read_coco(
-            make_shapes(
-                work / "single", images=recipe.single_shape_images, seed=recipe.seed + 1, min_shapes=1, max_shapes=1
-            )
-        )
-        timings["data"] = time.perf_counter() - t
-
-        t = time.perf_counter()
         vision_losses = pretrain_vision(
             model,
             processor,
@@ -246,36 +250,27 @@ def train_tiny_shapes(
             seed=recipe.seed,
             progress=progress,
         )
-        model.save_pretrained(work / "stage1")
-        processor.save_pretrained(work / "stage1")
+        model.save_pretrained(work / "vision")
+        processor.save_pretrained(work / "vision")
         timings["vision"] = time.perf_counter() - t
 
-        refine = read_coco(make_shapes(work / "refine", images=recipe.refine_images, seed=recipe.seed + 3))
-        stages = (
-            ("stage2", single, recipe.single_shape_steps, recipe.learning_rate),
-            ("stage3", several, recipe.several_shapes_steps, recipe.learning_rate),
-            ("stage4", refine, recipe.refine_steps, recipe.refine_learning_rate),
+        t = time.perf_counter()
+        result = train_recipe(
+            recipe.training, work / "instruction", base=work / "vision", device="cpu", progress=progress
         )
-        losses: dict[str, list[float]] = {}
-        base = work / "stage1"
-        for name, dataset, stage_steps, learning_rate in stages:
-            t = time.perf_counter()
-            losses[name] = instruction_stage(
-                dataset, base, work / name, steps=stage_steps, learning_rate=learning_rate, recipe=recipe,
-                progress=progress,
-            )  # fmt: skip
-            timings[name] = time.perf_counter() - t
-            base = work / name
+        timings["instruction"] = time.perf_counter() - t
+        losses = {name: [r.first_loss or 0.0, r.final_loss or 0.0] for name, r in result.stages.items()}
+        timings |= {name: r.seconds for name, r in result.stages.items()}
 
         if out.exists():
             shutil.rmtree(out)
         out.mkdir(parents=True)
-        for item in base.iterdir():
-            if item.is_file() and item.name != "finetune_config.json":
+        for item in (work / "instruction").iterdir():
+            if item.is_file() and item.name not in NOT_MODEL_FILES:
                 shutil.copy2(item, out / item.name)
 
     report = {
-        "recipe": recipe.model_dump(),
+        "recipe": recipe.model_dump(mode="json"),
         "parameters": sum(p.numel() for p in model.parameters()),
         "weights_bytes": (out / "model.safetensors").stat().st_size,
         "seconds": {k: round(v, 1) for k, v in timings.items()} | {"total": round(time.perf_counter() - started, 1)},

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ..annotations import Task
 from ..results import Seed
-from .instructions import TRAINABLE_TASKS, IdentifyAnswer, TemplateChoice, trainable_tasks
+from .instructions import DEFAULT_TASKS, IdentifyAnswer, TemplateChoice, trainable_tasks
 
 
 class Precision(str, Enum):
@@ -48,7 +48,9 @@ class FinetuneConfig(BaseModel):
     # allow_inf_nan=False: an infinite learning rate or epoch count is a typo, refused before the model loads.
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    tasks: list[Task] = Field(default_factory=lambda: list(TRAINABLE_TASKS))
+    # How samples are built (tasks … detection_negatives) applies to a run on one Dataset (`finetune`); a recipe
+    # sets it per dataset instead (model/training/recipe.py: DatasetSpec).
+    tasks: list[Task] = Field(default_factory=lambda: list(DEFAULT_TASKS))
     templates: TemplateChoice = TemplateChoice.pool
     identify_answer: IdentifyAnswer = IdentifyAnswer.category
     detection_negatives: bool = Field(

@@ -1,13 +1,16 @@
 """COCO annotations → MiniGPT-v2 stage-3 instruction/answer pairs, in the formats of the official stage-3 datasets
 (minigpt4/datasets/datasets/*.py in the official MiniGPT-4 repository).
 
-Three formats, as the official datasets write them:
+Four formats, as the official datasets write them:
 
 - ``[detection] {category}`` → ``<p>{category}</p> {box}<delim>{box}…``: every box of that category in the image
   (the phrase-to-object format, one space after ``</p>``);
 - ``[refer] {phrase}`` through one of the seven refer templates → ``{box}``: the annotation's referring phrase, or
   the category name where that category has exactly one box in the image;
-- ``[identify] {box}`` through one of the seven identify templates → the category name (default) or the phrase.
+- ``[identify] {box}`` through one of the seven identify templates → the category name (default) or the phrase;
+- ``[grounding]`` through one of the four grounded-caption templates → every referable object of the image as
+  ``<p>{phrase}</p> {box}``, in reading order, joined by spaces: a grounded caption made of the phrases alone (the
+  official Flickr30k captions have words between them, which COCO boxes do not).
 
 Coordinates use the official quantisation, int(v / dim * 100), per axis of the upright image.
 """
@@ -24,9 +27,16 @@ from pathlib import Path
 
 from ..annotations import Annotation, Dataset, ImageRecord, Task
 from ..grammar import Grid, format_box, format_phrase, pixels_to_grid
-from ..prompts import DEFAULT_TEMPLATES, IDENTIFY_TRAINING_TEMPLATES, REFER_TRAINING_TEMPLATES
+from ..prompts import (
+    DEFAULT_QUERIES,
+    DEFAULT_TEMPLATES,
+    GROUNDING_TRAINING_TEMPLATES,
+    IDENTIFY_TRAINING_TEMPLATES,
+    REFER_TRAINING_TEMPLATES,
+)
 
-TRAINABLE_TASKS = (Task.detection, Task.refer, Task.identify)
+DEFAULT_TASKS = (Task.detection, Task.refer, Task.identify)  # what `finetune` and a recipe dataset build unless told
+TRAINABLE_TASKS = (*DEFAULT_TASKS, Task.grounding)
 
 _CAPTION_PUNCT = re.compile(r"[.!\"()*#:;~]")
 _SPACES = re.compile(r"\s{2,}")
@@ -136,6 +146,33 @@ def identify_samples(
     return samples
 
 
+def grounding_samples(record: ImageRecord, rng: random.Random, templates: TemplateChoice) -> list[InstructionSample]:
+    """One ``[grounding]`` sample per image with at least one referable object (a phrase, or a unique category)."""
+    parts = []
+    for annotation in record.annotations:
+        query = refer_query(annotation, record)
+        grid = _grid(annotation, record)
+        if query is not None and _usable(grid):
+            parts.append((grid[0], grid[1], query, grid))
+    if not parts:
+        return []
+    parts.sort(key=lambda part: (part[0], part[1]))
+    texts = []
+    for _, _, query, grid in parts:
+        try:
+            texts.append(format_phrase(query, [grid]))
+        except ValueError:  # a phrase with braces or tags could not be parsed back out of the answer
+            continue
+    if not texts:
+        return []
+    answer = " ".join(texts)
+    if templates is TemplateChoice.pool:
+        instruction = rng.choice(GROUNDING_TRAINING_TEMPLATES)
+    else:
+        instruction = DEFAULT_TEMPLATES[Task.grounding].format(query=DEFAULT_QUERIES[Task.grounding])
+    return [InstructionSample(record.path, Task.grounding, instruction, answer)]
+
+
 def trainable_tasks(tasks: Iterable[Task | str]) -> list[Task]:
     """The tasks, deduplicated in order; ValueError for none, or for one there is no training format for."""
     tasks = list(dict.fromkeys(Task(t) for t in tasks))
@@ -153,7 +190,7 @@ def trainable_tasks(tasks: Iterable[Task | str]) -> list[Task]:
 def build_samples(
     dataset: Dataset,
     *,
-    tasks: Iterable[Task] = TRAINABLE_TASKS,
+    tasks: Iterable[Task] = DEFAULT_TASKS,
     rng: random.Random | None = None,
     templates: TemplateChoice = TemplateChoice.pool,
     identify_answer: IdentifyAnswer = IdentifyAnswer.category,
@@ -175,6 +212,8 @@ def build_samples(
             samples += refer_samples(record, rng, templates)
         if Task.identify in tasks:
             samples += identify_samples(record, rng, templates, identify_answer)
+        if Task.grounding in tasks:  # last: the template draws of the other tasks do not depend on it
+            samples += grounding_samples(record, rng, templates)
     return samples
 
 

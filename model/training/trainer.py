@@ -15,6 +15,8 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -24,7 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
-from ..annotations import Dataset
+from ..annotations import Dataset, Task
 from ..dataset_files import check_image_files
 from ..errors import CheckpointError, MiniGPTError
 from ..files import write_text_atomic
@@ -33,7 +35,15 @@ from ..processing import MiniGPTv2Processor
 from ..proposer import check_model_source, peft_deprecations_silenced, resolve_device
 from .batches import ImageCache, collate, load_pixels
 from .config import FinetuneConfig, Precision
-from .instructions import InstructionSample, build_samples, task_counts
+from .instructions import (
+    DEFAULT_TASKS,
+    IdentifyAnswer,
+    InstructionSample,
+    TemplateChoice,
+    build_samples,
+    task_counts,
+)
+from .sampler import EpochStream, MixtureSampler, stream_seed
 
 log = logging.getLogger(__name__)
 
@@ -56,39 +66,73 @@ class FinetuneResult(BaseModel):
     final_loss: float | None
     seconds: float
     resumed_from: int | None = None
+    drawn: dict[str, int] = {}  # micro-batches each dataset gave over the whole run
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """One dataset of a stage as the trainer reads it: its share of the micro-batches and how its samples are built."""
+
+    name: str
+    dataset: Dataset
+    ratio: float = 1.0
+    tasks: tuple[Task, ...] = DEFAULT_TASKS
+    templates: TemplateChoice = TemplateChoice.pool
+    identify_answer: IdentifyAnswer = IdentifyAnswer.category
+    detection_negatives: bool = False
+    batch_size: int | None = None  # its micro-batch size, when not the stage's
+
+    @classmethod
+    def from_config(cls, dataset: Dataset, config: FinetuneConfig, name: str = "data") -> TrainingData:
+        """The one dataset of a `finetune` run, built as its settings say."""
+        options = (config.templates, config.identify_answer, config.detection_negatives)
+        return cls(name, dataset, 1.0, tuple(config.tasks), *options)
+
+    def samples(self, rng: random.Random) -> list[InstructionSample]:
+        try:
+            return build_samples(
+                self.dataset,
+                tasks=self.tasks,
+                rng=rng,
+                templates=self.templates,
+                identify_answer=self.identify_answer,
+                detection_negatives=self.detection_negatives,
+            )
+        except ValueError as err:
+            raise FinetuneError(f"dataset {self.name!r}: {err}") from None
 
 
 class _Schedule:
-    """Which samples each micro-batch holds: epoch e is a shuffled, freshly templated pass over the dataset."""
+    """Which samples each micro-batch holds: a dataset drawn by ratio, then the next micro-batch of its stream, whose
+    epoch e is a shuffled, freshly templated pass over that dataset (see :mod:`model.training.sampler`)."""
 
-    def __init__(self, dataset: Dataset, config: FinetuneConfig) -> None:
-        self.dataset = dataset
+    def __init__(self, data: Sequence[TrainingData], config: FinetuneConfig) -> None:
+        self.data = list(data)
         self.config = config
-        self._epoch: tuple[int, list[InstructionSample]] | None = None
-        first = self.samples(0)
-        if not first:
-            raise FinetuneError(
-                "the dataset gives no training samples for tasks "
-                + ", ".join(t.value for t in config.tasks)
-                + "; it needs annotated images (and phrases or unique categories for refer)"
-            )
-        self.counts = task_counts(first)
-        self.micro_per_epoch = math.ceil(len(first) / config.batch_size)
+        self.sampler = MixtureSampler([d.ratio for d in self.data], config.seed)
+        self.streams = []
+        for position, item in enumerate(self.data):
+            stream = EpochStream(partial(self._epoch_samples, position), item.batch_size or config.batch_size)
+            if not stream.epoch_size:
+                raise FinetuneError(
+                    (f"dataset {item.name!r} " if len(self.data) > 1 else "the dataset ")
+                    + "gives no training samples for tasks "
+                    + ", ".join(t.value for t in item.tasks)
+                    + "; it needs annotated images (and phrases or unique categories for refer)"
+                )
+            self.streams.append(stream)
+        counts: dict[str, int] = {}
+        for stream in self.streams:
+            for task, n in task_counts(stream.samples(0)).items():
+                counts[task] = counts.get(task, 0) + n
+        self.counts = counts
+        self.micro_per_epoch = sum(stream.micro_per_epoch for stream in self.streams)
 
-    def samples(self, epoch: int) -> list[InstructionSample]:
-        if self._epoch is None or self._epoch[0] != epoch:
-            rng = random.Random(f"{self.config.seed}-{epoch}")
-            samples = build_samples(
-                self.dataset,
-                tasks=self.config.tasks,
-                rng=rng,
-                templates=self.config.templates,
-                identify_answer=self.config.identify_answer,
-                detection_negatives=self.config.detection_negatives,
-            )
-            rng.shuffle(samples)
-            self._epoch = (epoch, samples)
-        return self._epoch[1]
+    def _epoch_samples(self, position: int, epoch: int) -> list[InstructionSample]:
+        rng = random.Random(stream_seed(self.config.seed, position, epoch))
+        samples = self.data[position].samples(rng)
+        rng.shuffle(samples)
+        return samples
 
     @property
     def total_steps(self) -> int:
@@ -97,9 +141,20 @@ class _Schedule:
         return max(1, math.ceil(self.config.epochs * self.micro_per_epoch / self.config.grad_accum))
 
     def micro_batch(self, index: int) -> list[InstructionSample]:
-        epoch, position = divmod(index, self.micro_per_epoch)
-        start = position * self.config.batch_size
-        return self.samples(epoch)[start : start + self.config.batch_size]
+        draw = self.sampler.draw(index)
+        return self.streams[draw.dataset].micro_batch(draw.position)
+
+    def drawn(self, micro_batches: int) -> dict[str, int]:
+        """Micro-batches each dataset gave to the first `micro_batches` of the stage."""
+        counts = self.sampler.counts_before(micro_batches)
+        return {d.name: int(n) for d, n in zip(self.data, counts, strict=True)}
+
+    def summary(self) -> list[dict]:
+        """What a resumed run must agree on about the data."""
+        return [
+            {"name": d.name, "ratio": d.ratio, "batch_size": d.batch_size, "images": len(d.dataset.images)}
+            for d in self.data
+        ]
 
 
 def _load_base(
@@ -182,7 +237,7 @@ def _checkpoints(out: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
 
-def _check_resume(out: Path, config: FinetuneConfig, base: str) -> None:
+def _check_resume(out: Path, config: FinetuneConfig, base: str, data: list[dict]) -> None:
     saved_file = out / CONFIG_FILE
     if not saved_file.exists():
         raise FinetuneError(f"nothing to resume in {out}: no {CONFIG_FILE}; start a new run without --resume")
@@ -191,6 +246,8 @@ def _check_resume(out: Path, config: FinetuneConfig, base: str) -> None:
     diffs = [f"{k}: {saved['config'].get(k)!r} → {v!r}" for k, v in mine.items() if saved["config"].get(k) != v]
     if saved.get("base") != base:
         diffs.insert(0, f"base: {saved.get('base')!r} → {base!r}")
+    if "data" in saved and saved["data"] != data:  # older runs did not record it
+        diffs.append(f"data: {saved['data']!r} → {data!r}")
     if diffs:
         raise FinetuneError(
             f"cannot resume {out}: the settings differ from the interrupted run ({'; '.join(diffs)}); "
@@ -209,7 +266,7 @@ class Trainer:
 
     def __init__(
         self,
-        dataset: Dataset,
+        data: Dataset | Sequence[TrainingData],
         base: str | os.PathLike,
         out: str | os.PathLike,
         config: FinetuneConfig | None = None,
@@ -223,20 +280,24 @@ class Trainer:
         self.base = _base_reference(base)
         self.out = Path(out)
         self.resume = resume
+        if isinstance(data, Dataset):
+            data = [TrainingData.from_config(data, self.config)]
+        self.schedule = _Schedule(data, self.config)
         # Settle what happens to the output folder before the (possibly minutes-long) model load.
         if resume:
-            _check_resume(self.out, self.config, self.base)
+            _check_resume(self.out, self.config, self.base, self.schedule.summary())
         elif _checkpoints(self.out):
             raise FinetuneError(f"{self.out} already holds checkpoints of a run; pass --resume or choose a new folder")
         self.device = resolve_device(device)
         self.progress = progress
         self.on_step = on_step
-        self.schedule = _Schedule(dataset, self.config)
         # Every image a step will read, and every annotated one (with a wrong size its boxes may quantise to nothing
         # and give no sample), checked against its file now, as `evaluate` does: not at step 3,000.
-        used = {sample.image_path for sample in self.schedule.samples(0)}  # every epoch reads the same images
-        checked = [i for i, record in enumerate(dataset.images) if record.annotations or record.path in used]
-        check_image_files(dataset, indices=checked)
+        for item, stream in zip(self.schedule.data, self.schedule.streams, strict=True):
+            used = {sample.image_path for sample in stream.samples(0)}  # every epoch reads the same images
+            records = item.dataset.images
+            checked = [i for i, record in enumerate(records) if record.annotations or record.path in used]
+            check_image_files(item.dataset, indices=checked)
         frozen_llm_dtype = (
             torch.bfloat16
             if _uses_bf16(self.device, self.config.precision)
@@ -291,7 +352,7 @@ class Trainer:
     # --- checkpoints -------------------------------------------------------------------------------------------
     def _write_run_config(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
-        data = {"base": self.base, "config": self.config.model_dump(mode="json")}
+        data = {"base": self.base, "config": self.config.model_dump(mode="json"), "data": self.schedule.summary()}
         write_text_atomic(self.out / CONFIG_FILE, json.dumps(data, indent=2) + "\n")
 
     def save_checkpoint(self) -> Path:
@@ -304,7 +365,15 @@ class Trainer:
         torch.save(
             {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}, tmp / OPTIMIZER_FILE
         )
-        state = {"step": self.step, "losses": self.losses, "total_steps": self.schedule.total_steps}
+        # The sampler position (micro-batches drawn per dataset) follows from (seed, step); it is stored so that a
+        # resume can check that the data still draws the same way.
+        micro = self.step * self.config.grad_accum
+        state = {
+            "step": self.step,
+            "losses": self.losses,
+            "total_steps": self.schedule.total_steps,
+            "sampler": {"micro_batches": micro, "drawn": self.schedule.drawn(micro)},
+        }
         (tmp / STATE_FILE).write_text(json.dumps(state) + "\n")
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
@@ -329,6 +398,13 @@ class Trainer:
         opt = torch.load(path / OPTIMIZER_FILE, map_location=self.device, weights_only=True)
         self.optimizer.load_state_dict(opt["optimizer"])
         self.scheduler.load_state_dict(opt["scheduler"])
+        sampler = state.get("sampler")
+        micro = int(state["step"]) * self.config.grad_accum
+        if sampler is not None and sampler["drawn"] != self.schedule.drawn(micro):
+            raise FinetuneError(
+                f"checkpoint {path} drew {sampler['drawn']} micro-batches per dataset, but this data draws "
+                f"{self.schedule.drawn(micro)} up to the same step; resume with the same datasets and ratios"
+            )
         self.step = int(state["step"])
         self.losses = [float(v) for v in state["losses"]]
 
@@ -375,6 +451,7 @@ class Trainer:
             final_loss=self.losses[-1] if self.losses else None,
             seconds=time.perf_counter() - started,
             resumed_from=resumed_from,
+            drawn=self.schedule.drawn(self.step * self.config.grad_accum),
         )
 
     def _train_step(self) -> float:
@@ -414,7 +491,7 @@ class Trainer:
 
 
 def finetune(
-    dataset: Dataset,
+    dataset: Dataset | Sequence[TrainingData],
     base: str | os.PathLike,
     out: str | os.PathLike,
     config: FinetuneConfig | None = None,
