@@ -72,6 +72,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--ray-address", default=None, help="ray: join this cluster (HOST:6379, ray://HOST:10001); default: a local Ray"
     )
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="ask again the images earlier runs into DIR failed on (a file fixed since, a server that was down)",
+    )
     p.add_argument("--batch-images", type=int, default=4, help="images answered together (all their prompts)")
     p.add_argument("--model-version", default=None, help="the version recorded with every box (default: folder name)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
@@ -123,6 +128,7 @@ def cmd_autolabel(args: argparse.Namespace) -> int:
         actors=args.actors,
         ray_address=args.ray_address,
         project=link,
+        retry_failed=args.retry_failed,
     )
     summary = autolabel(source, asks, options)
     print(json.dumps(summary, indent=2))

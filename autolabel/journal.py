@@ -77,9 +77,9 @@ class Journal:
         self._lock = lock
 
     @staticmethod
-    def stored(folder: Path) -> tuple[dict[str, Any], set[str]] | None:
-        """The identity and the done keys of the run journalled in ``folder``, or None when there is none. Only
-        reads, so a refused or finished run neither creates nor changes anything."""
+    def stored(folder: Path, *, failed: bool = True) -> tuple[dict[str, Any], set[str]] | None:
+        """The identity and the done keys (without the failed ones unless ``failed``) of the run journalled in
+        ``folder``, or None when there is none. Only reads, so a refused or finished run changes nothing."""
         path = folder / JOURNAL_NAME
         if not path.is_file():
             return None
@@ -87,7 +87,8 @@ class Journal:
             db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
             try:
                 row = db.execute("SELECT value FROM meta WHERE key = 'identity'").fetchone()
-                done = {key for (key,) in db.execute("SELECT key FROM results")}
+                query = "SELECT key FROM results" + ("" if failed else " WHERE error IS NULL")
+                done = {key for (key,) in db.execute(query)}
             finally:
                 db.close()
         except sqlite3.Error as err:
@@ -125,6 +126,13 @@ class Journal:
 
     def done(self) -> set[str]:
         return {key for (key,) in self._db.execute("SELECT key FROM results")}
+
+    def forget_failures(self) -> int:
+        """Drop the images that failed, so this run asks them again (``--retry-failed``); returns how many."""
+        self._db.execute("BEGIN IMMEDIATE")
+        count = self._db.execute("DELETE FROM results WHERE error IS NOT NULL").rowcount
+        self._db.execute("COMMIT")
+        return count
 
     def commit(self, result: Result) -> None:
         """Record one finished image in its own transaction; from now on it counts as done."""

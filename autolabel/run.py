@@ -49,6 +49,7 @@ class RunOptions:
     actors: int | None = None  # ray: model actors (default: one per GPU of the cluster, else 1)
     ray_address: str | None = None  # ray: join this cluster instead of starting a local one
     project: ProjectLink | None = None  # a live Label Studio project: images read from it, predictions pushed to it
+    retry_failed: bool = False  # ask again the images earlier runs failed on
 
 
 def model_fingerprint(model: str) -> str:
@@ -75,7 +76,7 @@ def autolabel(source: Source, asks: Asks, options: RunOptions) -> dict[str, Any]
     out = options.out
     if out.exists() and not out.is_dir():
         raise MiniGPTError(f"--out {out} is a file; pass a folder")
-    stored = Journal.stored(out) if out.is_dir() else None
+    stored = Journal.stored(out, failed=not options.retry_failed) if out.is_dir() else None
     if stored is not None and identity_changes(stored[0], identity):
         raise JournalError(refusal(out / JOURNAL_NAME, identity_changes(stored[0], identity)))
     # The model is loaded before DIR is touched (a model that fails to load leaves nothing behind), and not at all
@@ -85,6 +86,8 @@ def autolabel(source: Source, asks: Asks, options: RunOptions) -> dict[str, Any]
     try:
         out.mkdir(parents=True, exist_ok=True)
         journal = Journal.open(out, identity)
+        if options.retry_failed and (forgotten := journal.forget_failures()):
+            logger.info("asking again %d image(s) that failed before (--retry-failed)", forgotten)
     except BaseException:
         if engine is not None:  # a Ray runtime the engine started stops with the command, however it ends
             engine.close()

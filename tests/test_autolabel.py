@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from label_studio_sdk.label_interface import LabelInterface
 from patience import HANG_S
+from PIL import Image
 from same_answers import assert_same_proposals
 
 from autolabel.sources import SourceError, read_source
@@ -377,3 +378,30 @@ def test_a_manifest_line_asks_for_its_own_labels(shapes: Path, tmp_path: Path):
     # the run's identity holds the manifest's content: another label on a line refuses to resume
     manifest.write_text(json.dumps({"image": str(images[0]), "labels": ["square"]}) + "\n")
     assert main(_args(manifest, out, "--quiet")) == 1
+
+
+def test_retry_failed_asks_again_what_failed_and_keeps_what_was_answered(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A failure stays a failure on resume (a bad image is not re-read forever); --retry-failed asks again, e.g.
+    once the file is fixed or the server that held it is back, and leaves the answered images as they were."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.new("RGB", (64, 48), "white").save(folder / "a.png")
+    (folder / "b.png").write_bytes(b"not a png yet")
+    out = tmp_path / "out"
+    for extra in ((), ()):  # the first run, then the same command: b.png is not asked again
+        assert main(_args(folder, out, "--labels", LABELS, "--quiet", *extra)) == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert (summary["answered"], summary["failed"]) == (1, 1)
+    assert summary["this_run"]["images"] == 0
+    answered = (out / "proposals.coco.json").read_bytes()
+
+    Image.new("RGB", (32, 32), "white").save(folder / "b.png")  # fixed
+    assert main(_args(folder, out, "--labels", LABELS, "--quiet", "--retry-failed")) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["answered"], summary["failed"], summary["this_run"]["images"]) == (2, 0, 1)
+    assert (out / "failures.jsonl").read_text() == ""
+    coco = json.loads((out / "proposals.coco.json").read_text())
+    assert [(i["file_name"], i["width"]) for i in coco["images"]] == [("a.png", 64), ("b.png", 32)]
+    assert json.loads(answered)["images"][0] == coco["images"][0]  # a.png was not asked again
