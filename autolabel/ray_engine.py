@@ -15,9 +15,9 @@ used as it is and left running.
 Ray's own settings, given as ``RAY_*`` environment defaults before this module imports Ray (its C++ side reads them
 at import; a value already in the environment wins): a ``--ray-address`` with no cluster behind it fails after one
 connection attempt that waits ``MINIGPT_RAY_CONNECT_TIMEOUT_S`` (default 20) seconds for the cluster's GCS, not
-after Ray's 20 attempts of about 40 s each; Ray Data's per-run INFO lines (execution plan, "finished in") stay in its
-log files; a local Ray gets the token authentication Ray gives it by default, without the warning that says so.
-Warnings and errors stay on stderr.
+after Ray's 20 attempts of about 40 s each; Ray Data logs from WARNING up (``RAY_DATA_LOG_LEVEL=DEBUG`` brings back
+its per-run lines and its full ray-data.log); a local Ray gets the token authentication Ray gives it by default,
+without the warning that says so. Warnings and errors stay on stderr.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 __all__ = ["CONNECT_TIMEOUT_ENV", "DEFAULT_CONNECT_TIMEOUT_S", "RayEngine"]
 
 CONNECT_TIMEOUT_ENV = "MINIGPT_RAY_CONNECT_TIMEOUT_S"
-DEFAULT_CONNECT_TIMEOUT_S = 20  # Ray's own default is 30 per attempt; 20 + its two 5 s channel waits ~ 30 s in all
+DEFAULT_CONNECT_TIMEOUT_S = 20  # Ray's is 30; 20 and its two 5 s channel waits: 31 s in ray.init, measured
 
 
 class RayEngine:
@@ -67,7 +67,7 @@ class RayEngine:
         if "ray" in sys.modules:  # Ray reads them at import: a process that already imported it keeps its settings
             wait_s = None
         else:
-            for name, value in _ray_settings(address, wait_s).items():
+            for name, value in _ray_settings(wait_s).items():
                 os.environ.setdefault(name, value)
         try:
             import ray
@@ -159,18 +159,18 @@ def _connect_timeout_s() -> int:
     return seconds
 
 
-def _ray_settings(address: str | None, wait_s: int | None) -> dict[str, str]:
-    """The ``RAY_*`` environment this command gives Ray (``wait_s``: how long to wait for the cluster at address)."""
-    # INFO is Ray Data's record of each run (plan, start, "finished in"), kept in the session's ray-data.log; its
-    # warnings (an actor pool the cluster cannot place, a stalled run) are the ones a user needs, and stay
+def _ray_settings(wait_s: int | None) -> dict[str, str]:
+    """The ``RAY_*`` environment this command gives Ray; ``wait_s``: seconds to wait for --ray-address, None: local."""
+    # below WARNING, Ray Data logs each run's plan, start and end, for Ray's developers; its warnings (an actor pool
+    # the cluster cannot place, a stalled run) are the ones a user needs, and stay
     settings = {"RAY_DATA_LOG_LEVEL": "WARNING"}
-    if not address:
+    if wait_s is None:
         # Ray turns token authentication on for a new local cluster and warns that it did; set, it does so quietly
         settings["RAY_AUTH_MODE"] = "token"
-    elif wait_s is not None:
+    else:
         settings |= {
-            # one attempt: ray.init would otherwise try 20 times, each waiting the GCS timeout (30 s) plus two
-            # 5 s channel waits, ~14 min for an address with no cluster behind it
+            # one attempt: ray.init would otherwise try 20 times, each waiting the GCS timeout (30 s) plus two 5 s
+            # channel waits (41 s measured per attempt at a closed port)
             "RAY_gcs_server_port_wait_time_s": "1",
             "RAY_py_gcs_connect_timeout_s": str(wait_s),  # how long that attempt waits for the cluster's GCS
         }
@@ -181,15 +181,15 @@ def _cannot_start(address: str | None, wait_s: int | None, err: BaseException) -
     cause = " ".join(str(err).split())
     if not address:
         return MiniGPTError(f"cannot start a local Ray: {cause}; pass --ray-address to use a running cluster instead")
-    waited = (  # a ray:// address goes through Ray Client, which has retries of its own (about 30 s)
-        f"; Ray gave up after waiting {wait_s} s for its GCS ({CONNECT_TIMEOUT_ENV})"
-        if wait_s is not None and isinstance(err, ConnectionError) and not address.startswith("ray://")
-        else ""
-    )
+    # Ray's message names no reason: a closed port and a refused token (an explicit address never sends the token
+    # Ray keeps for local clusters) both read "Failed to connect"; the reason is in Ray's warning line above it
+    direct = wait_s is not None and not address.startswith("ray://")  # ray:// is Ray Client's, with its own 3 tries
+    waited = f" (Ray waits up to {wait_s} s: {CONNECT_TIMEOUT_ENV})" if direct else ""
     return MiniGPTError(
-        f"cannot reach the Ray cluster at {address}: {cause}{waited}; check that a cluster runs there "
-        "(`ray status --address HOST:6379`) and --ray-address (HOST:6379 of the head node, or "
-        "ray://HOST:10001), or leave --ray-address out to run on this machine"
+        f"cannot join the Ray cluster at {address}: {cause}{waited}; check that a cluster runs there (`ray status "
+        "--address HOST:6379`) and that --ray-address is its head's HOST:6379 (or ray://HOST:10001); if it uses token "
+        "authentication, export RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN, or ~/.ray/auth_token from the head "
+        "node); or leave --ray-address out to run on this machine"
     )
 
 
