@@ -11,12 +11,21 @@ died runs again; a dead actor restarts and its batches are resubmitted); nothing
 ``--ray-address`` a local Ray starts (loopback, no dashboard) and stops with the command; with it, the command joins
 that cluster and only disconnects at the end. A Ray runtime already started in this process (a test, a notebook) is
 used as it is and left running.
+
+Ray's own settings, given as ``RAY_*`` environment defaults before this module imports Ray (its C++ side reads them
+at import; a value already in the environment wins): a ``--ray-address`` with no cluster behind it fails after one
+connection attempt that waits ``MINIGPT_RAY_CONNECT_TIMEOUT_S`` (default 20) seconds for the cluster's GCS, not
+after Ray's 20 attempts of about 40 s each; Ray Data logs from WARNING up (``RAY_DATA_LOG_LEVEL=DEBUG`` brings back
+its per-run lines and its full ray-data.log); a local Ray gets the token authentication Ray gives it by default,
+without the warning that says so. Warnings and errors stay on stderr.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -35,7 +44,10 @@ if TYPE_CHECKING:
     from label_studio_access.media_settings import MediaSettings
     from model.processing import ImageProcessorConfig
 
-__all__ = ["RayEngine"]
+__all__ = ["CONNECT_TIMEOUT_ENV", "DEFAULT_CONNECT_TIMEOUT_S", "RayEngine"]
+
+CONNECT_TIMEOUT_ENV = "MINIGPT_RAY_CONNECT_TIMEOUT_S"
+DEFAULT_CONNECT_TIMEOUT_S = 20  # Ray's is 30; 20 and its two 5 s channel waits: 31 s in ray.init, measured
 
 
 class RayEngine:
@@ -53,6 +65,12 @@ class RayEngine:
         address: str | None = None,
         media: MediaSettings | None = None,
     ) -> None:
+        wait_s = _connect_timeout_s() if address else None
+        if "ray" in sys.modules:  # Ray reads them at import: a process that already imported it keeps its settings
+            wait_s = None
+        else:
+            for name, value in _ray_settings(wait_s).items():
+                os.environ.setdefault(name, value)
         try:
             import ray
         except ImportError as err:
@@ -61,7 +79,12 @@ class RayEngine:
             raise missing_extra("--engine ray", "scale", err) from err
         from model.processing import MiniGPTv2Processor
 
-        self.model = model
+        # run() turns Ray Data's progress bars off (the command shows one bar for the run) and Ray Data warns about
+        # that once per process; nothing else is logged there, and its real warnings come from other modules
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+
+        # the actors may run on other machines and in other working directories: a local folder goes by its full path
+        self.model = str(Path(model).resolve()) if Path(model).is_dir() else model
         self.model_version = model_version
         self.device, self.dtype = device, dtype
         self.batch_images = max(1, batch_images)
@@ -82,11 +105,7 @@ class RayEngine:
                         logging_level="WARNING",
                     )
             except Exception as err:  # ray raises ConnectionError, ValueError, RuntimeError ...
-                where = f"the Ray cluster at {address}" if address else "a local Ray"
-                raise MiniGPTError(
-                    f"cannot start {where}: {' '.join(str(err).split())}; check --ray-address (ray://HOST:10001 or "
-                    "HOST:6379 of a running cluster), or leave it out to run on this machine"
-                ) from err
+                raise _cannot_start(address, wait_s, err) from err
         gpus = int(ray.cluster_resources().get("GPU", 0))
         self.num_gpus = 1 if gpus else 0
         self.actors = actors or max(1, gpus)
@@ -135,6 +154,57 @@ class RayEngine:
         )  # fault tolerance is Ray Data's default: a dead actor restarts and its batches run again
         for row in answered.iter_rows():  # streamed: each batch as soon as an actor has answered it
             yield Result(**json.loads(row["result"]))
+
+
+def _connect_timeout_s() -> int:
+    """MINIGPT_RAY_CONNECT_TIMEOUT_S: whole seconds, as Ray's ``py_gcs_connect_timeout_s`` takes them."""
+    text = os.environ.get(CONNECT_TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_CONNECT_TIMEOUT_S
+    try:
+        seconds = int(text)
+    except ValueError:
+        seconds = 0
+    if seconds <= 0:
+        raise MiniGPTError(
+            f"{CONNECT_TIMEOUT_ENV}={text!r} is not a positive whole number of seconds; set it to e.g. "
+            f"{DEFAULT_CONNECT_TIMEOUT_S}, or unset it"
+        )
+    return seconds
+
+
+def _ray_settings(wait_s: int | None) -> dict[str, str]:
+    """The ``RAY_*`` environment this command gives Ray; ``wait_s``: seconds to wait for --ray-address, None: local."""
+    # below WARNING, Ray Data logs each run's plan, start and end, for Ray's developers; its warnings (an actor pool
+    # the cluster cannot place, a stalled run) are the ones a user needs, and stay
+    settings = {"RAY_DATA_LOG_LEVEL": "WARNING"}
+    if wait_s is None:
+        # Ray turns token authentication on for a new local cluster and warns that it did; set, it does so quietly
+        settings["RAY_AUTH_MODE"] = "token"
+    else:
+        settings |= {
+            # one attempt: ray.init would otherwise try 20 times, each waiting the GCS timeout (30 s) plus two 5 s
+            # channel waits (41 s measured per attempt at a closed port)
+            "RAY_gcs_server_port_wait_time_s": "1",
+            "RAY_py_gcs_connect_timeout_s": str(wait_s),  # how long that attempt waits for the cluster's GCS
+        }
+    return settings
+
+
+def _cannot_start(address: str | None, wait_s: int | None, err: BaseException) -> MiniGPTError:
+    cause = " ".join(str(err).split())
+    if not address:
+        return MiniGPTError(f"cannot start a local Ray: {cause}; pass --ray-address to use a running cluster instead")
+    # Ray's message names no reason: a closed port and a refused token (an explicit address never sends the token
+    # Ray keeps for local clusters) both read "Failed to connect"; the reason is in Ray's warning line above it
+    direct = wait_s is not None and not address.startswith("ray://")  # ray:// is Ray Client's, with its own 3 tries
+    waited = f" (Ray waits up to {wait_s} s: {CONNECT_TIMEOUT_ENV})" if direct else ""
+    return MiniGPTError(
+        f"cannot join the Ray cluster at {address}: {cause}{waited}; check that a cluster runs there (`ray status "
+        "--address HOST:6379`) and that --ray-address is its head's HOST:6379 (or ray://HOST:10001); if it uses token "
+        "authentication, export RAY_AUTH_MODE=token and its token (RAY_AUTH_TOKEN, or ~/.ray/auth_token from the head "
+        "node); or leave --ray-address out to run on this machine"
+    )
 
 
 def _cpus_per_actor(nodes: list[dict[str, Any]], actors: int) -> int:
