@@ -265,6 +265,28 @@ def coco_detection_metrics(dataset: Dataset, detections: Sequence[Detection]) ->
 
 
 # --- acceptance ------------------------------------------------------------------------------------------------------
+def kept_detections(
+    dataset: Dataset, detections: Sequence[Detection], iou_threshold: float = IOU_THRESHOLD
+) -> list[bool]:
+    """Per detection, in the given order: would a labeller keep it (see :class:`Acceptance` for the matching)?"""
+    ids = category_ids(dataset)
+    _check_detections(dataset, detections, ids)
+    unmatched: dict[tuple[int, str], list[Box]] = {}
+    for i, record in enumerate(dataset.images):
+        for a in record.annotations:
+            unmatched.setdefault((i, a.label), []).append(a.box)
+    kept = [False] * len(detections)
+    # stable: equal scores keep their given order
+    for index in sorted(range(len(detections)), key=lambda k: -detections[k].score):
+        d = detections[index]
+        candidates = unmatched.get((d.image_index, d.label), [])
+        overlaps = [iou(d.box, box) for box in candidates]
+        if overlaps and max(overlaps) >= iou_threshold:
+            candidates.pop(int(np.argmax(overlaps)))
+            kept[index] = True
+    return kept
+
+
 class Acceptance(BaseModel):
     """What a labeller would keep: a proposal is kept when it matches a still-unmatched ground-truth box of the
     same label in the same image with IoU >= 0.5; proposals are matched one-to-one in descending score order,
@@ -280,20 +302,8 @@ class Acceptance(BaseModel):
 
 def acceptance(dataset: Dataset, detections: Sequence[Detection], iou_threshold: float = IOU_THRESHOLD) -> Acceptance:
     """Greedy one-to-one matching; each proposal takes the best-overlapping unmatched box of its label."""
-    ids = category_ids(dataset)
-    _check_detections(dataset, detections, ids)
-    unmatched: dict[tuple[int, str], list[Box]] = {}
-    for i, record in enumerate(dataset.images):
-        for a in record.annotations:
-            unmatched.setdefault((i, a.label), []).append(a.box)
-    n_gt = sum(len(boxes) for boxes in unmatched.values())
-    kept = 0
-    for d in sorted(detections, key=lambda d: -d.score):  # stable: equal scores keep their given order
-        candidates = unmatched.get((d.image_index, d.label), [])
-        overlaps = [iou(d.box, box) for box in candidates]
-        if overlaps and max(overlaps) >= iou_threshold:
-            candidates.pop(int(np.argmax(overlaps)))
-            kept += 1
+    n_gt = sum(len(record.annotations) for record in dataset.images)
+    kept = sum(kept_detections(dataset, detections, iou_threshold))
     return Acceptance(
         n_proposals=len(detections),
         n_kept=kept,

@@ -18,6 +18,7 @@ from ..dataset_files import check_image_files, image_path
 from ..images import MODEL_FIT_PIXELS, load_image
 from .metrics import (
     EVALUATED_TASKS,
+    IOU_THRESHOLD,
     Acceptance,
     CategoryAP,
     CategoryMode,
@@ -30,9 +31,11 @@ from .metrics import (
     coco_detection_metrics,
     iou,
     iou_official,
+    kept_detections,
     rate_or_none,
     refer_accuracy,
 )
+from .score_quality import ScoreQuality, score_quality
 
 if TYPE_CHECKING:  # the metrics must stay importable without torch; only the runner needs the model
     from ..proposer import GenerationOptions, Proposer, ProposeRequest
@@ -195,6 +198,14 @@ class OverallAcceptance(BaseModel):
     acceptance_rate: float | None = Field(description="n_kept / n_proposals over both tasks; None when 0")
 
 
+class ScoreReport(BaseModel):
+    """How well the proposals' scores tell kept from rejected ones (:mod:`model.evaluation.score_quality`)."""
+
+    detection: ScoreQuality | None = None
+    refer: ScoreQuality | None = None
+    overall: ScoreQuality
+
+
 class EvaluationReport(BaseModel):
     model_version: str
     n_images: int
@@ -206,6 +217,7 @@ class EvaluationReport(BaseModel):
     refer: ReferReport | None = None
     detection: DetectionReport | None = None
     overall: OverallAcceptance
+    scores: ScoreReport | None = None  # None in reports written before scores were measured
     seconds: float
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -245,6 +257,21 @@ class EvaluationReport(BaseModel):
             ]
         o = self.overall
         rows.append(("overall", "acceptance", _num(o.acceptance_rate), f"{o.n_kept}/{o.n_proposals}"))
+        for task, quality in (
+            ("refer", self.scores.refer if self.scores else None),
+            ("detection", self.scores.detection if self.scores else None),
+            ("overall", self.scores.overall if self.scores else None),
+        ):
+            if quality is None:
+                continue
+            rows += [
+                (task, "score ROC AUC (kept vs rejected)", _num(quality.roc_auc), f"{quality.n} proposals"),
+                (task, "score calibration error (ECE)", _num(quality.ece), ""),
+            ]
+            rows += [
+                (task, f"wrong found in lowest {p.reviewed:.0%}", _num(p.caught), f"{p.n_reviewed} reviewed")
+                for p in quality.triage
+            ]
         title = (
             f"model {self.model_version or '?'}: {self.n_images} images, {self.n_annotations} annotations, "
             f"{self.n_requests} requests, {self.seconds:.1f} s"
@@ -278,14 +305,27 @@ def score_predictions(
     """Turn collected predictions into the report (no model needed)."""
     wanted = evaluated_tasks(tasks)
     refer = detection = None
+    refer_scores = detection_scores = None
     proposals = kept = 0
+    pairs: list[tuple[float, bool]] = []  # (score, kept) of every proposal, for the score's quality
     if Task.refer in wanted:
         accuracy = refer_accuracy((p.predicted, p.truth) for p in predictions.refer)
         refer = ReferReport(**accuracy.model_dump(), skipped_ambiguous=predictions.refer_skipped)
         proposals, kept = proposals + refer.n_proposals, kept + refer.n_kept
+        refer_pairs = [
+            (p.score, iou(p.predicted, p.truth) >= IOU_THRESHOLD)
+            for p in predictions.refer
+            if p.predicted is not None and p.score is not None
+        ]
+        refer_scores = score_quality(*_unzip(refer_pairs))
+        pairs += refer_pairs
     if Task.detection in wanted:
         metrics = coco_detection_metrics(dataset, predictions.detections)
         accepted = acceptance(dataset, predictions.detections)
+        flags = kept_detections(dataset, predictions.detections)
+        detection_pairs = [(d.score, k) for d, k in zip(predictions.detections, flags, strict=True)]
+        detection_scores = score_quality(*_unzip(detection_pairs))
+        pairs += detection_pairs
         detection = DetectionReport(
             **metrics.model_dump(),
             n_proposals=accepted.n_proposals,
@@ -306,8 +346,13 @@ def score_predictions(
         refer=refer,
         detection=detection,
         overall=OverallAcceptance(n_proposals=proposals, n_kept=kept, acceptance_rate=rate_or_none(kept, proposals)),
+        scores=ScoreReport(detection=detection_scores, refer=refer_scores, overall=score_quality(*_unzip(pairs))),
         seconds=seconds,
     )
+
+
+def _unzip(pairs: Sequence[tuple[float, bool]]) -> tuple[list[float], list[bool]]:
+    return [score for score, _ in pairs], [kept for _, kept in pairs]
 
 
 def evaluate_model(
@@ -362,6 +407,7 @@ __all__ = [
     "ReferAccuracy",
     "ReferPrediction",
     "ReferReport",
+    "ScoreReport",
     "acceptance",
     "coco_detection_metrics",
     "collect_predictions",
