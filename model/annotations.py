@@ -96,7 +96,13 @@ class Proposal(BaseModel):
     box: Box
     label: str = Field(description="the category the box is for: the query, the phrase, or the chosen label")
     phrase: str | None = Field(default=None, description="the <p>phrase</p> the model attached, if any")
-    score: float = Field(ge=0.0, le=1.0, description="geometric mean of the box tokens' probabilities")
+    score: float = Field(
+        ge=0.0,
+        le=1.0,
+        description="the calibrated probability that a person keeps the box when the model has a calibration "
+        "(model.calibration), else the raw score: the geometric mean of the box tokens' probabilities",
+    )
+    raw_score: float | None = Field(default=None, ge=0.0, le=1.0, description="the raw score, when score is calibrated")
     task: Task
     prompt: str = Field(description="the instruction sent to the model, task identifier included")
     model_version: str = ""

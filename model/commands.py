@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import sys
+import time
 from pathlib import Path
 from typing import NoReturn
 
@@ -243,6 +244,12 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-images", type=positive_int, default=None)
     p.add_argument("--json", action="store_true", help="print the JSON report instead of the table")
     p.add_argument("--report", type=Path, default=None, help="also write the JSON report to this file")
+    p.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="fit a calibration of the scores (raw score -> probability kept, per task) on these answers and save it "
+        "as calibration.json in the model folder, where every later load applies it; evaluate on held-out data",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto", choices=DTYPES)
 
@@ -427,32 +434,47 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
+    from .calibration import Calibration, weights_fingerprint
     from .coco import read_coco
-    from .evaluation.runner import evaluate_model, evaluated_tasks
+    from .evaluation.runner import collect_predictions, evaluated_tasks, score_pairs, score_predictions
     from .files import write_text_atomic
     from .proposer import Proposer
 
     dataset = read_coco(args.coco, args.images)
     tasks = evaluated_tasks(_task_list(args.tasks))  # checked before the model load, which can take minutes
+    if args.calibrate and not Path(args.model).is_dir():
+        raise MiniGPTError(f"--calibrate saves calibration.json in the model folder; {args.model} is not a folder")
+    if args.max_images is not None:
+        dataset = dataset.model_copy(update={"images": dataset.images[: args.max_images]})
     proposer = Proposer.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    started = time.perf_counter()
     with tqdm(desc="evaluating", unit="request") as bar:
 
         def progress(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)
 
-        report = evaluate_model(
-            proposer,
-            dataset,
-            tasks=tasks,
-            batch_size=args.batch_size,
-            categories=args.categories,
-            max_images=args.max_images,
+        predictions = collect_predictions(
+            proposer, dataset, tasks=tasks, batch_size=args.batch_size, categories=args.categories,
             on_progress=progress,
-        )
+        )  # fmt: skip
+    report = score_predictions(
+        dataset, predictions, tasks=tasks, categories=args.categories, model_version=proposer.model_version,
+        seconds=time.perf_counter() - started,
+    )  # fmt: skip
     if args.report:
         write_text_atomic(args.report, report.to_json() + "\n")
     print(report.to_json() if args.json else report.format_table())
+    if args.calibrate:
+        calibration = Calibration.fit(
+            score_pairs(dataset, predictions, tasks, raw=True),
+            fingerprint=weights_fingerprint(args.model),
+            model_version=proposer.model_version,
+            source=str(args.coco),
+        )
+        path = calibration.save(args.model)
+        fitted = ", ".join(f"{task.value} ({c.n} proposals)" for task, c in calibration.tasks.items()) or "no task"
+        print(f"calibration for {fitted} saved to {path}", file=sys.stderr)
     return 0
 
 

@@ -26,6 +26,7 @@ from PIL import Image
 from transformers import CompileConfig, StoppingCriteria, StoppingCriteriaList
 
 from .annotations import Box, Proposal, Task
+from .calibration import Calibration, load_calibration
 from .errors import CheckpointError, GenerationStopped, PromptError
 from .grammar import ParseResult, parse_boxes, pixels_to_grid
 from .images import MODEL_FIT_PIXELS, LoadedImage, load_image
@@ -208,10 +209,12 @@ class Proposer:
         *,
         model_version: str = "",
         box_offset: float = 0.0,
+        calibration: Calibration | None = None,
     ):
         self.model = model.eval()
         self.processor = processor
         self.model_version = model_version
+        self.calibration = calibration  # raw score -> probability kept, per task (model.calibration)
         self.box_offset = box_offset  # 0: the official mapping c/100·W; 0.5: centre of the quantisation cell
         self._compile_config: CompileConfig | None = None  # one per process: compiled graphs are reused
 
@@ -248,7 +251,9 @@ class Proposer:
             model = model.to(device)  # from_pretrained kept the official fp32 parts (EVA norms, biases) in fp32
         processor = MiniGPTv2Processor.from_pretrained(path_or_hub_id, official_double_bos=official_double_bos)
         version = model_version or Path(str(path_or_hub_id)).name
-        return cls(model, processor, model_version=version, box_offset=box_offset)
+        folder = Path(path_or_hub_id)
+        calibration = load_calibration(folder) if folder.is_dir() else None
+        return cls(model, processor, model_version=version, box_offset=box_offset, calibration=calibration)
 
     @property
     def device(self) -> torch.device:
@@ -459,18 +464,22 @@ class Proposer:
         text = self.processor.decode(tokens)
         parsed = parse_boxes(text, image.width, image.height, offset=self.box_offset)
         ends = self._token_ends(tokens) if parsed.boxes else []
-        proposals = [
-            Proposal(
-                box=parsed_box.box,
-                label=self._label(prepared, parsed_box.phrase),
-                phrase=parsed_box.phrase,
-                score=_span_score(parsed_box.span, ends, logprobs),
-                task=prepared.task,
-                prompt=prepared.instruction,
-                model_version=self.model_version,
+        proposals = []
+        for parsed_box in parsed.boxes:
+            raw = _span_score(parsed_box.span, ends, logprobs)
+            calibrated = self.calibration.apply(prepared.task, raw) if self.calibration is not None else None
+            proposals.append(
+                Proposal(
+                    box=parsed_box.box,
+                    label=self._label(prepared, parsed_box.phrase),
+                    phrase=parsed_box.phrase,
+                    score=calibrated if calibrated is not None else raw,
+                    raw_score=raw if calibrated is not None else None,
+                    task=prepared.task,
+                    prompt=prepared.instruction,
+                    model_version=self.model_version,
+                )
             )
-            for parsed_box in parsed.boxes
-        ]
         return ProposalResult(
             image=image.source,
             width=image.width,
@@ -481,6 +490,7 @@ class Proposer:
             text=text.strip(),
             proposals=proposals,
             skipped=list(parsed.skipped),
+            calibrated=self.calibration is not None and prepared.task in self.calibration.tasks,
         )
 
     def _token_ends(self, tokens: list[int]) -> list[int]:

@@ -65,6 +65,7 @@ class ProposalResult(BaseModel):
     text: str
     proposals: list[Proposal]
     skipped: list[Skipped] = Field(default_factory=list)
+    calibrated: bool = Field(default=False, description="the scores went through the model's calibration.json")
 
     def to_json_dict(self) -> dict:
         """What `propose --json` prints (README, "Command line")."""

@@ -112,6 +112,7 @@ class Detection(BaseModel):
     label: str
     box: Box
     score: float
+    raw_score: float | None = None  # the score before the model's calibration, when it has one
 
 
 class CategoryAP(BaseModel):

@@ -50,6 +50,7 @@ class ReferPrediction(BaseModel):
     query: str
     predicted: Box | None = Field(description="the first proposed box; None when the answer had no box")
     score: float | None
+    raw_score: float | None = None  # the score before the model's calibration, when it has one
     truth: Box
 
 
@@ -151,7 +152,8 @@ def collect_predictions(
             query = request.query or ""
             if j is None:  # detection: every box becomes a detection of the asked category
                 predictions.detections.extend(
-                    Detection(image_index=i, label=query, box=p.box, score=p.score) for p in result.proposals
+                    Detection(image_index=i, label=query, box=p.box, score=p.score, raw_score=p.raw_score)
+                    for p in result.proposals
                 )
                 continue
             first = result.proposals[0] if result.proposals else None  # refer answers with one box
@@ -162,6 +164,7 @@ def collect_predictions(
                     query=query,
                     predicted=first.box if first else None,
                     score=first.score if first else None,
+                    raw_score=first.raw_score if first else None,
                     truth=dataset.images[i].annotations[j].box,
                 )
             )
@@ -307,25 +310,16 @@ def score_predictions(
     refer = detection = None
     refer_scores = detection_scores = None
     proposals = kept = 0
-    pairs: list[tuple[float, bool]] = []  # (score, kept) of every proposal, for the score's quality
+    pairs = score_pairs(dataset, predictions, wanted)  # (score, kept) of every proposal, for the score's quality
     if Task.refer in wanted:
         accuracy = refer_accuracy((p.predicted, p.truth) for p in predictions.refer)
         refer = ReferReport(**accuracy.model_dump(), skipped_ambiguous=predictions.refer_skipped)
         proposals, kept = proposals + refer.n_proposals, kept + refer.n_kept
-        refer_pairs = [
-            (p.score, iou(p.predicted, p.truth) >= IOU_THRESHOLD)
-            for p in predictions.refer
-            if p.predicted is not None and p.score is not None
-        ]
-        refer_scores = score_quality(*_unzip(refer_pairs))
-        pairs += refer_pairs
+        refer_scores = score_quality(*_unzip(pairs[Task.refer]))
     if Task.detection in wanted:
         metrics = coco_detection_metrics(dataset, predictions.detections)
         accepted = acceptance(dataset, predictions.detections)
-        flags = kept_detections(dataset, predictions.detections)
-        detection_pairs = [(d.score, k) for d, k in zip(predictions.detections, flags, strict=True)]
-        detection_scores = score_quality(*_unzip(detection_pairs))
-        pairs += detection_pairs
+        detection_scores = score_quality(*_unzip(pairs[Task.detection]))
         detection = DetectionReport(
             **metrics.model_dump(),
             n_proposals=accepted.n_proposals,
@@ -346,9 +340,38 @@ def score_predictions(
         refer=refer,
         detection=detection,
         overall=OverallAcceptance(n_proposals=proposals, n_kept=kept, acceptance_rate=rate_or_none(kept, proposals)),
-        scores=ScoreReport(detection=detection_scores, refer=refer_scores, overall=score_quality(*_unzip(pairs))),
+        scores=ScoreReport(
+            detection=detection_scores,
+            refer=refer_scores,
+            overall=score_quality(*_unzip([pair for task_pairs in pairs.values() for pair in task_pairs])),
+        ),
         seconds=seconds,
     )
+
+
+def score_pairs(
+    dataset: Dataset, predictions: Predictions, tasks: Sequence[Task], *, raw: bool = False
+) -> dict[Task, list[tuple[float, bool]]]:
+    """(score, kept) per proposal of each task: the scores as served, or with ``raw`` those before calibration (what
+    :meth:`model.calibration.Calibration.fit` fits on). A refer proposal is kept at IoU >= 0.5 with the referred box;
+    a detection as :func:`~model.evaluation.metrics.acceptance` matches it."""
+    pairs: dict[Task, list[tuple[float, bool]]] = {}
+    if Task.refer in tasks:
+        pairs[Task.refer] = [
+            (_served(p.score, p.raw_score, raw), iou(p.predicted, p.truth) >= IOU_THRESHOLD)
+            for p in predictions.refer
+            if p.predicted is not None and p.score is not None
+        ]
+    if Task.detection in tasks:
+        flags = kept_detections(dataset, predictions.detections)
+        pairs[Task.detection] = [
+            (_served(d.score, d.raw_score, raw), k) for d, k in zip(predictions.detections, flags, strict=True)
+        ]
+    return pairs
+
+
+def _served(score: float, raw_score: float | None, raw: bool) -> float:
+    return raw_score if raw and raw_score is not None else score
 
 
 def _unzip(pairs: Sequence[tuple[float, bool]]) -> tuple[list[float], list[bool]]:
@@ -415,5 +438,6 @@ __all__ = [
     "iou",
     "iou_official",
     "refer_accuracy",
+    "score_pairs",
     "score_predictions",
 ]
