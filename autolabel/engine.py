@@ -47,6 +47,7 @@ def answer(item: Item, image: LoadedImage, prompts: Sequence[LabeledPrompt], res
     """The result of one image from the model's answers to its prompts (engine-independent, so engines agree)."""
     proposals = [
         {"label": asked.label, "bbox": list(p.box.xyxy), "score": p.score, "prompt": p.prompt}
+        | ({"raw_score": p.raw_score} if p.raw_score is not None else {})  # the score before the model's calibration
         for asked, result in zip(prompts, results, strict=True)
         for p in _kept(asked, result.proposals)
     ]

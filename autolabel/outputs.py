@@ -2,7 +2,8 @@
 files a clean run writes.
 
 * ``proposals.coco.json``: the answered images and their boxes (:func:`model.coco.write_coco`); per box the score,
-  and under ``attributes`` the prompt, the model version and the score again (an extension pycocotools ignores).
+  and under ``attributes`` the prompt, the model version, the score again and, when the model has a calibration
+  (:mod:`model.calibration`), the ``raw_score`` before it (an extension pycocotools ignores).
 * ``label-studio-tasks.json``: one task per image with a ``predictions`` entry (percent coordinates,
   ``model_version``, a score per region and per prediction), checked with label-studio-sdk when it is installed.
 * ``label-config.xml``: a Label Studio labeling config for those tasks (the one given, or one built from the labels).
@@ -99,7 +100,8 @@ def _dataset(answered: Sequence[tuple[Item, Result]], labels: list[str], model_v
                 box=Box.from_xyxy(p["bbox"]),
                 label=p["label"],
                 score=p["score"],
-                attributes={"score": p["score"], "prompt": p["prompt"], "model_version": model_version},
+                attributes={"score": p["score"], "prompt": p["prompt"], "model_version": model_version}
+                | ({"raw_score": p["raw_score"]} if "raw_score" in p else {}),
             )
             for p in result.proposals or ()
         ]

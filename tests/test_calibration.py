@@ -136,3 +136,25 @@ def test_evaluate_calibrate_saves_a_calibration_that_later_loads_apply(
     assert main(["evaluate", str(coco), "--model", str(model_copy), "--device", "cpu", "--json"]) == 0
     again = json.loads(capsys.readouterr().out)["scores"]["detection"]
     assert again["ece"] <= report["scores"]["detection"]["ece"]  # in-sample: isotonic can only reduce it
+
+
+def test_autolabel_writes_both_scores_of_a_calibrated_model(
+    model_copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    Calibration(
+        fingerprint=fingerprint_of(model_copy),
+        created="2026-11-29T00:00:00+00:00",
+        tasks={Task.detection: TaskCalibration(x=[0.0, 0.5, 1.0], y=[0.0, 0.1, 0.2], n=10, n_kept=2)},
+    ).save(model_copy)
+    make_shapes(tmp_path / "scenes", images=3, seed=9, max_shapes=2)
+    out = tmp_path / "out"
+    argv = ["autolabel", str(tmp_path / "scenes" / "images"), "--model", str(model_copy), "--out", str(out)]
+    assert main([*argv, "--labels", "square,circle,triangle", "--device", "cpu", "--quiet"]) == 0
+    capsys.readouterr()
+    annotations = json.loads((out / "proposals.coco.json").read_text())["annotations"]
+    assert annotations, "the shipped model finds shapes"
+    for annotation in annotations:  # the calibrated score is the score; the raw one is kept beside it
+        assert annotation["score"] == pytest.approx(annotation["attributes"]["raw_score"] / 5)
+    regions = [r for t in json.loads((out / "label-studio-tasks.json").read_text()) for p in t["predictions"]
+               for r in p["result"]]  # fmt: skip
+    assert sorted(r["score"] for r in regions) == pytest.approx(sorted(a["score"] for a in annotations))
