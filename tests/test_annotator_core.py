@@ -1168,3 +1168,20 @@ def test_images_nobody_worked_on_are_not_exported_as_negatives(tmp_path: Path) -
     names = [img["file_name"] for img in json.loads((tmp_path / "all.json").read_text())["images"]]
     assert names == ["boxed.png", "empty-reviewed.png"]
     assert report.unlabelled == 1 and "not reviewed left out" in str(report)
+
+
+def test_review_order_puts_the_weakest_proposal_first() -> None:
+    from annotator.core.records import ImageRow
+    from annotator.core.review_order import next_riskiest, riskiest_first
+
+    rows = [
+        ImageRow(id=1, path="a.png", width=9, height=9, proposals=2, lowest_score=0.7),
+        ImageRow(id=2, path="b.png", width=9, height=9),  # nothing proposed
+        ImageRow(id=3, path="c.png", width=9, height=9, proposals=1, lowest_score=0.2, reviewed=True),
+        ImageRow(id=4, path="d.png", width=9, height=9, proposals=1, lowest_score=0.4),
+        ImageRow(id=5, path="e.png", width=9, height=9, proposals=1, lowest_score=0.4),  # a tie keeps folder order
+    ]
+    assert [r.id for r in riskiest_first(rows)] == [3, 4, 5, 1, 2]
+    assert next_riskiest(rows, current=None) == 4  # 3 is reviewed already
+    assert next_riskiest(rows, current=4) == 5
+    assert next_riskiest([rows[1], rows[2]], current=None) is None

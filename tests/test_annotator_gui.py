@@ -702,3 +702,32 @@ def test_store_problems_show_as_one_line_with_the_fix_never_as_a_traceback(
     assert "row id = 1 of table boxes cannot be read" in win.ai_panel.status.text()
     assert win.canvas.items_by_id() == {}
     win.close()
+
+
+def test_riskiest_images_first_in_the_list_and_by_shortcut(qtbot: QtBot, window: MainWindow) -> None:
+    """After a batch, "Riskiest first" lists the images by their weakest proposal's score, and Ctrl+Shift+R goes to
+    the riskiest image still to review, then the next one once that is marked reviewed."""
+    win = window
+    session = win.session
+    assert session is not None
+    session.add_label("circle")  # one label keeps the batch short
+    from annotator.core.runs import detection_prompts
+
+    assert win.start_batch(detection_prompts(session.labels()), unreviewed_only=True)
+    _wait_idle(qtbot, win)
+    scored = sorted((r.lowest_score, r.path) for r in session.images() if r.lowest_score is not None)
+    assert len(scored) >= 3, "the shipped model proposes boxes on the shape scenes"
+
+    win.files.order.setCurrentText("Riskiest first")
+    listed = [win.files.model.rows[i] for i in range(win.files.model.rowCount())]
+    assert [(r.lowest_score, r.path) for r in listed[: len(scored)]] == scored
+    assert all(r.lowest_score is None for r in listed[len(scored) :])
+    label = win.files.model.data(win.files.model.index(0))
+    assert f"lowest {scored[0][0]:.2f}" in str(label)
+
+    riskiest = Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
+    qtbot.keyClick(win.canvas, Qt.Key.Key_R, riskiest)
+    assert session.current_id == session.store.image_id(scored[0][1])
+    win.toggle_reviewed()
+    qtbot.keyClick(win.canvas, Qt.Key.Key_R, riskiest)
+    assert session.current_id == session.store.image_id(scored[1][1])

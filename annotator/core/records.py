@@ -74,6 +74,7 @@ class ImageRow:
     error: str | None = None  # why the file cannot be opened, if it cannot
     annotations: int = 0
     proposals: int = 0
+    lowest_score: float | None = None  # the lowest score among its proposals: how risky the image is to accept
 
     @property
     def status(self) -> ImageStatus:

@@ -22,6 +22,7 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("previous_image", ("A",), "Previous image"),
     Shortcut("next_unreviewed", ("Ctrl+Shift+D",), "Next unreviewed image"),
     Shortcut("previous_unreviewed", ("Ctrl+Shift+A",), "Previous unreviewed image"),
+    Shortcut("next_riskiest", ("Ctrl+Shift+R",), "Riskiest image still to review (its weakest proposal scores lowest)"),
     Shortcut("toggle_reviewed", ("Ctrl+Alt+K",), "Mark the image reviewed (or not)"),
     Shortcut("draw_box", ("R", "Ctrl+R"), "Draw a box (drag on the image)"),
     Shortcut("edit_mode", ("Escape",), "Stop drawing; select and edit boxes"),

@@ -256,7 +256,8 @@ class ProjectStore:
         rows = self._read(
             """
             SELECT i.id, i.path, i.width, i.height, i.reviewed, i.error,
-                   COALESCE(SUM(b.state = 'annotation'), 0), COALESCE(SUM(b.state = 'proposal'), 0)
+                   COALESCE(SUM(b.state = 'annotation'), 0), COALESCE(SUM(b.state = 'proposal'), 0),
+                   MIN(CASE WHEN b.state = 'proposal' THEN b.score END)
             FROM images i LEFT JOIN boxes b ON b.image_id = i.id
             GROUP BY i.id ORDER BY i.path
             """
@@ -268,7 +269,8 @@ class ProjectStore:
             """
             SELECT i.id, i.path, i.width, i.height, i.reviewed, i.error,
                    (SELECT COUNT(*) FROM boxes WHERE image_id = i.id AND state = 'annotation'),
-                   (SELECT COUNT(*) FROM boxes WHERE image_id = i.id AND state = 'proposal')
+                   (SELECT COUNT(*) FROM boxes WHERE image_id = i.id AND state = 'proposal'),
+                   (SELECT MIN(score) FROM boxes WHERE image_id = i.id AND state = 'proposal')
             FROM images i WHERE i.id = ?
             """,
             (image_id,),
@@ -438,6 +440,7 @@ def _image_row(r: tuple) -> ImageRow:
         error=r[5],
         annotations=int(r[6]),
         proposals=int(r[7]),
+        lowest_score=float(r[8]) if r[8] is not None else None,
     )
 
 

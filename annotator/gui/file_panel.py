@@ -7,6 +7,7 @@ from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
 from PySide6.QtWidgets import QComboBox, QLabel, QListView, QVBoxLayout, QWidget
 
 from annotator.core.records import ImageRow, ImageStatus
+from annotator.core.review_order import riskiest_first
 
 STATUS_COLORS = {
     ImageStatus.not_started: "#9e9e9e",
@@ -22,6 +23,11 @@ FILTERS: dict[str, set[ImageStatus] | None] = {
     "Has proposals": {ImageStatus.has_proposals},
     "Reviewed": {ImageStatus.reviewed},
     "Unreadable": {ImageStatus.unreadable},
+}
+
+ORDERS = {  # how the list is sorted: the folder's order, or the review order of annotator.core.review_order
+    "Folder order": None,
+    "Riskiest first": riskiest_first,
 }
 
 _Index = QModelIndex | QPersistentModelIndex
@@ -67,7 +73,8 @@ class FileListModel(QAbstractListModel):
             if row.annotations:
                 counts.append(f"{row.annotations} box{'es' if row.annotations != 1 else ''}")
             if row.proposals:
-                counts.append(f"{row.proposals} proposed")
+                lowest = f", lowest {row.lowest_score:.2f}" if row.lowest_score is not None else ""
+                counts.append(f"{row.proposals} proposed{lowest}")
             return row.path + (f"  ({', '.join(counts)})" if counts else "")
         if role == Qt.ItemDataRole.DecorationRole:
             return self._icons[row.status]
@@ -92,6 +99,9 @@ class FilePanel(QWidget):
         self.filter = QComboBox()
         self.filter.addItems(list(FILTERS))
         self.filter.setToolTip("Show only images with this status")
+        self.order = QComboBox()
+        self.order.addItems(list(ORDERS))
+        self.order.setToolTip("Riskiest first: images whose weakest proposal scores lowest come first")
         self.counter = QLabel()
         self.model = FileListModel()
         self.view = QListView()
@@ -102,11 +112,13 @@ class FilePanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.filter)
+        layout.addWidget(self.order)
         layout.addWidget(self.view)
         layout.addWidget(self.counter)
         self._all: list[ImageRow] = []
         self._current: int | None = None
         self.filter.currentTextChanged.connect(lambda _: self._refilter())
+        self.order.currentTextChanged.connect(lambda _: self._refilter())
 
     def set_images(self, rows: list[ImageRow]) -> None:
         self._all = rows
@@ -136,7 +148,8 @@ class FilePanel(QWidget):
     def _refilter(self) -> None:
         wanted = FILTERS[self.filter.currentText()]
         rows = [r for r in self._all if wanted is None or r.status in wanted or r.id == self._current]
-        self.model.set_rows(rows)
+        order = ORDERS[self.order.currentText()]
+        self.model.set_rows(order(rows) if order is not None else rows)
         self._select_current()
 
     def _clicked(self, index: QModelIndex) -> None:

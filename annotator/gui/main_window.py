@@ -104,6 +104,7 @@ class MainWindow(QMainWindow):
             "previous_image": lambda: self._step(-1),
             "next_unreviewed": lambda: self._step(1, unreviewed=True),
             "previous_unreviewed": lambda: self._step(-1, unreviewed=True),
+            "next_riskiest": self._riskiest,
             "toggle_reviewed": self.toggle_reviewed,
             "draw_box": lambda: self.set_drawing(True),
             "edit_mode": lambda: self.set_drawing(False),
@@ -151,7 +152,14 @@ class MainWindow(QMainWindow):
         menus = {
             "&File": ["open_folder", "save", "import_coco", "export_coco", "export_reviewed"],
             "&Edit": ["undo", "redo", "draw_box", "edit_mode", "delete", "relabel"],
-            "&Image": ["next_image", "previous_image", "next_unreviewed", "previous_unreviewed", "toggle_reviewed"],
+            "&Image": [
+                "next_image",
+                "previous_image",
+                "next_unreviewed",
+                "previous_unreviewed",
+                "next_riskiest",
+                "toggle_reviewed",
+            ],
             "&View": ["fit", "zoom_in", "zoom_out"],
             "&Model": ["load_model", "connect_server", "run_model", "focus_query", "batch_run", "cancel_run"],
             "&Review": ["accept_selected", "accept_all", "reject_all"],
@@ -329,6 +337,15 @@ class MainWindow(QMainWindow):
         target = self.session.neighbour(step, unreviewed=unreviewed)
         if target is None:
             self.statusBar().showMessage("No more unreviewed images" if unreviewed else "No more images")
+        else:
+            self.session.set_current(target)
+
+    def _riskiest(self) -> None:
+        if self.session is None:
+            return
+        target = self.session.riskiest()
+        if target is None:
+            self.statusBar().showMessage("No proposals left to review")
         else:
             self.session.set_current(target)
 

@@ -21,6 +21,7 @@ from PySide6.QtGui import QUndoCommand, QUndoStack
 from annotator.core.edits import DeleteLabel, Edit, RenameLabel
 from annotator.core.exchange import Corners, ExportReport, ImportPlan, ImportReport, apply_import, export_coco
 from annotator.core.records import BoxRow, ImageRow, LabelRow
+from annotator.core.review_order import next_riskiest
 from annotator.core.sources import ModelSource
 from annotator.core.store import ProjectStore
 from model.annotations import Task
@@ -282,6 +283,10 @@ class Session(QObject):
             images = self.store.images()
             image_id = images[0].id if images else None
         self.set_current(image_id)
+
+    def riskiest(self) -> int | None:
+        """The riskiest image still to review (:func:`annotator.core.review_order.next_riskiest`), or None."""
+        return next_riskiest(self.store.images(), self.current_id)
 
     def neighbour(self, step: int, *, unreviewed: bool = False) -> int | None:
         """The image ``step`` places away in the file order (wrapping for unreviewed search), or None."""
