@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from label_studio_access.label_config import ProjectLabels
 from label_studio_access.media import MediaFetcher, redact_url
@@ -34,6 +35,14 @@ log = logging.getLogger(__name__)
 # Label Studio 1.23 sends deletions as ANNOTATIONS_DELETED with a list of ids; the singular form is accepted too.
 TASKS_PER_CHUNK = 16  # images decoded and encoded together
 WEBHOOK_EVENTS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED", "ANNOTATION_DELETED")
+
+
+class Learning(Protocol):
+    """What the backend asks of `serve --learn` (ml_backend.learning.Learner), which is built around it."""
+
+    def correction_stored(self) -> None: ...
+
+    def status(self) -> dict: ...
 
 
 @dataclass
@@ -150,6 +159,15 @@ class MiniGPTBackend:
         self._model_lock = threading.Lock()
         self._images = _ImageCache()
         self._configs = _ProjectConfigs(max_projects)  # project id → label config, from /setup
+        self.learning: Learning | None = None  # set by `serve --learn`
+
+    def swap_model(self, proposer: Proposer, model_version: str, model_source: str | None = None) -> None:
+        """Serve another model from the next model call on (a learned one, promoted): never during a call, so each
+        answer comes whole from one model and carries that model's version."""
+        with self._model_lock:
+            self.proposer, self.model_version = proposer, model_version
+            self.model_source = model_source or self.model_source
+        self._images = _ImageCache()  # images were reduced by the old model's processor
 
     @property
     def projects_remembered(self) -> int:
@@ -258,8 +276,9 @@ class MiniGPTBackend:
 
         requests = [ProposeRequest.of(images[index], query) for index, query in jobs]  # type: ignore[arg-type]
         started = time.perf_counter()
-        with self._model_lock:
+        with self._model_lock:  # the proposer and its version together: a promotion swaps them between calls
             results = self.proposer.propose_batch(requests, batch_size=self.batch_size) if requests else []
+            version = self.model_version
         elapsed = time.perf_counter() - started
 
         regions: list[list[dict]] = [[] for _ in tasks]
@@ -271,7 +290,9 @@ class MiniGPTBackend:
             else:
                 regions[index].extend(self._boxes(query, result.proposals, labels, image))
 
-        predictions = [self._prediction(task, found, labels) for task, found in zip(tasks, regions, strict=True)]
+        predictions = [
+            self._prediction(task, found, labels, version) for task, found in zip(tasks, regions, strict=True)
+        ]
         with self.metrics.lock:
             self.metrics.tasks += len(tasks)
             self.metrics.failed_tasks += sum(image is None for image in images)
@@ -298,9 +319,9 @@ class MiniGPTBackend:
             results = (
                 self.proposer.propose_batch(requests, options=options, batch_size=self.batch_size) if requests else []
             )
+            version = self.model_version
         with self.metrics.lock:
             self.metrics.model_seconds += time.perf_counter() - started
-        version = self.model_version
         return [
             result.model_copy(
                 update={"proposals": [p.model_copy(update={"model_version": version}) for p in result.proposals]}
@@ -317,6 +338,8 @@ class MiniGPTBackend:
         summary = self._store_correction(event, data)
         with self.metrics.lock:
             self.metrics.corrections += 1
+        if self.learning is not None and event in ("ANNOTATION_CREATED", "ANNOTATION_UPDATED"):
+            self.learning.correction_stored()  # a deletion teaches nothing new: it does not count towards a run
         return {"stored": True, **summary}
 
     def _store_correction(self, event: str, data: dict) -> dict:
@@ -408,8 +431,8 @@ class MiniGPTBackend:
             region["id"] = query.region["id"]  # the same rectangle, now with a suggested label
         return [region]
 
-    def _prediction(self, task: dict, regions: list[dict], labels: ProjectLabels) -> dict:
-        return prediction(self._validated(task, regions, labels), self.model_version)
+    def _prediction(self, task: dict, regions: list[dict], labels: ProjectLabels, version: str) -> dict:
+        return prediction(self._validated(task, regions, labels), version)
 
     @staticmethod
     def _validated(task: dict, regions: list[dict], labels: ProjectLabels) -> list[dict]:

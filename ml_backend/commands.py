@@ -32,6 +32,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     # None: MINIGPT_DEVICE / MINIGPT_DTYPE, else auto (a default here would override the environment)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: MINIGPT_DEVICE, else auto)")
     p.add_argument("--dtype", default=None, choices=DTYPES, help="default: MINIGPT_DTYPE, else auto")
+    learning = p.add_argument_group("learning from corrections (README, Learning from corrections)")
+    learning.add_argument(
+        "--learn",
+        action="store_true",
+        default=None,
+        help="fine-tune on the stored corrections in the background and serve the result when it does not do worse "
+        "on held-out tasks (needs --corrections; default: MINIGPT_LEARN, else off)",
+    )
+    learning.add_argument(
+        "--learn-every", type=int, default=None, help="stored corrections that start a run (MINIGPT_LEARN_EVERY, 50)"
+    )
+    learning.add_argument(
+        "--learn-dir", type=Path, default=None, help="learned models and runs (default: <corrections>/models)"
+    )
+    learning.add_argument(
+        "--rollback",
+        action="store_true",
+        help="serve the model promoted before the current one (the base after the first promotion), for good",
+    )
     p.set_defaults(run=cmd_serve)
 
 
@@ -49,4 +68,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         model_version=args.model_version,
         device=args.device,
         dtype=args.dtype,
+        learn=args.learn,
+        learn_every=args.learn_every,
+        learn_dir=args.learn_dir,
+        rollback=args.rollback,
     )

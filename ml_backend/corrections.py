@@ -41,7 +41,7 @@ from pathlib import Path
 from PIL import Image
 from pydantic import ValidationError
 
-from model.annotations import Annotation, Box, Origin
+from model.annotations import Annotation, Box, Dataset, Origin
 from model.coco import write_coco
 from model.errors import MiniGPTError
 from model.files import write_bytes_atomic
@@ -167,6 +167,15 @@ class CorrectionStore:
                 return export_store(self.root)
             except sqlite3.Error as err:
                 raise _unreadable(self.db_path, err) from err
+
+    def snapshot(self) -> Dataset:
+        """The dataset `annotations.json` holds, read now from one snapshot of the database (its own connection, so
+        webhooks are not held up), with absolute image paths; for a learning run."""
+        try:
+            with contextlib.closing(schema.connect(self.db_path)) as db, _reading(db):
+                return schema.dataset(db, self.root.resolve())
+        except sqlite3.Error as err:
+            raise _unreadable(self.db_path, err) from err
 
     def close(self) -> None:
         """Export what is pending and release the database. The store is not usable afterwards."""

@@ -194,7 +194,8 @@ def create_app(
 
     @app.get("/metrics")
     def metrics() -> Response:
-        return jsonify(**backend.metrics.as_dict(), projects_remembered=backend.projects_remembered)
+        learning = {"learning": backend.learning.status()} if backend.learning is not None else {}
+        return jsonify(**backend.metrics.as_dict(), projects_remembered=backend.projects_remembered, **learning)
 
     return app
 

@@ -61,6 +61,10 @@ def serve(
     model_version: str | None = None,
     device: str | None = None,
     dtype: str | None = None,
+    learn: bool | None = None,
+    learn_every: int | None = None,
+    learn_dir: Path | None = None,
+    rollback: bool = False,
 ) -> int:
     configure_logging()
     settings = BackendSettings.from_env(
@@ -70,11 +74,14 @@ def serve(
         model_version=model_version,
         device=device,
         dtype=dtype,
+        learn=learn,
+        learn_every=learn_every,
+        learn_dir=learn_dir,
     )
     media = MediaSettings.from_env()
     limits = RequestLimits.from_env()
     server_settings = ServerSettings.from_env()
-    backend = build_backend(settings, media, limits)
+    backend = build_backend(settings, media, limits, rollback=rollback)
     app = create_app(backend, basic_auth=settings.basic_auth, limits=limits)
     server = _limit_aware(create_server(app, host=host, port=port, **waitress_options(server_settings, limits)), limits)
     log.info(
@@ -86,6 +93,12 @@ def serve(
         media.label_studio_url or "(LABEL_STUDIO_URL not set: only local files and allowed hosts)",
         f"; corrections in {settings.corrections_dir}" if settings.corrections_dir else "",
     )
+    if backend.learning is not None:
+        log.info(
+            "learning: a fine-tune starts after every %d stored correction(s); models and runs in %s",
+            settings.learn_every,
+            settings.learning_dir,
+        )
     if settings.basic_auth is None and not _loopback(host):
         log.warning(
             "listening on %s without basic auth: anyone who reaches this port can run the model and write "
@@ -98,6 +111,8 @@ def serve(
     try:
         server.run()  # returns after Ctrl+C or SIGTERM, having stopped the worker threads
     finally:
+        if backend.learning is not None:
+            backend.learning.stop()  # a run in progress is killed; the next start deletes what it left
         log.info("stopped")
     return 0
 

@@ -16,8 +16,11 @@ from model import propose_api
 from model.errors import MiniGPTError
 from model.proposer import Proposer
 
+from . import learned_models
 from .backend import MiniGPTBackend
 from .corrections import CorrectionStore
+from .learned_models import LearningState
+from .learning import Learner
 
 _Settings = TypeVar("_Settings", bound=BaseModel)
 
@@ -59,6 +62,11 @@ class BackendSettings(BaseModel):
     )
     basic_auth_user: str | None = None
     basic_auth_pass: SecretStr | None = None
+    learn: bool = Field(default=False, description="fine-tune on the corrections and promote what does better")
+    learn_every: int = Field(default=50, ge=1, description="stored corrections that start a learning run")
+    learn_dir: Path | None = Field(default=None, description="learned models and runs; default <corrections>/models")
+    learn_holdout: int = Field(default=20, ge=1, le=50, description="percent of tasks held out to judge candidates")
+    learn_args: str = Field(default="", description="extra arguments for the training command (shell words)")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ, **overrides: object) -> BackendSettings:
@@ -71,12 +79,33 @@ class BackendSettings(BaseModel):
             "score_threshold": "MINIGPT_SCORE_THRESHOLD",
             "batch_size": "MINIGPT_BATCH_SIZE",
             "predict_budget_s": "MINIGPT_PREDICT_BUDGET_S",
+            "learn": "MINIGPT_LEARN",
+            "learn_every": "MINIGPT_LEARN_EVERY",
+            "learn_dir": "MINIGPT_LEARN_DIR",
+            "learn_holdout": "MINIGPT_LEARN_HOLDOUT",
+            "learn_args": "MINIGPT_LEARN_ARGS",
             "basic_auth_user": "BASIC_AUTH_USER",
             "basic_auth_pass": "BASIC_AUTH_PASS",
         }
         if not env.get("MINIGPT_MODEL") and overrides.get("model") is None:
             raise MiniGPTError("no model given: set MINIGPT_MODEL to a model folder (or pass --model)")
         return _from_env(cls, names, env, overrides)
+
+    @property
+    def learning_dir(self) -> Path | None:
+        if self.learn_dir is not None:
+            return self.learn_dir
+        return self.corrections_dir / "models" if self.corrections_dir is not None else None
+
+    @property
+    def model_source(self) -> str:
+        """The model as an absolute folder when it is one (what adapters and logged commands name), else its id."""
+        return str(Path(self.model).resolve()) if Path(self.model).is_dir() else self.model
+
+    @property
+    def base_version(self) -> str:
+        """The version the base model is served as (the Proposer's default: the folder name)."""
+        return self.model_version or Path(self.model).name or "minigpt-v2"
 
     @property
     def basic_auth(self) -> tuple[str, str] | None:
@@ -178,21 +207,68 @@ def load_proposer(model: str, device: str = "auto", dtype: str = "auto") -> Prop
 
 
 def build_backend(
-    settings: BackendSettings, media: MediaSettings | None = None, limits: RequestLimits | None = None
+    settings: BackendSettings,
+    media: MediaSettings | None = None,
+    limits: RequestLimits | None = None,
+    *,
+    rollback: bool = False,
 ) -> MiniGPTBackend:
-    proposer = load_proposer(settings.model, settings.device, settings.dtype)
+    """The backend `settings` describe, serving the learned model a learning folder names if there is one (after
+    going back one promotion with `rollback`), and learning with `settings.learn`."""
+    state = _learning_state(settings, rollback)
+    served = state.current if state is not None else None
+    if served is not None and not Path(served.path).is_dir():
+        raise MiniGPTError(
+            f"the served learned model {served.version} is missing from {served.path}; restore the folder, or serve "
+            "the model promoted before it with --rollback"
+        )
+    proposer = load_proposer(served.path if served else settings.model, settings.device, settings.dtype)
     # On a GPU, compile for a lone interactive prompt and for full chunks before the first request arrives.
     warm = proposer.warm_up((1, settings.batch_size))
     if warm:
         logging.getLogger(__name__).info("compiled the decoding step in %.1f s", warm)
-    return MiniGPTBackend(
+    backend = MiniGPTBackend(
         proposer,
         MediaFetcher(media or MediaSettings.from_env()),
         corrections=CorrectionStore(settings.corrections_dir) if settings.corrections_dir else None,
-        model_version=settings.model_version,
+        model_version=served.version if served else settings.model_version,
         score_threshold=settings.score_threshold,
         batch_size=settings.batch_size,
         max_projects=(limits or RequestLimits()).projects,
         predict_budget_s=settings.predict_budget_s,
-        model_source=str(Path(settings.model).resolve()) if Path(settings.model).is_dir() else settings.model,
+        model_source=served.path if served else settings.model_source,
     )
+    if settings.learn:
+        assert state is not None and backend.corrections is not None and settings.learning_dir is not None
+        backend.learning = Learner(
+            backend,
+            backend.corrections,
+            settings.learning_dir,
+            state,
+            every=settings.learn_every,
+            holdout_percent=settings.learn_holdout,
+            device=settings.device,
+            train_args=settings.learn_args,
+            load=lambda path, version: _warm(Proposer.from_pretrained(
+                path, settings.device, settings.dtype, model_version=version), settings.batch_size),
+        )  # fmt: skip
+    return backend
+
+
+def _warm(proposer: Proposer, batch_size: int) -> Proposer:
+    proposer.warm_up((1, batch_size))
+    return proposer
+
+
+def _learning_state(settings: BackendSettings, rollback: bool) -> LearningState | None:
+    """The learning folder's state when learning, rolling back, or when a learned model is being served."""
+    learn_dir = settings.learning_dir
+    if settings.learn and settings.corrections_dir is None:
+        raise MiniGPTError("--learn needs --corrections DIR: it learns from the corrections stored there")
+    if rollback:
+        if learn_dir is None:
+            raise MiniGPTError("--rollback needs --corrections DIR (or --learn-dir): where the learned models are")
+        learned_models.rollback(learn_dir, settings.model_source, settings.base_version)
+    if learn_dir is None or not (settings.learn or (learn_dir / learned_models.STATE_NAME).exists()):
+        return None
+    return learned_models.load_state(learn_dir, settings.model_source, settings.base_version)
