@@ -213,7 +213,7 @@ def main(argv: list[str]) -> int:
     import json
 
     from model.coco import read_coco
-    from model.evaluation import evaluate_model
+    from model.evaluation.runner import evaluate_model
     from model.proposer import Proposer
 
     heldout, report, device, *models = argv

@@ -159,10 +159,12 @@ class Learner:
         final = self.learn_dir / f"v{run}"
         try:
             evaluation = self._train_and_evaluate(run, temp, final)
-        except BaseException:
+        except BaseException as err:
             failed = final.with_name(f"v{run}.failed")
             with contextlib.suppress(OSError):
-                temp.rename(failed)  # kept for its train.log
+                temp.rename(failed)  # kept for its logs
+            if isinstance(err, Exception):
+                raise MiniGPTError(f"{err}; its files are in {failed}") from err
             raise
         temp.rename(final)  # complete: from here on the run is `vN`
         with self._lock:
@@ -245,7 +247,7 @@ class Learner:
         if code != 0:
             tail = (log_path.read_text(errors="replace").strip().splitlines() or [""])[-1]
             how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
-            raise MiniGPTError(f"the {what} {how} ({tail[-300:]}); see {log_path}")
+            raise MiniGPTError(f"the {what} {how} ({tail[-300:]}; {log_path.name})")
 
     def _kill_child(self) -> None:
         child = self._child

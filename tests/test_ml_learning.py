@@ -43,7 +43,7 @@ HOLDOUT = 50  # percent of tasks held out: half, so a handful of corrections giv
 # Training that changes the model too little to change a greedy answer: a candidate as good as the served one.
 HARMLESS = "--max-steps 1 --batch-size 2 --learning-rate 1e-9 --warmup-steps 0"
 # Training that takes swapped labels to heart.
-EAGER = "--max-steps 12 --batch-size 4 --learning-rate 3e-3 --warmup-steps 0"
+EAGER = "--max-steps 12 --batch-size 4 --learning-rate 1e-2 --warmup-steps 0"
 SWAPPED = {"square": "circle", "circle": "triangle", "triangle": "square"}
 
 TRAIN_IDS = [i for i in range(1, 200) if not is_held_out(str(i), HOLDOUT)]
@@ -101,13 +101,15 @@ class Backend:
     def version(self) -> str:
         return requests.get(f"{self.url}/health", timeout=HANG_S).json()["model_version"]
 
-    def wait_for(self, what: str, condition: Callable[[dict], bool]) -> dict:
-        """The learning status once `condition` holds; a hang (no change for HANG_S) fails with the last status."""
+    def wait_for(self, what: str, condition: Callable[[dict], bool], *, failure_expected: bool = False) -> dict:
+        """The learning status once `condition` holds; a failed run (unless expected) or a hang (nothing for HANG_S)
+        fails with the last status."""
         deadline = time.monotonic() + HANG_S
         while time.monotonic() < deadline:
             status = self.learning()
             if condition(status):
                 return status
+            assert failure_expected or not status["last_failure"], f"waiting for {what}: {status['last_failure']}"
             time.sleep(0.2)
         raise AssertionError(f"waited {HANG_S} s for {what}; learning status: {status}")
 
@@ -200,7 +202,9 @@ def test_killing_the_training_leaves_the_served_model_and_the_store_intact_and_t
         before = _store_rows(corrections)
         os.killpg(status["training_pid"], signal.SIGKILL)
 
-        status = backend.wait_for("the run to fail", lambda s: s["state"] == "idle" and s["last_failure"])
+        status = backend.wait_for(
+            "the run to fail", lambda s: s["state"] == "idle" and s["last_failure"], failure_expected=True
+        )
         assert "killed by signal 9" in status["last_failure"]
         assert status["served_version"] == BASE_VERSION and status["last_promotion"] is None
         assert backend.predict()["model_version"] == BASE_VERSION
@@ -241,5 +245,7 @@ def test_learning_without_a_store_is_refused_in_one_line(argv, cause, capsys) ->
 
 def test_rollback_with_nothing_promoted_is_refused_in_one_line(tmp_path: Path, capsys) -> None:
     (tmp_path / "corrections").mkdir()
-    assert cli(["serve", "--model", str(SHIPPED_DIR), "--corrections", str(tmp_path / "corrections"), "--rollback"]) == 1
+    assert (
+        cli(["serve", "--model", str(SHIPPED_DIR), "--corrections", str(tmp_path / "corrections"), "--rollback"]) == 1
+    )
     assert "nothing to roll back" in capsys.readouterr().err
