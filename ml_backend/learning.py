@@ -245,9 +245,9 @@ class Learner:
                 )
             code = self._child.wait()
         if code != 0:
-            tail = (log_path.read_text(errors="replace").strip().splitlines() or [""])[-1]
+            tail = (log_path.read_text(errors="replace").strip().splitlines() or [""])[-1][-300:]
             how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
-            raise MiniGPTError(f"the {what} {how} ({tail[-300:]}; {log_path.name})")
+            raise MiniGPTError(f"the {what} {how} ({f'{tail}; ' if tail else ''}see {log_path.name})")
 
     def _kill_child(self) -> None:
         child = self._child
