@@ -24,7 +24,7 @@ from backend_process import running_backend, serve_command
 from corrections_contents import corrections_contents
 from hypothesis import given
 from hypothesis import strategies as st
-from ls_harness import free_port
+from ls_harness import LabelStudioServer, free_port
 from patience import HANG_S
 
 from minigpt_annotate.cli import main as cli
@@ -68,14 +68,7 @@ class Backend:
         """Post a labeller's annotation of task `task_id` (the world's image `image`): its true boxes, with labels
         renamed by `labels`."""
         record = self.images[image]
-        regions = []
-        for n, a in enumerate(record.annotations):
-            x0, y0, x1, y1 = a.box.xyxy
-            value = {"x": 100 * x0 / record.width, "y": 100 * y0 / record.height,
-                     "width": 100 * (x1 - x0) / record.width, "height": 100 * (y1 - y0) / record.height,
-                     "rotation": 0, "rectanglelabels": [(labels or {}).get(a.label, a.label)]}  # fmt: skip
-            regions.append({"id": f"r{n}", "from_name": "label", "to_name": "image", "type": "rectanglelabels",
-                            "value": value})  # fmt: skip
+        regions = _regions(record, labels)
         task = {"id": task_id, "data": {"image": self._reference(record)}}
         event = {
             "action": "ANNOTATION_UPDATED" if update else "ANNOTATION_CREATED",
@@ -252,3 +245,51 @@ def test_rollback_with_nothing_promoted_is_refused_in_one_line(tmp_path: Path, c
         cli(["serve", "--model", str(SHIPPED_DIR), "--corrections", str(tmp_path / "corrections"), "--rollback"]) == 1
     )
     assert "nothing to roll back" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_label_studio_corrections_train_a_model_whose_version_appears_on_new_predictions(tmp_path: Path) -> None:
+    """Against Label Studio 1.23.2: 40 tasks corrected through its API reach the backend by webhook, a run starts by
+    itself, and "Retrieve predictions" on other tasks stores predictions of the promoted model's version."""
+    shapes = tmp_path / "shapes"
+    make_shapes(shapes, images=44, seed=40, max_shapes=2, exif_fraction=0.0)
+    truth = {record.path.name: record for record in read_coco(shapes / "annotations.json").images}
+    with LabelStudioServer(tmp_path / "ls") as ls:
+        port = free_port()
+        env = {**os.environ, "LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": ls.personal_access_token,
+               "MINIGPT_LEARN_ARGS": HARMLESS}  # fmt: skip
+        env.pop("LOCAL_FILES_DOCUMENT_ROOT", None)
+        command = serve_command(port, "--corrections", str(tmp_path / "corrections"), "--learn", "--learn-every", "40")
+        with running_backend(command, port, tmp_path / "serve.log", env) as url:
+            project = ls.create_project("learning", CONFIG)
+            tasks = ls.import_images(project, sorted((shapes / "images").iterdir()))
+            ls.connect_ml_backend(project, url, "minigpt-annotate")
+            for task in tasks[:40]:
+                record = truth[Path(task["source_path"]).name]
+                ls.create_annotation(task["id"], _regions(record))
+            backend = Backend(url, (shapes, []))
+            status = backend.wait_for("the run Label Studio's corrections start", _run_finished(1))
+            evaluation = status["last_evaluation"]
+            assert evaluation["promoted"], evaluation
+            assert evaluation["train_images"] + evaluation["held_out_images"] == 40 and evaluation["held_out_images"]
+            learned = f"{BASE_VERSION}-learn-1"
+            assert status["served_version"] == learned
+
+            later = [task["id"] for task in tasks[40:]]
+            ls.retrieve_predictions(project, later)
+            for task_id in later:
+                (prediction,) = ls.predictions(task_id)
+                assert prediction["model_version"] == learned and prediction["result"]
+
+
+def _regions(record: ImageRecord, labels: dict[str, str] | None = None) -> list[dict]:
+    """A labeller's annotation of `record` as Label Studio stores it: its true boxes in percent, with labels renamed
+    by `labels`."""
+    regions = []
+    for n, a in enumerate(record.annotations):
+        value = {"x": 100 * a.box.x0 / record.width, "y": 100 * a.box.y0 / record.height,
+                 "width": 100 * a.box.width / record.width, "height": 100 * a.box.height / record.height,
+                 "rotation": 0, "rectanglelabels": [(labels or {}).get(a.label, a.label)]}  # fmt: skip
+        regions.append({"id": f"r{n}", "from_name": "label", "to_name": "image", "type": "rectanglelabels",
+                        "original_width": record.width, "original_height": record.height, "value": value})  # fmt: skip
+    return regions
