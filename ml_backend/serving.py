@@ -86,7 +86,7 @@ def serve(
     server = _limit_aware(create_server(app, host=host, port=port, **waitress_options(server_settings, limits)), limits)
     log.info(
         "serving %s (version %s) on http://%s:%d; Label Studio at %s%s",
-        settings.model,
+        backend.model_source,
         backend.model_version,
         host,
         int(getattr(server, "effective_port", port)),  # "localhost" may listen on two sockets: no single port
