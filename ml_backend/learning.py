@@ -104,7 +104,7 @@ class Learner:
                 "corrections_since_run": self._pending,
                 "runs": state.runs,
                 "runs_this_process": self._runs_here,
-                "training_pid": self._child.pid if self._child is not None and self._child.poll() is None else None,
+                "training_pid": self._child.pid if self._phase == "training" and self._child is not None else None,
                 "served_version": self.backend.model_version,
                 "base_version": state.base_version,
                 "last_evaluation": state.last_evaluation.model_dump() if state.last_evaluation else None,
@@ -113,7 +113,8 @@ class Learner:
             }
 
     def stop(self) -> None:
-        """Stop a running run (its child process group is killed; its folder is deleted at the next start)."""
+        """Stop a running run: its child's process group is killed and the run kept as `vN.failed` (or, if the
+        server exits first, its `.tmp-vN` is deleted at the next start)."""
         with self._lock:
             self._stopping = True
             thread = self._thread
