@@ -183,12 +183,12 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 # --- the training and evaluation commands ------------------------------------------------------------------------
 # Children run `minigpt-annotate` (and this package) as this process found them: appended to the path, so a source
-# checkout works and an installed package shadows nothing.
+# checkout works and an installed package shadows nothing. They lower their CPU priority first: on a CPU-only
+# machine the served model's requests come before training.
 _PACKAGE_PARENT = str(Path(__file__).resolve().parents[1])
-_CLI = "import sys; sys.path.append(sys.argv[1]); from minigpt_annotate.cli import main; sys.exit(main(sys.argv[2:]))"
-_EVALUATE = (
-    "import sys; sys.path.append(sys.argv[1]); from ml_backend.learned_models import main; sys.exit(main(sys.argv[2:]))"
-)
+_CHILD = "import os, sys; hasattr(os, 'nice') and os.nice(10); sys.path.append(sys.argv[1]); from {} import main; "
+_CLI = _CHILD.format("minigpt_annotate.cli") + "sys.exit(main(sys.argv[2:]))"
+_EVALUATE = _CHILD.format("ml_backend.learned_models") + "sys.exit(main(sys.argv[2:]))"
 
 
 def training_command(train_coco: Path, base: str, out: Path, device: str, extra: Sequence[str]) -> list[str]:

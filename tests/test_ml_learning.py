@@ -191,12 +191,16 @@ def test_killing_the_training_leaves_the_served_model_and_the_store_intact_and_t
     world, tmp_path: Path
 ) -> None:
     corrections = tmp_path / "corrections"
-    with serving(world, corrections, tmp_path / "serve.log", "--learn", "--learn-every", "4") as backend:
+    learn = ("--learn", "--learn-every", "4")
+    slow_harmless = f"{HARMLESS} --max-steps 4 --save-every 1"  # a checkpoint after every step: killed mid-training
+    with serving(world, corrections, tmp_path / "serve.log", *learn, train_args=slow_harmless) as backend:
         for n, task_id in enumerate(TRAIN_IDS[:2] + HELD_IDS[:2]):
             backend.correct(task_id, n)
         status = backend.wait_for("the training process", lambda s: s["state"] == "training" and s["training_pid"])
+        checkpoints = corrections / "models" / ".tmp-v1" / "model" / "checkpoints"
+        backend.wait_for("a first checkpoint", lambda _: any(checkpoints.glob("step-*")))
         before = _store_rows(corrections)
-        os.killpg(status["training_pid"], signal.SIGKILL)
+        os.killpg(status["training_pid"], signal.SIGKILL)  # between two steps' checkpoints, or while writing one
 
         status = backend.wait_for(
             "the run to fail", lambda s: s["state"] == "idle" and s["last_failure"], failure_expected=True
@@ -208,6 +212,7 @@ def test_killing_the_training_leaves_the_served_model_and_the_store_intact_and_t
         with contextlib.closing(sqlite3.connect(f"file:{corrections / 'corrections.sqlite'}?mode=ro", uri=True)) as db:
             assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert (corrections / "models" / "v1.failed" / "train.log").is_file()  # kept for its log
+        assert not (corrections / "models" / "v1").exists()
 
         for n, task_id in enumerate(TRAIN_IDS[2:4] + HELD_IDS[2:4], start=4):
             backend.correct(task_id, n)
