@@ -197,8 +197,8 @@ def test_killing_the_training_leaves_the_served_model_and_the_store_intact_and_t
         for n, task_id in enumerate(TRAIN_IDS[:2] + HELD_IDS[:2]):
             backend.correct(task_id, n)
         status = backend.wait_for("the training process", lambda s: s["state"] == "training" and s["training_pid"])
-        checkpoints = corrections / "models" / ".tmp-v1" / "model" / "checkpoints"
-        backend.wait_for("a first checkpoint", lambda _: any(checkpoints.glob("step-*")))
+        candidate = corrections / "models" / ".tmp-v1" / "model"
+        backend.wait_for("a first checkpoint", lambda _: any(candidate.rglob("step-*")))
         before = _store_rows(corrections)
         os.killpg(status["training_pid"], signal.SIGKILL)  # between two steps' checkpoints, or while writing one
 
