@@ -41,7 +41,7 @@ CONFIG = (
 BASE_VERSION = SHIPPED_DIR.name
 HOLDOUT = 50  # percent of tasks held out: half, so a handful of corrections gives both parts
 # Training that changes the model too little to change a greedy answer: a candidate as good as the served one.
-HARMLESS = "--max-steps 1 --batch-size 2 --learning-rate 1e-9 --warmup-steps 0"
+HARMLESS = "--max-steps 1 --batch-size 2 --learning-rate 1e-9 --min-lr 0 --warmup-steps 0"
 # Training that takes swapped labels to heart.
 EAGER = "--max-steps 12 --batch-size 4 --learning-rate 1e-2 --warmup-steps 0"
 SWAPPED = {"square": "circle", "circle": "triangle", "triangle": "square"}
