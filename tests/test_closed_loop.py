@@ -65,3 +65,33 @@ def test_replay_of_the_base_models_own_answers_beats_tuning_on_the_corrections_a
     replay = _overall(held_out, tmp_path / "replay")["overall"]["acceptance_rate"]
     alone = _overall(held_out, tmp_path / "no-replay")["overall"]["acceptance_rate"]
     assert replay > alone, (replay, alone)
+
+
+def test_the_correction_recipe_replays_the_base_models_confident_answers_once(tmp_path: Path) -> None:
+    from model.coco import read_coco
+    from model.synthetic.shapes import make_shapes
+    from model.training.recipe import DatasetKind, load_recipe
+    from model.training.runner import stage_data
+
+    make_shapes(tmp_path / "store" / "corrections", images=3, seed=5, min_shapes=2, max_shapes=3,
+                names=dict(pair.split("=") for pair in RENAME.split(",")))  # fmt: skip
+    recipe = load_recipe(recipe_path(CORRECTIONS), data_root=tmp_path / "store")
+    stage = recipe.stages[0]
+    assert [(d.kind, d.ratio) for d in stage.datasets] == [(DatasetKind.corrections, 0.7), (DatasetKind.distill, 0.3)]
+    replay_spec = stage.datasets[1].model_copy(update={"categories": ["square", "circle", "triangle"]})
+    stage = stage.model_copy(update={"datasets": [stage.datasets[0], replay_spec]})
+
+    work = tmp_path / "run" / "data"
+    corrected, replay = stage_data(stage, work, SHIPPED_DIR, "cpu")
+    assert [r.path for r in replay.dataset.images] == [r.path for r in corrected.dataset.images]
+    boxes = [a for r in replay.dataset.images for a in r.annotations]
+    assert boxes, "the shipped model finds shapes on these scenes"
+    assert all(a.label in ("square", "circle", "triangle") and a.score >= 0.5 for a in boxes)
+    assert replay.tasks == ("detection", "refer")
+
+    # Asked once: the run reads its answers back (a resumed run must train on the same replay).
+    cached = work / "replay" / "distilled.json"
+    written = cached.stat().st_mtime_ns
+    again = stage_data(stage, work, SHIPPED_DIR, "cpu")[1].dataset
+    assert cached.stat().st_mtime_ns == written
+    assert again == read_coco(cached) and again.images == replay.dataset.images
