@@ -6,6 +6,9 @@ The corrections are crowded shapes scenes (5-8 shapes, where the shipped model s
 the one command the backend's learning loop uses: `train model/recipes/corrections.yaml --base M --data-root DIR
 --out OUT`; the no-replay run is `finetune` on the same corrections with the same schedule. Both are scored with
 `evaluate` on held-out scenes. bench/closed_loop.py runs the same loop on more images and seeds, with intervals.
+
+Measured at this size (seed 42 of the recipe): overall acceptance 0.248 (64 of 258 proposals kept) with replay, 0.227
+(60 of 264) on the corrections alone; [refer] Acc@0.5 0.268 against 0.239. The test holds the ordering.
 """
 
 from __future__ import annotations
