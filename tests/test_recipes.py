@@ -57,6 +57,12 @@ def _recipe(*stages: dict, **overrides) -> dict:
         (lambda s: s["schedule"].update(epochs=2), ["schedule", "exactly one of `steps` or `epochs`"]),
         (lambda s: s["datasets"][1].update(name="a"), ["used twice: a"]),
         (lambda s: s["datasets"][0].update(kind="coco"), ["a coco dataset needs a `path`"]),
+        (lambda s: s["datasets"][1].update(kind="distill", shapes=None), ["dataset 'b'", "needs a `source`"]),
+        (
+            lambda s: s["datasets"][1].update(kind="distill", shapes=None, source="c"),
+            ["stage 's1'", "source 'c' is not a dataset of this stage; name one of: a"],
+        ),
+        (lambda s: s["datasets"][0].update(source="b"), ["dataset 'a'", "are for kind distill, not shapes"]),
     ],
 )
 def test_a_bad_recipe_is_refused_with_a_one_line_cause(change, words: list[str]) -> None:

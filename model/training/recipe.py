@@ -38,6 +38,7 @@ class DatasetKind(str, Enum):
     corrections = "corrections"  # the ML backend's corrections store folder (`path`), read from its annotations.json
     autolabel = "autolabel"  # an `autolabel` output folder (`path`), read from its proposals.coco.json
     shapes = "shapes"  # synthetic shapes, generated into the run folder from `shapes` settings
+    distill = "distill"  # the stage's starting model's own confident answers on another dataset's images (`source`)
 
 
 class ShapesData(BaseModel):
@@ -84,6 +85,13 @@ class DatasetSpec(BaseModel):
     min_score: float | None = Field(
         None, ge=0, le=1, description="drop boxes scored below this (model proposals); boxes without a score stay"
     )
+    source: str | None = Field(
+        None, description="kind distill: the dataset of the same stage whose images the model answers on"
+    )
+    categories: list[str] | None = Field(
+        None,
+        description="kind distill: the categories asked with [detection] (default: the source dataset's)",
+    )
 
     @field_validator("tasks")
     @classmethod
@@ -94,7 +102,14 @@ class DatasetSpec(BaseModel):
 
     @model_validator(mode="after")
     def _source(self) -> DatasetSpec:
-        if self.kind is DatasetKind.shapes:
+        if self.kind is DatasetKind.distill:
+            if not self.source:
+                raise ValueError("a distill dataset needs a `source`: the dataset whose images the model answers on")
+            if self.path is not None or self.shapes is not None:
+                raise ValueError("a distill dataset is made by the model from its `source`: give no path or shapes")
+        elif self.source is not None or self.categories is not None:
+            raise ValueError(f"`source` and `categories` are for kind distill, not {self.kind.value}")
+        elif self.kind is DatasetKind.shapes:
             if self.path is not None:
                 raise ValueError("a shapes dataset is generated: give `shapes:` settings, not a path")
             self.shapes = self.shapes or ShapesData()
@@ -103,7 +118,7 @@ class DatasetSpec(BaseModel):
                 raise ValueError(f"a {self.kind.value} dataset needs a `path`")
             if self.shapes is not None:
                 raise ValueError(f"`shapes:` settings are for kind shapes, not {self.kind.value}")
-        if self.images is not None and self.kind in (DatasetKind.corrections, DatasetKind.shapes):
+        if self.images is not None and self.kind in (DatasetKind.corrections, DatasetKind.shapes, DatasetKind.distill):
             raise ValueError(f"`images` is not for a {self.kind.value} dataset: it keeps its own")
         return self
 
@@ -178,6 +193,14 @@ class Stage(BaseModel):
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ValueError(f"dataset name(s) used twice: {', '.join(twice)}")
+        for d in self.datasets:
+            if d.kind is DatasetKind.distill:
+                source = next((s for s in self.datasets if s.name == d.source), None)
+                if source is None or source.kind is DatasetKind.distill:
+                    others = ", ".join(s.name for s in self.datasets if s.kind is not DatasetKind.distill)
+                    raise ValueError(
+                        f"dataset {d.name!r}: source {d.source!r} is not a dataset of this stage; name one of: {others}"
+                    )
         total = math.fsum(d.ratio for d in self.datasets)
         if not self.normalise and abs(total - 1.0) > RATIO_TOLERANCE:
             raise ValueError(

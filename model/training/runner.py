@@ -50,15 +50,26 @@ def stage_dir(out: Path, recipe: Recipe, index: int) -> Path:
     return out / STAGES / f"{index + 1:02d}-{recipe.stages[index].name}"
 
 
-def stage_data(stage: Stage, work: Path) -> list[TrainingData]:
-    """Read every dataset of a stage (generating shapes under `work`), ready for the trainer."""
+def stage_data(
+    stage: Stage, work: Path, model: str | os.PathLike | None = None, device: str | torch.device | None = "auto"
+) -> list[TrainingData]:
+    """Read every dataset of a stage (generating shapes under `work`), ready for the trainer. A ``distill`` dataset
+    is `model`'s own answers on its source's images (:mod:`model.training.distill`), asked once and kept in `work`."""
+    loaded = {spec.name: load_dataset(spec, work) for spec in stage.datasets if spec.kind is not DatasetKind.distill}
+    for spec in stage.datasets:
+        if spec.kind is DatasetKind.distill:
+            if model is None:
+                raise RecipeError(f"dataset {spec.name!r}: a distill dataset needs the model the stage starts from")
+            from .distill import distill_dataset
+
+            assert spec.source is not None  # DatasetSpec requires it for kind distill
+            loaded[spec.name] = distill_dataset(spec, loaded[spec.source], model, work, device=device)
     data = []
     for spec in stage.datasets:
-        dataset = load_dataset(spec, work)
         data.append(
             TrainingData(
                 spec.name,
-                dataset,
+                loaded[spec.name],
                 spec.ratio,
                 tuple(spec.tasks),
                 spec.templates,
@@ -131,7 +142,7 @@ def train_recipe(
             continue
         # A stage before the last hands plain weights on; the last writes what the recipe asks for.
         config = stage.config(recipe, merge=recipe.merge if last else True)
-        data = stage_data(stage, folder / "data")
+        data = stage_data(stage, folder / "data", current, device)
         stage_resume = resume and (folder / CONFIG_FILE).exists()
         step_hook = (lambda step, loss, name=stage.name: on_step(name, step, loss)) if on_step else None
         trainer = Trainer(

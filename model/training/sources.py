@@ -9,6 +9,7 @@
   keeps `model` free of the backend.
 - ``autolabel``: an `autolabel` output folder's ``proposals.coco.json``, images where its ``summary.json`` says the
   run read them (or ``images``).
+- ``distill``: not read but made, by the model the stage starts from (:mod:`model.training.distill`).
 - ``shapes``: generated with :func:`model.synthetic.shapes.make_shapes` into the run folder, once; the same settings
   give the same files, so a resumed run regenerates nothing.
 """
@@ -49,10 +50,12 @@ def load_dataset(spec: DatasetSpec, work: str | os.PathLike) -> Dataset:
         dataset = read_coco(*_autolabel_files(spec))
     elif kind is DatasetKind.label_studio:
         dataset = read_label_studio_export(_path(spec), spec.images)
+    elif kind is DatasetKind.distill:
+        raise RecipeError(f"dataset {spec.name!r}: a distill dataset is made by the run (runner.stage_data), not read")
     else:
         dataset = _shapes(spec, Path(work))
     if spec.min_score is not None:
-        dataset = _confident(dataset, spec.min_score)
+        dataset = keep_confident(dataset, spec.min_score)
     return dataset
 
 
@@ -77,7 +80,7 @@ def _autolabel_files(spec: DatasetSpec) -> tuple[Path, Path]:
     return coco, source if source.is_dir() else source.parent
 
 
-def _confident(dataset: Dataset, min_score: float) -> Dataset:
+def keep_confident(dataset: Dataset, min_score: float) -> Dataset:
     # A box without a score was drawn or checked by a person: always kept.
     images = [
         record.model_copy(
