@@ -1259,6 +1259,73 @@ def test_import_into_a_fresh_store_reproduces_the_boxes_and_twice_adds_nothing(s
         fresh.close()
 
 
+def _provenance(row: BoxRow) -> tuple[object, ...]:
+    return (
+        row.label,
+        tuple(round(v, 6) for v in row.box.xyxy),
+        row.origin,
+        row.score,
+        row.phrase,
+        row.model_version,
+        row.task,
+        row.prompt,
+        row.changed_at,
+        row.original,
+    )
+
+
+def test_export_writes_where_each_box_came_from_and_import_reads_it_back(shapes: tuple[Path, Path]) -> None:
+    """Manual, accepted and edited boxes leave with their provenance; the edited one without the model's score as its
+    own but with the proposal beside it; a fresh project importing the file holds the same boxes, provenance and all.
+    """
+    folder, _ = shapes
+    source = open_project(folder, folder.parent / "source.minigpt.sqlite")
+    exported, again = folder.parent / "exported.json", folder.parent / "again.json"
+    try:
+        first = source.images()[0].id
+        manual = replace(annotation(first, "hexagon", xyxy(5, 5, 25, 25)), changed_at=EDIT_TIME)
+        kept, moved = source.put_boxes(
+            [proposal(first, "circle", xyxy(30, 30, 60, 60), 0.9), proposal(first, "square", xyxy(2, 40, 20, 70), 0.4)]
+        )
+        source.put_boxes([manual])
+        edits.accept([kept]).redo(source)
+        edits.replace_boxes("Relabel", [moved], [moved.relabelled("triangle", EDIT_TIME)]).redo(source)
+        source.set_reviewed(first, True)
+        report = export_coco(source, folder, exported)
+        expected = sorted(_provenance(row) for row in source.boxes(first))
+    finally:
+        source.close()
+    assert report.annotations == 3
+
+    by_origin = {a["attributes"]["origin"]: a for a in json.loads(exported.read_text())["annotations"]}
+    assert set(by_origin) == {"manual", "accepted", "edited"}
+    assert by_origin["accepted"]["score"] == 0.9
+    assert by_origin["accepted"]["attributes"]["model_version"] == "tiny-shapes"
+    edited = by_origin["edited"]
+    assert "score" not in edited and "phrase" not in edited
+    assert {k: v for k, v in edited["attributes"].items() if k.startswith("original_")} == {
+        "original_label": "square",
+        "original_score": 0.4,
+        "original_x": 2.0,
+        "original_y": 40.0,
+        "original_width": 18.0,
+        "original_height": 30.0,
+    }
+    assert edited["attributes"]["changed_at"] == EDIT_TIME.isoformat()
+
+    fresh = open_project(folder, folder.parent / "fresh.minigpt.sqlite")
+    try:
+        import_coco(fresh, folder, exported)
+        image = fresh.image_id(fresh.images()[0].path)
+        assert image is not None
+        assert sorted(_provenance(row) for row in fresh.boxes(image)) == expected
+        fresh.set_reviewed(image, True)
+        export_coco(fresh, folder, again)
+    finally:
+        fresh.close()
+    assert json.loads(again.read_text())["annotations"] == json.loads(exported.read_text())["annotations"]
+
+
 def test_import_matches_by_file_name_and_reports_what_it_cannot_place(shapes: tuple[Path, Path]) -> None:
     folder, coco_path = shapes
     data = json.loads(coco_path.read_text())
