@@ -42,6 +42,10 @@ class RectangleItem(_Lenient):
     type: str
     from_name: str | None = None
     value: RectangleValue
+    # Where Label Studio says the region came from: "manual", "prediction" (kept as predicted) or
+    # "prediction-changed" (a predicted region the annotator moved, resized or relabelled). Any text is kept.
+    origin: str | None = None
+    score: Percent | None = None  # a prediction's per-region score
 
 
 class OtherItem(_Lenient):
@@ -66,11 +70,21 @@ ResultItem = Annotated[
 ]
 
 
+class PredictionBody(_Lenient):
+    """The prediction the annotator saw: Label Studio 1.23 stores it in the annotation's ``prediction`` field when
+    the annotation is saved (the task's prediction of the project's model version, serialized), ``{}`` if none."""
+
+    result: list[ResultItem] | None = None
+    model_version: str | None = None
+    score: Percent | None = None
+
+
 class AnnotationBody(_Lenient):
     id: LabelStudioId
     task: LabelStudioId | None = None
     result: list[ResultItem] | None = None
     was_cancelled: bool = False
+    prediction: PredictionBody | None = None
 
 
 class TaskBody(_Lenient):
@@ -113,12 +127,37 @@ class AnnotationEvent(_Lenient):
 
         Raises MiniGPTError when a box carries a label the config does not define.
         """
+        return [(label, item.value.model_dump()) for label, item in self._rectangles(self.annotation.result, labels)]
+
+    def region_origins(self, labels: ProjectLabels) -> list[str | None]:
+        """Label Studio's ``origin`` of each of :meth:`regions`, in the same order (None where it sent none)."""
+        return [item.origin for _, item in self._rectangles(self.annotation.result, labels)]
+
+    def predicted_regions(self, labels: ProjectLabels) -> tuple[str | None, list[tuple[str, dict, float | None]]]:
+        """The model version and the (label, percent value, score) boxes of the prediction the annotator saw; boxes
+        of labels the config no longer defines are left out (the annotator could not keep them)."""
+        prediction = self.annotation.prediction
+        if prediction is None:
+            return None, []
+        boxes = [
+            (label, item.value.model_dump(), item.score if item.score is not None else prediction.score)
+            for label, item in self._rectangles(prediction.result, labels, strict=False)
+        ]
+        return prediction.model_version or None, boxes
+
+    def _rectangles(
+        self, items: list[Any] | None, labels: ProjectLabels, *, strict: bool = True
+    ) -> list[tuple[str, RectangleItem]]:
+        """(label, item) of each box of the project's RectangleLabels control; a label the config does not define
+        raises (``strict``) or leaves the box out."""
         known = {spec.value for spec in labels.labels}
         regions = []
-        for item in self.annotation.result or []:
+        for item in items or []:
             if not isinstance(item, RectangleItem) or item.from_name != labels.from_name:
                 continue  # another control's result: not a box for this dataset
             unknown = [label for label in item.value.rectanglelabels if label not in known]
+            if unknown and not strict:
+                continue
             if unknown:
                 raise MiniGPTError(
                     f"annotation {self.annotation.id}: label {unknown[0]!r} is not one of the project's labels "
@@ -126,7 +165,7 @@ class AnnotationEvent(_Lenient):
                     "labeling config, or relabel the box, and submit again"
                 )
             # COCO holds one category per box: the first label, as Label Studio shows it
-            regions.append((item.value.rectanglelabels[0], item.value.model_dump()))
+            regions.append((item.value.rectanglelabels[0], item))
         return regions
 
 

@@ -334,9 +334,11 @@ class MiniGPTBackend:
             raise MiniGPTError(
                 f"{event} webhook for annotation {annotation_id} carries no task image (data.{labels.value_key})"
             )
+        version, predicted = received.predicted_regions(labels)
         return self.corrections.save(
             task_id, annotation_id, received.regions(labels), source=reference,
             fetch_image=lambda: self.fetcher.fetch(reference, task_id=task_id),
+            origins=received.region_origins(labels), predicted=predicted, model_version=version,
         )  # fmt: skip
 
     # --- steps ---------------------------------------------------------------------------------------------------

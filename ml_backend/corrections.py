@@ -34,8 +34,8 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from PIL import Image
@@ -103,8 +103,15 @@ class CorrectionStore:
         *,
         source: str,
         fetch_image: Callable[[], bytes],
+        origins: Sequence[str | None] | None = None,
+        predicted: Sequence[tuple[str, dict, float | None]] = (),
+        model_version: str | None = None,
     ) -> dict:
         """Replace one annotation's boxes (label, Label Studio percent value); fetch the image the first time.
+
+        ``origins`` is Label Studio's origin of each region; ``predicted`` the (label, percent value, score) boxes
+        of the prediction the annotator saw, made by ``model_version``: each stored box records whether it matches
+        one of them (IoU >= 0.5, same label) and which model made it, so acceptance can be counted from the store.
 
         The image is downloaded before any lock is taken, so a slow download holds up no other webhook. Everything
         is checked before the first write: an annotation that cannot become COCO (a blank label, an unreadable
@@ -123,7 +130,14 @@ class CorrectionStore:
                     if size is None and fetched is None:
                         continue
                     width, height = size or (fetched.width, fetched.height)  # type: ignore[union-attr]
-                    boxes = _boxes(annotation_id, regions, width, height)
+                    boxes = _boxes(annotation_id, regions, width, height, origins)
+                    predictions = _predictions(predicted, width, height, model_version)
+                    kept, sources = schema.match_predictions([(b.label, b.box) for b in boxes], predictions)
+                    if predictions:  # without a prediction seen, no box can say whether it kept one
+                        boxes = [
+                            replace(b, predicted=p is not None, model_version=p.model_version if p else None)
+                            for b, p in zip(boxes, sources, strict=True)
+                        ]
                     # Valid: only now does anything change (the image copy first: a committed task has its copy).
                     generation = schema.next_generation(db)
                     if size is None:
@@ -132,7 +146,7 @@ class CorrectionStore:
                             copied = self.root / fetched.path
                         write_bytes_atomic(self.root / fetched.path, fetched.payload)
                         schema.add_task(db, task_id, fetched.path, width, height, source)
-                    schema.put_annotation(db, annotation_id, task_id, boxes, generation)
+                    schema.put_annotation(db, annotation_id, task_id, boxes, generation, predictions, kept)
             except BaseException:
                 if copied is not None:  # not committed: the copy would name no task
                     copied.unlink(missing_ok=True)
@@ -277,15 +291,33 @@ _CHILD = (
 )
 
 
-def _boxes(annotation_id: int, regions: list[tuple[str, dict]], width: int, height: int) -> list[tuple[str, Box]]:
+def _boxes(
+    annotation_id: int,
+    regions: list[tuple[str, dict]],
+    width: int,
+    height: int,
+    origins: Sequence[str | None] | None = None,
+) -> list[schema.CorrectedBox]:
     boxes = []
-    for label, value in regions:
+    for (label, value), origin in zip(regions, origins or [None] * len(regions), strict=True):
         box = value_to_box(value, width, height)
         if box is None:
             log.warning("annotation %s: skipping a degenerate rectangle %s", annotation_id, value)
             continue
         _check_annotation(annotation_id, label, box)
-        boxes.append((label, box))
+        boxes.append(schema.CorrectedBox(label=label, box=box, origin=origin))
+    return boxes
+
+
+def _predictions(
+    predicted: Sequence[tuple[str, dict, float | None]], width: int, height: int, model_version: str | None
+) -> list[schema.PredictedBox]:
+    """The prediction's boxes in pixels; one that is no box (degenerate) could not have been kept, so it is left out."""
+    boxes = []
+    for label, value, score in predicted:
+        box = value_to_box(value, width, height)
+        if box is not None:
+            boxes.append(schema.PredictedBox(label=label, box=box, score=score, model_version=model_version))
     return boxes
 
 
@@ -354,6 +386,46 @@ def _export_pending() -> None:
         if store.export_pending:
             with contextlib.suppress(Exception):
                 store.close()
+
+
+@dataclass(frozen=True)
+class ModelAcceptance:
+    """How the boxes one model version predicted fared in real labelling (see :func:`acceptance_by_model`)."""
+
+    model_version: str | None  # None: the prediction carried no version
+    predicted: int  # predicted boxes the annotators saw
+    kept: int  # of them, matched by a submitted box (IoU >= 0.5, same label)
+    drawn: int  # submitted boxes no prediction gave
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        return self.kept / self.predicted if self.predicted else None
+
+
+def acceptance_by_model(root: str | Path) -> list[ModelAcceptance]:
+    """Acceptance per model version over every annotation the store holds, read without changing the store.
+
+    Raises:
+        MiniGPTError: ``root`` holds no corrections store, or one this version cannot read.
+    """
+    path = Path(root) / DB_NAME
+    if not path.is_file():
+        raise MiniGPTError(
+            f"{root} holds no corrections store ({DB_NAME}); pass the folder given to serve --corrections"
+        )
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            version = schema.stored_version(db)
+            if version < 2:  # the backend migrates it when it next starts; until then nothing was recorded
+                return []
+            if version > schema.SCHEMA_VERSION:
+                raise MiniGPTError(
+                    f"the corrections database {path} has schema {version}, this version reads "
+                    f"{schema.SCHEMA_VERSION}; upgrade minigpt-annotate"
+                )
+            return [ModelAcceptance(*row) for row in schema.acceptance(db)]
+    except sqlite3.Error as err:
+        raise _unreadable(path, err) from err
 
 
 def main(argv: list[str]) -> int:
