@@ -7,9 +7,11 @@ The backend downloads the uploaded images from Label Studio with a personal acce
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,6 +160,13 @@ def test_a_submitted_annotation_reaches_the_coco_store(
     (stored,) = read_coco(coco_path).images[0].annotations
     assert stored.label == truth.label
     assert stored.box.xyxy == pytest.approx(truth.box.xyxy, abs=0.01)
+    # Label Studio put the prediction the annotator saw into the webhook's annotation: the store recorded it, with
+    # the model version, and whether the submitted box kept one of its boxes.
+    with contextlib.closing(sqlite3.connect(backend["corrections"] / "corrections.sqlite")) as db:
+        versions = {row[0] for row in db.execute("SELECT model_version FROM predictions")}
+        (predicted,) = db.execute("SELECT predicted FROM boxes").fetchone()
+    assert versions == {"tiny-shapes"}
+    assert predicted in (0, 1)
 
     # a labeller fixes the label, then deletes the annotation: the store follows both
     other = next(label for label in ("square", "circle", "triangle") if label != truth.label)
