@@ -71,8 +71,10 @@ ResultItem = Annotated[
 
 
 class PredictionBody(_Lenient):
-    """The prediction the annotator saw: Label Studio 1.23 stores it in the annotation's ``prediction`` field when
-    the annotation is saved (the task's prediction of the project's model version, serialized), ``{}`` if none."""
+    """A prediction as Label Studio serializes it. Label Studio 1.23 puts the one the annotator saw in the
+    annotation's ``prediction`` field when the annotation is saved, but only when the task has a prediction of the
+    project's model version, which is the ML backend's *title* after connecting it, not the version its
+    predictions carry: so this is often ``{}``, and the store falls back on what the backend served for the task."""
 
     result: list[ResultItem] | None = None
     model_version: str | None = None
@@ -133,40 +135,58 @@ class AnnotationEvent(_Lenient):
         """Label Studio's ``origin`` of each of :meth:`regions`, in the same order (None where it sent none)."""
         return [item.origin for _, item in self._rectangles(self.annotation.result, labels)]
 
-    def predicted_regions(self, labels: ProjectLabels) -> tuple[str | None, list[tuple[str, dict, float | None]]]:
-        """The model version and the (label, percent value, score) boxes of the prediction the annotator saw; boxes
-        of labels the config no longer defines are left out (the annotator could not keep them)."""
-        prediction = self.annotation.prediction
-        if prediction is None:
+    def predicted_regions(self, labels: ProjectLabels) -> tuple[str | None, list[PredictedRegion]]:
+        """The model version and boxes of the prediction Label Studio says the annotator saw (see
+        :class:`PredictionBody`); (None, []) when it sent none."""
+        if self.annotation.prediction is None:
             return None, []
-        boxes = [
-            (label, item.value.model_dump(), item.score if item.score is not None else prediction.score)
-            for label, item in self._rectangles(prediction.result, labels, strict=False)
-        ]
-        return prediction.model_version or None, boxes
+        return prediction_regions(self.annotation.prediction, labels)
 
-    def _rectangles(
-        self, items: list[Any] | None, labels: ProjectLabels, *, strict: bool = True
-    ) -> list[tuple[str, RectangleItem]]:
-        """(label, item) of each box of the project's RectangleLabels control; a label the config does not define
-        raises (``strict``) or leaves the box out."""
-        known = {spec.value for spec in labels.labels}
-        regions = []
-        for item in items or []:
-            if not isinstance(item, RectangleItem) or item.from_name != labels.from_name:
-                continue  # another control's result: not a box for this dataset
-            unknown = [label for label in item.value.rectanglelabels if label not in known]
-            if unknown and not strict:
-                continue
-            if unknown:
-                raise MiniGPTError(
-                    f"annotation {self.annotation.id}: label {unknown[0]!r} is not one of the project's labels "
-                    f"({', '.join(sorted(known))}); add it to the RectangleLabels '{labels.from_name}' in the "
-                    "labeling config, or relabel the box, and submit again"
-                )
+    def _rectangles(self, items: list[Any] | None, labels: ProjectLabels) -> list[tuple[str, RectangleItem]]:
+        try:
+            return _rectangles(items, labels, strict=True)
+        except _UnknownLabel as err:
+            known = {spec.value for spec in labels.labels}
+            raise MiniGPTError(
+                f"annotation {self.annotation.id}: label {err.label!r} is not one of the project's labels "
+                f"({', '.join(sorted(known))}); add it to the RectangleLabels '{labels.from_name}' in the "
+                "labeling config, or relabel the box, and submit again"
+            ) from None
+
+
+PredictedRegion = tuple[str, dict, float | None]  # label, Label Studio percent value, score
+
+
+def prediction_regions(prediction: PredictionBody, labels: ProjectLabels) -> tuple[str | None, list[PredictedRegion]]:
+    """The model version and the (label, percent value, score) boxes of a prediction; boxes of labels the config
+    does not define are left out (an annotator could not keep them)."""
+    boxes = [
+        (label, item.value.model_dump(), item.score if item.score is not None else prediction.score)
+        for label, item in _rectangles(prediction.result, labels, strict=False)
+    ]
+    return prediction.model_version or None, boxes
+
+
+class _UnknownLabel(Exception):
+    def __init__(self, label: str):
+        self.label = label
+
+
+def _rectangles(items: list[Any] | None, labels: ProjectLabels, *, strict: bool) -> list[tuple[str, RectangleItem]]:
+    """(label, item) of each box of the project's RectangleLabels control; a label the config does not define
+    raises _UnknownLabel (``strict``) or leaves the box out."""
+    known = {spec.value for spec in labels.labels}
+    regions = []
+    for item in items or []:
+        if not isinstance(item, RectangleItem) or item.from_name != labels.from_name:
+            continue  # another control's result: not a box for this dataset
+        unknown = [label for label in item.value.rectanglelabels if label not in known]
+        if unknown and strict:
+            raise _UnknownLabel(unknown[0])
+        if not unknown:
             # COCO holds one category per box: the first label, as Label Studio shows it
             regions.append((item.value.rectanglelabels[0], item))
-        return regions
+    return regions
 
 
 class AnnotationRef(_Lenient):

@@ -37,6 +37,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 from pydantic import ValidationError
@@ -131,6 +132,8 @@ class CorrectionStore:
                         continue
                     width, height = size or (fetched.width, fetched.height)  # type: ignore[union-attr]
                     boxes = _boxes(annotation_id, regions, width, height, origins)
+                    if not predicted:  # Label Studio did not say which prediction was seen: what was served
+                        model_version, predicted = schema.served(db, task_id)
                     predictions = _predictions(predicted, width, height, model_version)
                     kept, sources = schema.match_predictions([(b.label, b.box) for b in boxes], predictions)
                     if predictions:  # without a prediction seen, no box can say whether it kept one
@@ -155,6 +158,16 @@ class CorrectionStore:
             return {"task": task_id, "annotation": annotation_id, "boxes": len(boxes)}
         raise MiniGPTError(f"task {task_id} was deleted and re-annotated while annotation {annotation_id} was saved; "
                            "submit it again")  # fmt: skip
+
+    def remember_predictions(self, served: Sequence[tuple[object, str | None, Sequence[tuple[str, dict, Any]]]]) -> int:
+        """Keep the predictions the backend served, per task (task id, model version, (label, percent value, score)
+        boxes): what an annotator who opens the task sees, for :meth:`save` to compare the submitted boxes with when
+        the webhook does not carry it. Tasks without a Label Studio id are skipped; returns how many were kept."""
+        rows = [(t, v, [list(b) for b in boxes]) for t, v, boxes in served if type(t) is int and t > 0]
+        if rows:
+            with self._transaction() as db:
+                schema.remember_served(db, rows)  # type: ignore[arg-type]
+        return len(rows)
 
     def delete(self, annotation_ids: Iterable[int], task_id: int | None = None) -> dict:
         """Forget annotations, in one transaction; a task left with none leaves the dataset. Unknown ids are no-ops."""

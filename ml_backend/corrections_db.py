@@ -57,6 +57,9 @@ _MIGRATIONS = {
             label TEXT NOT NULL, x0 REAL NOT NULL, y0 REAL NOT NULL, x1 REAL NOT NULL, y1 REAL NOT NULL,
             score REAL, model_version TEXT, kept INTEGER NOT NULL,
             PRIMARY KEY (annotation_id, position)) WITHOUT ROWID""",
+        # the last prediction the backend served for each task: what an annotator opening it saw, when Label Studio's
+        # webhook does not say (its annotation's `prediction` is often empty); boxes as JSON [label, value, score]
+        "CREATE TABLE served (task_id INTEGER PRIMARY KEY, model_version TEXT, boxes TEXT NOT NULL)",
         "UPDATE meta SET value = 2 WHERE key = 'schema'",
     ),
 }
@@ -132,6 +135,19 @@ def create(db: sqlite3.Connection, path: Path) -> None:
             f"the corrections database {path} has schema {version}, this version reads {SCHEMA_VERSION}; "
             "upgrade minigpt-annotate, or give --corrections a new folder"
         )
+
+
+def remember_served(db: sqlite3.Connection, served: Sequence[tuple[int, str | None, list]]) -> None:
+    """Keep, per task, the prediction the backend just served: (task id, model version, [label, value, score]...)."""
+    db.executemany("INSERT OR REPLACE INTO served VALUES (?, ?, ?)", [(t, v, json.dumps(b)) for t, v, b in served])
+
+
+def served(db: sqlite3.Connection, task_id: int) -> tuple[str | None, list[tuple[str, dict, float | None]]]:
+    """The last prediction the backend served for ``task_id``: (model version, boxes); (None, []) if none."""
+    row = db.execute("SELECT model_version, boxes FROM served WHERE task_id = ?", (task_id,)).fetchone()
+    if row is None:
+        return None, []
+    return row[0], [(str(label), dict(value), score) for label, value, score in json.loads(row[1])]
 
 
 def stored_version(db: sqlite3.Connection) -> int:

@@ -5,6 +5,7 @@ with SIGKILL; images from a local-files root or a real HTTP server on 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import io
 import json
@@ -579,3 +580,32 @@ def test_a_schema_1_corrections_store_migrates_and_keeps_its_boxes(tmp_path: Pat
     db.close()
     (image,) = read_coco(root / "annotations.json").images
     assert [(a.label, a.box.xyxy) for a in image.annotations] == [("square", (1.0, 2.0, 20.0, 30.0))]
+
+
+def test_without_a_prediction_in_the_webhook_the_one_the_backend_served_is_compared(
+    media: Path, tmp_path: Path
+) -> None:
+    """Label Studio 1.23 leaves the annotation's `prediction` empty unless the project's model version (after
+    connecting: the backend's title) names the predictions' version; the store then uses what /predict served."""
+    root = tmp_path / "corrections"
+    store = CorrectionStore(root)
+    client = _client(store, media)
+    # /predict as Label Studio's "Retrieve predictions" calls it: what it served for task 4 is kept.
+    task = {"id": 4, "data": {"image": "/data/local-files/?d=img-1.png"}}
+    answer = client.post("/predict", json={"tasks": [task], "label_config": CONFIG, "project": "1.1700000000"})
+    assert answer.status_code == 200
+    with contextlib.closing(sqlite3.connect(root / "corrections.sqlite")) as db:
+        assert db.execute("SELECT task_id, model_version FROM served").fetchall() == [(4, "tiny-shapes")]
+    # A later serving of task 4 replaces it; here one with a square and a circle.
+    boxes = [("square", _region("square", 10)["value"], 0.9), ("circle", _region("circle", 50)["value"], None)]
+    assert store.remember_predictions([(4, "tiny-v3", boxes), ("not a task", "tiny-v3", boxes)]) == 1
+    body = _event("ANNOTATION_CREATED", 41, 4, [_with(_region("square", 11), "prediction-changed")])
+    body["annotation"]["prediction"] = {}
+    assert client.post("/webhook", json=body).status_code == 201
+    store.close()
+    with contextlib.closing(sqlite3.connect(root / "corrections.sqlite")) as db:
+        assert db.execute("SELECT predicted, model_version FROM boxes").fetchall() == [(1, "tiny-v3")]
+        assert db.execute("SELECT label, kept FROM predictions ORDER BY position").fetchall() == [
+            ("square", 1),
+            ("circle", 0),
+        ]
