@@ -15,6 +15,11 @@ Layout of the folder:
   a missing file.
 - `state.json` from earlier versions is imported once, then kept as `state.v1.json`.
 
+Provenance (schema 2): each stored box keeps Label Studio's origin of its region and whether it matches a box of
+the prediction the annotator saw (the one the webhook carries, else the last one `/predict` served for the task),
+with that prediction's model version; the predicted boxes are kept too, so :func:`acceptance_by_model` (the
+`evaluate-store` command) counts how many of each model version's boxes people kept.
+
 Crash safety: every acknowledged webhook is a committed transaction (synchronous=FULL); an export interrupted by
 a crash is redone when the store opens (the database records which change the file reflects); image copies of
 transactions that never committed are found and deleted when it opens. Processes (gunicorn workers) share the
