@@ -141,9 +141,9 @@ class CorrectionStore:
                         model_version, predicted = schema.served(db, task_id)
                     predictions = _predictions(predicted, width, height, model_version)
                     kept, sources = schema.match_predictions([(b.label, b.box) for b in boxes], predictions)
-                    if predictions:  # without a prediction seen, no box can say whether it kept one
+                    if model_version is not None or predictions:  # else no prediction seen: nothing to say
                         boxes = [
-                            replace(b, predicted=p is not None, model_version=p.model_version if p else None)
+                            replace(b, predicted=p is not None, model_version=model_version)
                             for b, p in zip(boxes, sources, strict=True)
                         ]
                     # Valid: only now does anything change (the image copy first: a committed task has its copy).

@@ -83,7 +83,7 @@ class CorrectedBox:
     box: Box
     origin: str | None = None  # Label Studio's: manual, prediction, prediction-changed
     predicted: bool | None = None  # matches a box of the prediction (None: no prediction was seen, or not known)
-    model_version: str | None = None  # of the prediction it matches
+    model_version: str | None = None  # of the prediction the annotator saw (which made the box, if it matches)
 
 
 def match_predictions(
@@ -290,14 +290,10 @@ def acceptance(db: sqlite3.Connection) -> list[tuple[str | None, int, int, int]]
             "SELECT model_version, COUNT(*), SUM(kept) FROM predictions GROUP BY model_version"
         )
     }
-    # A drawn box counts for the model whose prediction the annotator saw on that task (None: no prediction seen).
+    # A drawn box counts for the model whose prediction the annotator saw on that task.
     drawn = {
         version: int(count)
-        for version, count in db.execute(
-            """SELECT (SELECT MAX(p.model_version) FROM predictions p WHERE p.annotation_id = b.annotation_id),
-                      COUNT(*)
-               FROM boxes b WHERE b.predicted = 0 GROUP BY 1"""
-        )
+        for version, count in db.execute("SELECT model_version, COUNT(*) FROM boxes WHERE predicted = 0 GROUP BY 1")
     }
     versions = sorted(set(seen) | set(drawn), key=lambda v: (v is None, v or ""))
     return [(v, *seen.get(v, (0, 0)), drawn.get(v, 0)) for v in versions]

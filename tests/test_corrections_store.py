@@ -527,8 +527,8 @@ def test_corrected_predictions_record_their_model_version_and_evaluate_store_cou
     assert boxes == [
         (1, "square", "prediction", 1, "tiny-v1"),
         (1, "circle", "prediction-changed", 1, "tiny-v1"),
-        (1, "square", "manual", 0, None),
-        (2, "circle", "prediction-changed", 0, None),
+        (1, "square", "manual", 0, "tiny-v1"),  # drawn, with tiny-v1's prediction in view
+        (2, "circle", "prediction-changed", 0, "tiny-v2"),
         (3, "triangle", None, None, None),
     ]
     assert predictions == [

@@ -160,13 +160,17 @@ def test_a_submitted_annotation_reaches_the_coco_store(
     (stored,) = read_coco(coco_path).images[0].annotations
     assert stored.label == truth.label
     assert stored.box.xyxy == pytest.approx(truth.box.xyxy, abs=0.01)
-    # Label Studio put the prediction the annotator saw into the webhook's annotation: the store recorded it, with
-    # the model version, and whether the submitted box kept one of its boxes.
+    # The store compared the submitted box with the prediction the annotator saw (what "Retrieve predictions" served
+    # for the task: Label Studio's webhook leaves the annotation's `prediction` empty while the project's model
+    # version is the backend's title), and recorded that prediction's model version.
     with contextlib.closing(sqlite3.connect(backend["corrections"] / "corrections.sqlite")) as db:
-        versions = {row[0] for row in db.execute("SELECT model_version FROM predictions")}
-        (predicted,) = db.execute("SELECT predicted FROM boxes").fetchone()
-    assert versions == {"tiny-shapes"}
-    assert predicted in (0, 1)
+        ((predicted, version),) = db.execute("SELECT predicted, model_version FROM boxes").fetchall()
+        served = json.loads(db.execute("SELECT boxes FROM served WHERE task_id = ?", (task["id"],)).fetchone()[0])
+    kept = any(
+        label == truth.label and value_to_box(value, record.width, record.height).iou(truth.box) >= 0.5  # type: ignore[union-attr]
+        for label, value, _ in served
+    )
+    assert (predicted, version) == (int(kept), "tiny-shapes")
 
     # a labeller fixes the label, then deletes the annotation: the store follows both
     other = next(label for label in ("square", "circle", "triangle") if label != truth.label)
