@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
-from model.annotations import Annotation, Box, Dataset, ImageRecord
+from model.annotations import Annotation, Box, Dataset, ImageRecord, Origin
 from model.coco import categories_from_labels, write_coco
 from model.errors import MiniGPTError
 from model.files import dump_json, write_atomic, write_text_atomic
@@ -100,8 +100,10 @@ def _dataset(answered: Sequence[tuple[Item, Result]], labels: list[str], model_v
                 box=Box.from_xyxy(p["bbox"]),
                 label=p["label"],
                 score=p["score"],
-                attributes={"score": p["score"], "prompt": p["prompt"], "model_version": model_version}
-                | ({"raw_score": p["raw_score"]} if "raw_score" in p else {}),
+                origin=Origin.proposed,  # nobody has reviewed it yet
+                prompt=p["prompt"],
+                model_version=model_version,
+                attributes={"score": p["score"]} | ({"raw_score": p["raw_score"]} if "raw_score" in p else {}),
             )
             for p in result.proposals or ()
         ]

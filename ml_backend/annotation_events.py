@@ -42,6 +42,10 @@ class RectangleItem(_Lenient):
     type: str
     from_name: str | None = None
     value: RectangleValue
+    # Where Label Studio says the region came from: "manual", "prediction" (kept as predicted) or
+    # "prediction-changed" (a predicted region the annotator moved, resized or relabelled). Any text is kept.
+    origin: str | None = None
+    score: Percent | None = None  # a prediction's per-region score
 
 
 class OtherItem(_Lenient):
@@ -66,11 +70,23 @@ ResultItem = Annotated[
 ]
 
 
+class PredictionBody(_Lenient):
+    """A prediction as Label Studio serializes it. Label Studio 1.23 puts the one the annotator saw in the
+    annotation's ``prediction`` field when the annotation is saved, but only when the task has a prediction of the
+    project's model version, which is the ML backend's *title* after connecting it, not the version its
+    predictions carry: so this is often ``{}``, and the store falls back on what the backend served for the task."""
+
+    result: list[ResultItem] | None = None
+    model_version: str | None = None
+    score: Percent | None = None
+
+
 class AnnotationBody(_Lenient):
     id: LabelStudioId
     task: LabelStudioId | None = None
     result: list[ResultItem] | None = None
     was_cancelled: bool = False
+    prediction: PredictionBody | None = None
 
 
 class TaskBody(_Lenient):
@@ -113,21 +129,64 @@ class AnnotationEvent(_Lenient):
 
         Raises MiniGPTError when a box carries a label the config does not define.
         """
-        known = {spec.value for spec in labels.labels}
-        regions = []
-        for item in self.annotation.result or []:
-            if not isinstance(item, RectangleItem) or item.from_name != labels.from_name:
-                continue  # another control's result: not a box for this dataset
-            unknown = [label for label in item.value.rectanglelabels if label not in known]
-            if unknown:
-                raise MiniGPTError(
-                    f"annotation {self.annotation.id}: label {unknown[0]!r} is not one of the project's labels "
-                    f"({', '.join(sorted(known))}); add it to the RectangleLabels '{labels.from_name}' in the "
-                    "labeling config, or relabel the box, and submit again"
-                )
+        return [(label, item.value.model_dump()) for label, item in self._rectangles(self.annotation.result, labels)]
+
+    def region_origins(self, labels: ProjectLabels) -> list[str | None]:
+        """Label Studio's ``origin`` of each of :meth:`regions`, in the same order (None where it sent none)."""
+        return [item.origin for _, item in self._rectangles(self.annotation.result, labels)]
+
+    def predicted_regions(self, labels: ProjectLabels) -> tuple[str | None, list[PredictedRegion]]:
+        """The model version and boxes of the prediction Label Studio says the annotator saw (see
+        :class:`PredictionBody`); (None, []) when it sent none."""
+        if self.annotation.prediction is None:
+            return None, []
+        return prediction_regions(self.annotation.prediction, labels)
+
+    def _rectangles(self, items: list[Any] | None, labels: ProjectLabels) -> list[tuple[str, RectangleItem]]:
+        try:
+            return _rectangles(items, labels, strict=True)
+        except _UnknownLabel as err:
+            known = {spec.value for spec in labels.labels}
+            raise MiniGPTError(
+                f"annotation {self.annotation.id}: label {err.label!r} is not one of the project's labels "
+                f"({', '.join(sorted(known))}); add it to the RectangleLabels '{labels.from_name}' in the "
+                "labeling config, or relabel the box, and submit again"
+            ) from None
+
+
+PredictedRegion = tuple[str, dict, float | None]  # label, Label Studio percent value, score
+
+
+def prediction_regions(prediction: PredictionBody, labels: ProjectLabels) -> tuple[str | None, list[PredictedRegion]]:
+    """The model version and the (label, percent value, score) boxes of a prediction; boxes of labels the config
+    does not define are left out (an annotator could not keep them)."""
+    boxes = [
+        (label, item.value.model_dump(), item.score if item.score is not None else prediction.score)
+        for label, item in _rectangles(prediction.result, labels, strict=False)
+    ]
+    return prediction.model_version or None, boxes
+
+
+class _UnknownLabel(Exception):
+    def __init__(self, label: str):
+        self.label = label
+
+
+def _rectangles(items: list[Any] | None, labels: ProjectLabels, *, strict: bool) -> list[tuple[str, RectangleItem]]:
+    """(label, item) of each box of the project's RectangleLabels control; a label the config does not define
+    raises _UnknownLabel (``strict``) or leaves the box out."""
+    known = {spec.value for spec in labels.labels}
+    regions = []
+    for item in items or []:
+        if not isinstance(item, RectangleItem) or item.from_name != labels.from_name:
+            continue  # another control's result: not a box for this dataset
+        unknown = [label for label in item.value.rectanglelabels if label not in known]
+        if unknown and strict:
+            raise _UnknownLabel(unknown[0])
+        if not unknown:
             # COCO holds one category per box: the first label, as Label Studio shows it
-            regions.append((item.value.rectanglelabels[0], item.value.model_dump()))
-        return regions
+            regions.append((item.value.rectanglelabels[0], item))
+    return regions
 
 
 class AnnotationRef(_Lenient):

@@ -26,7 +26,7 @@ from model.images import MODEL_FIT_PIXELS, LoadedImage, load_image
 from model.proposer import GenerationOptions, Prompt, ProposalResult, Proposer, ProposeRequest
 from model.regions import prediction, rectangle_region
 
-from .annotation_events import AnnotationEvent, AnnotationsDeleted
+from .annotation_events import AnnotationEvent, AnnotationsDeleted, PredictionBody, prediction_regions
 from .corrections import CorrectionStore
 from .queries import Query, batch_queries, drawn_rectangle, identify_query, prompt_query, typed_prompt
 
@@ -231,7 +231,22 @@ class MiniGPTBackend:
             predictions.extend(self._predict_chunk(tasks[start : start + TASKS_PER_CHUNK], context, labels))
         with self.metrics.lock:
             self.metrics.predict_calls += 1
+        if self.corrections is not None and context is None:
+            self._remember_served(tasks, predictions, labels)
         return predictions
+
+    def _remember_served(self, tasks: Sequence[dict], predictions: list[dict | list], labels: ProjectLabels) -> None:
+        """Keep what each task was served, so a correction can say which predicted boxes it kept (issue 16)."""
+        assert self.corrections is not None
+        served = [
+            (task.get("id"), *prediction_regions(PredictionBody.model_validate(answer), labels))
+            for task, answer in zip(tasks, predictions, strict=False)
+            if isinstance(answer, dict)
+        ]
+        try:
+            self.corrections.remember_predictions(served)
+        except MiniGPTError as err:  # the predictions are still answered; only acceptance loses these tasks
+            log.warning("could not keep the served predictions for acceptance counting: %s", err)
 
     def _over_budget(self, started: float, done: int) -> bool:
         """Whether one more chunk, at the pace of those run so far, would end after the request's budget."""
@@ -357,9 +372,11 @@ class MiniGPTBackend:
             raise MiniGPTError(
                 f"{event} webhook for annotation {annotation_id} carries no task image (data.{labels.value_key})"
             )
+        version, predicted = received.predicted_regions(labels)
         return self.corrections.save(
             task_id, annotation_id, received.regions(labels), source=reference,
             fetch_image=lambda: self.fetcher.fetch(reference, task_id=task_id),
+            origins=received.region_origins(labels), predicted=predicted, model_version=version,
         )  # fmt: skip
 
     # --- steps ---------------------------------------------------------------------------------------------------

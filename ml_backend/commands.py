@@ -1,4 +1,5 @@
-"""`minigpt-annotate serve`: the backend's subcommand, registered by the composition root (`minigpt_annotate.cli`).
+"""`minigpt-annotate serve` and `evaluate-store`: the backend's subcommands, registered by the composition root
+(`minigpt_annotate.cli`).
 
 Only the standard library and `model.commands` are imported here, so the command line's help works without the
 [backend] extra; the server itself is imported when the command runs.
@@ -53,6 +54,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(run=cmd_serve)
 
+    e = sub.add_parser(
+        "evaluate-store",
+        help="acceptance of each model version's predictions in real labelling, from a corrections store",
+        description="For every annotation the backend stored (serve --corrections DIR), the boxes of the prediction "
+        "the annotator saw are matched to the submitted boxes as `evaluate` matches proposals (IoU >= 0.5, same "
+        "label, one-to-one): kept / predicted is the acceptance rate, per model version. Reads the store only.",
+    )
+    e.add_argument("corrections", type=Path, metavar="CORRECTIONS_DIR", help="the folder given to serve --corrections")
+    e.set_defaults(run=cmd_evaluate_store)
+
 
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
@@ -73,3 +84,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         learn_dir=args.learn_dir,
         rollback=args.rollback,
     )
+
+
+def cmd_evaluate_store(args: argparse.Namespace) -> int:
+    from .corrections import acceptance_by_model
+
+    rows = acceptance_by_model(args.corrections)
+    if not rows:
+        print(f"{args.corrections}: no annotation with a prediction recorded yet (annotations stored before this "
+              "version, or by tasks without predictions, say nothing about acceptance)")  # fmt: skip
+        return 0
+    print(f"{'model version':<24} {'predicted':>9} {'kept':>6} {'acceptance':>10} {'drawn':>6}")
+    for row in rows:
+        rate = "-" if row.acceptance_rate is None else f"{row.acceptance_rate:.1%}"
+        name = row.model_version if row.model_version is not None else "(unknown)"
+        print(f"{name:<24} {row.predicted:>9} {row.kept:>6} {rate:>10} {row.drawn:>6}")
+    return 0

@@ -15,6 +15,11 @@ Layout of the folder:
   a missing file.
 - `state.json` from earlier versions is imported once, then kept as `state.v1.json`.
 
+Provenance (schema 2): each stored box keeps Label Studio's origin of its region and whether it matches a box of
+the prediction the annotator saw (the one the webhook carries, else the last one `/predict` served for the task),
+with that prediction's model version; the predicted boxes are kept too, so :func:`acceptance_by_model` (the
+`evaluate-store` command) counts how many of each model version's boxes people kept.
+
 Crash safety: every acknowledged webhook is a committed transaction (synchronous=FULL); an export interrupted by
 a crash is redone when the store opens (the database records which change the file reflects); image copies of
 transactions that never committed are found and deleted when it opens. Processes (gunicorn workers) share the
@@ -34,9 +39,10 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 from pydantic import ValidationError
@@ -103,8 +109,15 @@ class CorrectionStore:
         *,
         source: str,
         fetch_image: Callable[[], bytes],
+        origins: Sequence[str | None] | None = None,
+        predicted: Sequence[tuple[str, dict, float | None]] = (),
+        model_version: str | None = None,
     ) -> dict:
         """Replace one annotation's boxes (label, Label Studio percent value); fetch the image the first time.
+
+        ``origins`` is Label Studio's origin of each region; ``predicted`` the (label, percent value, score) boxes
+        of the prediction the annotator saw, made by ``model_version``: each stored box records whether it matches
+        one of them (IoU >= 0.5, same label) and which model made it, so acceptance can be counted from the store.
 
         The image is downloaded before any lock is taken, so a slow download holds up no other webhook. Everything
         is checked before the first write: an annotation that cannot become COCO (a blank label, an unreadable
@@ -123,7 +136,16 @@ class CorrectionStore:
                     if size is None and fetched is None:
                         continue
                     width, height = size or (fetched.width, fetched.height)  # type: ignore[union-attr]
-                    boxes = _boxes(annotation_id, regions, width, height)
+                    boxes = _boxes(annotation_id, regions, width, height, origins)
+                    if not predicted:  # Label Studio did not say which prediction was seen: what was served
+                        model_version, predicted = schema.served(db, task_id)
+                    predictions = _predictions(predicted, width, height, model_version)
+                    kept, sources = schema.match_predictions([(b.label, b.box) for b in boxes], predictions)
+                    if model_version is not None or predictions:  # else no prediction seen: nothing to say
+                        boxes = [
+                            replace(b, predicted=p is not None, model_version=model_version)
+                            for b, p in zip(boxes, sources, strict=True)
+                        ]
                     # Valid: only now does anything change (the image copy first: a committed task has its copy).
                     generation = schema.next_generation(db)
                     if size is None:
@@ -132,7 +154,7 @@ class CorrectionStore:
                             copied = self.root / fetched.path
                         write_bytes_atomic(self.root / fetched.path, fetched.payload)
                         schema.add_task(db, task_id, fetched.path, width, height, source)
-                    schema.put_annotation(db, annotation_id, task_id, boxes, generation)
+                    schema.put_annotation(db, annotation_id, task_id, boxes, generation, predictions, kept)
             except BaseException:
                 if copied is not None:  # not committed: the copy would name no task
                     copied.unlink(missing_ok=True)
@@ -141,6 +163,16 @@ class CorrectionStore:
             return {"task": task_id, "annotation": annotation_id, "boxes": len(boxes)}
         raise MiniGPTError(f"task {task_id} was deleted and re-annotated while annotation {annotation_id} was saved; "
                            "submit it again")  # fmt: skip
+
+    def remember_predictions(self, served: Sequence[tuple[object, str | None, Sequence[tuple[str, dict, Any]]]]) -> int:
+        """Keep the predictions the backend served, per task (task id, model version, (label, percent value, score)
+        boxes): what an annotator who opens the task sees, for :meth:`save` to compare the submitted boxes with when
+        the webhook does not carry it. Tasks without a Label Studio id are skipped; returns how many were kept."""
+        rows = [(t, v, [list(b) for b in boxes]) for t, v, boxes in served if type(t) is int and t > 0]
+        if rows:
+            with self._transaction() as db:
+                schema.remember_served(db, rows)  # type: ignore[arg-type]
+        return len(rows)
 
     def delete(self, annotation_ids: Iterable[int], task_id: int | None = None) -> dict:
         """Forget annotations, in one transaction; a task left with none leaves the dataset. Unknown ids are no-ops."""
@@ -286,15 +318,33 @@ _CHILD = (
 )
 
 
-def _boxes(annotation_id: int, regions: list[tuple[str, dict]], width: int, height: int) -> list[tuple[str, Box]]:
+def _boxes(
+    annotation_id: int,
+    regions: list[tuple[str, dict]],
+    width: int,
+    height: int,
+    origins: Sequence[str | None] | None = None,
+) -> list[schema.CorrectedBox]:
     boxes = []
-    for label, value in regions:
+    for (label, value), origin in zip(regions, origins or [None] * len(regions), strict=True):
         box = value_to_box(value, width, height)
         if box is None:
             log.warning("annotation %s: skipping a degenerate rectangle %s", annotation_id, value)
             continue
         _check_annotation(annotation_id, label, box)
-        boxes.append((label, box))
+        boxes.append(schema.CorrectedBox(label=label, box=box, origin=origin))
+    return boxes
+
+
+def _predictions(
+    predicted: Sequence[tuple[str, dict, float | None]], width: int, height: int, model_version: str | None
+) -> list[schema.PredictedBox]:
+    """The prediction's boxes in pixels; one that is no box (degenerate) could not have been kept, so it is left out."""
+    boxes = []
+    for label, value, score in predicted:
+        box = value_to_box(value, width, height)
+        if box is not None:
+            boxes.append(schema.PredictedBox(label=label, box=box, score=score, model_version=model_version))
     return boxes
 
 
@@ -363,6 +413,46 @@ def _export_pending() -> None:
         if store.export_pending:
             with contextlib.suppress(Exception):
                 store.close()
+
+
+@dataclass(frozen=True)
+class ModelAcceptance:
+    """How the boxes one model version predicted fared in real labelling (see :func:`acceptance_by_model`)."""
+
+    model_version: str | None  # None: the prediction carried no version
+    predicted: int  # predicted boxes the annotators saw
+    kept: int  # of them, matched by a submitted box (IoU >= 0.5, same label)
+    drawn: int  # submitted boxes no prediction gave
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        return self.kept / self.predicted if self.predicted else None
+
+
+def acceptance_by_model(root: str | Path) -> list[ModelAcceptance]:
+    """Acceptance per model version over every annotation the store holds, read without changing the store.
+
+    Raises:
+        MiniGPTError: ``root`` holds no corrections store, or one this version cannot read.
+    """
+    path = Path(root) / DB_NAME
+    if not path.is_file():
+        raise MiniGPTError(
+            f"{root} holds no corrections store ({DB_NAME}); pass the folder given to serve --corrections"
+        )
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            version = schema.stored_version(db)
+            if version < 2:  # the backend migrates it when it next starts; until then nothing was recorded
+                return []
+            if version > schema.SCHEMA_VERSION:
+                raise MiniGPTError(
+                    f"the corrections database {path} has schema {version}, this version reads "
+                    f"{schema.SCHEMA_VERSION}; upgrade minigpt-annotate"
+                )
+            return [ModelAcceptance(*row) for row in schema.acceptance(db)]
+    except sqlite3.Error as err:
+        raise _unreadable(path, err) from err
 
 
 def main(argv: list[str]) -> int:

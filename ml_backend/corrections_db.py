@@ -10,14 +10,17 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from model.annotations import Annotation, Box, Category, Dataset, ImageRecord, Origin
 from model.errors import MiniGPTError
+from model.evaluation.metrics import IOU_THRESHOLD, Detection, kept_detections
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 60.0  # another worker's transaction takes milliseconds; importing a big state.json, seconds
 LEGACY_STATE = "state.json"
 
@@ -40,6 +43,76 @@ _SCHEMA = (
 )
 
 
+# Schema 2 (issue 16): where each corrected box came from. `boxes.origin` is Label Studio's own word for the region
+# (manual, prediction, prediction-changed); `boxes.predicted` says whether the box matches a box of the prediction
+# the annotator saw (IoU >= 0.5, same label, one-to-one: the acceptance rule of `evaluate`), and `model_version`
+# which model made that prediction (NULL for boxes stored before schema 2: not known). `predictions` keeps those
+# predicted boxes and whether a corrected box kept each, so acceptance per model version is a query.
+_MIGRATIONS = {
+    1: (
+        "ALTER TABLE boxes ADD COLUMN origin TEXT",
+        "ALTER TABLE boxes ADD COLUMN predicted INTEGER",
+        "ALTER TABLE boxes ADD COLUMN model_version TEXT",
+        """CREATE TABLE predictions (annotation_id INTEGER NOT NULL, position INTEGER NOT NULL,
+            label TEXT NOT NULL, x0 REAL NOT NULL, y0 REAL NOT NULL, x1 REAL NOT NULL, y1 REAL NOT NULL,
+            score REAL, model_version TEXT, kept INTEGER NOT NULL,
+            PRIMARY KEY (annotation_id, position)) WITHOUT ROWID""",
+        # the last prediction the backend served for each task: what an annotator opening it saw, when Label Studio's
+        # webhook does not say (its annotation's `prediction` is often empty); boxes as JSON [label, value, score]
+        "CREATE TABLE served (task_id INTEGER PRIMARY KEY, model_version TEXT, boxes TEXT NOT NULL)",
+        "UPDATE meta SET value = 2 WHERE key = 'schema'",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class PredictedBox:
+    """A box of the prediction the annotator saw."""
+
+    label: str
+    box: Box
+    score: float | None
+    model_version: str | None
+
+
+@dataclass(frozen=True)
+class CorrectedBox:
+    """A box the annotator submitted, and where it came from."""
+
+    label: str
+    box: Box
+    origin: str | None = None  # Label Studio's: manual, prediction, prediction-changed
+    predicted: bool | None = None  # matches a box of the prediction (None: no prediction was seen, or not known)
+    model_version: str | None = None  # of the prediction the annotator saw (which made the box, if it matches)
+
+
+def match_predictions(
+    boxes: Sequence[tuple[str, Box]], predictions: Sequence[PredictedBox]
+) -> tuple[list[bool], list[PredictedBox | None]]:
+    """Which predictions the corrected ``boxes`` kept (``evaluate``'s acceptance rule: IoU >= 0.5, same label,
+    one-to-one in descending score order), and for each box the kept prediction it is (None: drawn anew)."""
+    labels = sorted({label for label, _ in boxes} | {p.label for p in predictions})
+    truth = Dataset(
+        categories=[Category(id=i, name=name) for i, name in enumerate(labels, start=1)],
+        images=[
+            ImageRecord(
+                path=Path("task"), width=1, height=1, annotations=[Annotation(box=b, label=lab) for lab, b in boxes]
+            )
+        ],
+    )
+    detections = [Detection(image_index=0, label=p.label, box=p.box, score=p.score or 0.0) for p in predictions]
+    kept = kept_detections(truth, detections)
+    # Each box is the kept prediction of its label it overlaps most (the pairing kept_detections made, for every
+    # case but exact ties between two kept predictions).
+    free = [p for p, k in zip(predictions, kept, strict=True) if k]
+    sources: list[PredictedBox | None] = []
+    for label, box in boxes:
+        overlaps = [(p.box.iou(box), i) for i, p in enumerate(free) if p.label == label]
+        best = max(overlaps, default=(0.0, -1))
+        sources.append(free.pop(best[1]) if best[0] >= IOU_THRESHOLD else None)
+    return kept, sources
+
+
 def connect(path: Path) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit), shared by threads under the store's lock."""
     db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
@@ -49,14 +122,37 @@ def connect(path: Path) -> sqlite3.Connection:
 
 
 def create(db: sqlite3.Connection, path: Path) -> None:
+    """Create the schema, or bring an older one up to date (in the caller's transaction)."""
     for statement in _SCHEMA:
         db.execute(statement)
     version = _meta(db, "schema")
+    while version in _MIGRATIONS:
+        for statement in _MIGRATIONS[version]:
+            db.execute(statement)
+        version = _meta(db, "schema")
     if version != SCHEMA_VERSION:
         raise MiniGPTError(
             f"the corrections database {path} has schema {version}, this version reads {SCHEMA_VERSION}; "
             "upgrade minigpt-annotate, or give --corrections a new folder"
         )
+
+
+def remember_served(db: sqlite3.Connection, served: Sequence[tuple[int, str | None, list]]) -> None:
+    """Keep, per task, the prediction the backend just served: (task id, model version, [label, value, score]...)."""
+    db.executemany("INSERT OR REPLACE INTO served VALUES (?, ?, ?)", [(t, v, json.dumps(b)) for t, v, b in served])
+
+
+def served(db: sqlite3.Connection, task_id: int) -> tuple[str | None, list[tuple[str, dict, float | None]]]:
+    """The last prediction the backend served for ``task_id``: (model version, boxes); (None, []) if none."""
+    row = db.execute("SELECT model_version, boxes FROM served WHERE task_id = ?", (task_id,)).fetchone()
+    if row is None:
+        return None, []
+    return row[0], [(str(label), dict(value), score) for label, value, score in json.loads(row[1])]
+
+
+def stored_version(db: sqlite3.Connection) -> int:
+    """The schema of an existing store, read without changing it."""
+    return _meta(db, "schema")
 
 
 def _meta(db: sqlite3.Connection, key: str) -> int:
@@ -88,15 +184,35 @@ def add_task(db: sqlite3.Connection, task_id: int, image: str, width: int, heigh
 
 
 def put_annotation(
-    db: sqlite3.Connection, annotation_id: int, task_id: int, boxes: list[tuple[str, Box]], generation: int
+    db: sqlite3.Connection,
+    annotation_id: int,
+    task_id: int,
+    boxes: Sequence[tuple[str, Box] | CorrectedBox],
+    generation: int,
+    predictions: Sequence[PredictedBox] = (),
+    kept: Sequence[bool] = (),
 ) -> None:
-    """Store one annotation's boxes as the latest submission for its task, replacing what it held before."""
+    """Store one annotation's boxes as the latest submission for its task, replacing what it held before, with the
+    prediction the annotator saw (``kept``: per prediction, whether a box kept it)."""
+    rows = [b if isinstance(b, CorrectedBox) else CorrectedBox(label=b[0], box=b[1]) for b in boxes]
     moved_from = _forget(db, annotation_id)
     db.execute("INSERT INTO annotations VALUES (?, ?, ?)", (annotation_id, task_id, generation))
-    db.executemany("INSERT OR IGNORE INTO categories (name) VALUES (?)", [(label,) for label, _ in boxes])
+    db.executemany("INSERT OR IGNORE INTO categories (name) VALUES (?)", [(b.label,) for b in rows])
     db.executemany(
-        "INSERT INTO boxes VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [(annotation_id, i, label, *box.xyxy) for i, (label, box) in enumerate(boxes)],
+        "INSERT INTO boxes (annotation_id, position, label, x0, y0, x1, y1, origin, predicted, model_version) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (annotation_id, i, b.label, *b.box.xyxy, b.origin, None if b.predicted is None else int(b.predicted),
+             b.model_version)
+            for i, b in enumerate(rows)
+        ],
+    )  # fmt: skip
+    db.executemany(
+        "INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (annotation_id, i, p.label, *p.box.xyxy, p.score, p.model_version, int(k))
+            for i, (p, k) in enumerate(zip(predictions, kept, strict=True))
+        ],
     )
     if moved_from is not None and moved_from != task_id:
         _drop_task_if_unannotated(db, moved_from, generation)
@@ -120,6 +236,7 @@ def _forget(db: sqlite3.Connection, annotation_id: int) -> int | None:
     """Delete an annotation and its boxes; the task it belonged to, if it existed."""
     row = db.execute("DELETE FROM annotations WHERE id = ? RETURNING task_id", (annotation_id,)).fetchone()
     db.execute("DELETE FROM boxes WHERE annotation_id = ?", (annotation_id,))
+    db.execute("DELETE FROM predictions WHERE annotation_id = ?", (annotation_id,))
     return int(row[0]) if row else None
 
 
@@ -161,6 +278,25 @@ def dataset(db: sqlite3.Connection, root: Path) -> Dataset:
         if label is not None:  # an annotation with no boxes: an image with nothing on it
             images[-1].annotations.append(Annotation(box=Box.from_xyxy(xyxy), label=label, origin=Origin.manual))
     return Dataset(categories=categories, images=images)
+
+
+def acceptance(db: sqlite3.Connection) -> list[tuple[str | None, int, int, int]]:
+    """Per model version (None: not known), over every stored annotation (each is one person's labelling of a task):
+    (version, predicted boxes the annotators saw, how many they kept, boxes they drew that no prediction gave), in
+    version order."""
+    seen = {
+        version: (int(shown), int(kept or 0))
+        for version, shown, kept in db.execute(
+            "SELECT model_version, COUNT(*), SUM(kept) FROM predictions GROUP BY model_version"
+        )
+    }
+    # A drawn box counts for the model whose prediction the annotator saw on that task.
+    drawn = {
+        version: int(count)
+        for version, count in db.execute("SELECT model_version, COUNT(*) FROM boxes WHERE predicted = 0 GROUP BY 1")
+    }
+    versions = sorted(set(seen) | set(drawn), key=lambda v: (v is None, v or ""))
+    return [(v, *seen.get(v, (0, 0)), drawn.get(v, 0)) for v in versions]
 
 
 def mark_unused_images(db: sqlite3.Connection, root: Path) -> None:

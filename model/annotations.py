@@ -5,6 +5,7 @@ Every box is in pixels of the *upright* image (EXIF orientation applied), as flo
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import Enum
 from pathlib import Path
 
@@ -109,22 +110,59 @@ class Proposal(BaseModel):
 
 
 class Origin(str, Enum):
-    manual = "manual"  # drawn by a person
+    """Where a box came from. Values are only ever added, so every file and store written before stays readable."""
+
+    manual = "manual"  # drawn (or imported) by a person
+    proposed = "proposed"  # model output nobody has reviewed yet
     accepted = "accepted"  # a proposal accepted unchanged
-    edited = "edited"  # a proposal accepted, then moved or relabelled
+    edited = "edited"  # a proposal a person moved, resized or relabelled (accepting it with changes)
+
+    @property
+    def from_model(self) -> bool:
+        """The box (or what it was made from) is model output, so model_version, task and prompt describe it."""
+        return self is not Origin.manual
+
+
+class OriginalProposal(BaseModel):
+    """The proposal as the model made it, kept beside a box a person then edited: what the edit changed.
+
+    Fields are None where nothing is known (a project stored before provenance kept only the score).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    box: Box | None = None
+    label: str | None = None
+    score: float | None = Field(default=None, ge=0.0, le=1.0)
 
 
 class Annotation(BaseModel):
-    """A box a person owns. Model output never overwrites one."""
+    """A box a person owns (or, with ``origin`` proposed, model output to review). Model output never overwrites one.
+
+    ``score`` and ``phrase`` are the model's words about *this* box: an edited box has no score of its own (the
+    model scored the box it proposed, which ``original`` keeps).
+    """
 
     box: Box
     label: str
     phrase: str | None = Field(default=None, description="a referring expression for this one object, if any")
     origin: Origin = Origin.manual
     score: float | None = None
+    model_version: str | None = Field(default=None, description="the model that proposed it (model boxes)")
+    task: Task | None = Field(default=None, description="the task that proposed it (model boxes)")
+    prompt: str | None = Field(default=None, description="the instruction sent to the model (model boxes)")
+    changed_at: datetime | None = Field(default=None, description="when a person or the model last changed it")
+    original: OriginalProposal | None = Field(default=None, description="the proposal an edited box was made from")
     attributes: dict[str, str | float | int | bool] | None = Field(
-        default=None, description="extra facts COCO exports keep per box (e.g. prompt, model version)"
+        default=None, description="extra facts COCO exports keep per box (e.g. raw score)"
     )
+
+    @property
+    def has_provenance(self) -> bool:
+        """Says anything about where it came from; a box that does not is a person's (``manual``)."""
+        return self.origin is not Origin.manual or any(
+            value is not None for value in (self.model_version, self.task, self.prompt, self.changed_at, self.original)
+        )
 
     @field_validator("label")
     @classmethod

@@ -8,9 +8,15 @@
   Numbers that are not finite (``Infinity``, ``NaN``, an ``x + width`` that overflows), sizes no image format
   allows, text that is not Unicode and absurdly nested JSON are refused: every later step (training, the
   desktop store, a re-export) would otherwise fail on them one by one.
+* Where a box came from travels in a per-annotation ``attributes`` object (an extension key pycocotools passes
+  through untouched, as CVAT's exports use it), flat scalars only: ``origin`` (manual, proposed, accepted,
+  edited), ``model_version``, ``task``, ``prompt``, ``changed_at`` (ISO 8601) and, for an edited box, the proposal
+  it was made from (``original_label``, ``original_score``, ``original_x``/``_y``/``_width``/``_height`` in pixels,
+  COCO's x, y, w, h). Reading takes them back into :class:`~model.annotations.Annotation`; a box without them is
+  ``manual``. Other scalar attributes are kept as they are.
 * Writing numbers images and annotations from 1 in dataset order, takes category ids from
-  ``Dataset.categories``, keeps an annotation's ``attributes`` (e.g. prompt, model version) under an ``attributes``
-  key that pycocotools passes through, and replaces the file atomically, so a crash never leaves half a file
+  ``Dataset.categories``, keeps an annotation's other ``attributes`` (e.g. raw score) in the same ``attributes``
+  object, and replaces the file atomically, so a crash never leaves half a file
   behind. It refuses values JSON cannot carry (an infinite score or area), so the file stays JSON that every reader
   parses.
 
@@ -29,10 +35,11 @@ import random
 import reprlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from model.annotations import Annotation, Box, Category, Dataset, ImageRecord
+from model.annotations import Annotation, Box, Category, Dataset, ImageRecord, Origin, OriginalProposal, Task
 from model.errors import MiniGPTError
 from model.files import dump_json, write_atomic
 from model.request import check_text
@@ -344,9 +351,100 @@ def _annotation(
             label=label_of[category_id],
             phrase=None if phrase is None else _text(phrase, where, "phrase"),
             score=_number(score),
+            **_read_attributes(entry.get("attributes"), where),
         ),
         None,
     )
+
+
+_ORIGINAL_BOX = ("original_x", "original_y", "original_width", "original_height")
+_PROVENANCE = ("origin", "model_version", "task", "prompt", "changed_at", "original_label", "original_score")
+
+
+def _read_attributes(value: Any, where: str) -> dict[str, Any]:
+    """Annotation fields from an annotation's ``attributes``: its provenance, and the other scalar attributes.
+
+    Other exporters' attributes that are not scalars (a list, an object) are not carried; a provenance key with a
+    value this project never writes is refused with what it must be.
+    """
+    if not isinstance(value, dict):
+        return {}  # absent, or another tool's idea of attributes (a list): nothing this project wrote
+    attrs = dict(value)
+
+    def text(key: str) -> str | None:
+        got = attrs.pop(key, None)
+        if got is not None and not isinstance(got, str):
+            raise CocoError(f"{where} has attributes.{key} {_show(got)}; it must be a string or absent")
+        return None if got is None else _text(got, where, f"attributes.{key}")
+
+    def choice(key: str, kind: type[Origin] | type[Task]) -> Any:
+        got = text(key)
+        allowed = [member.value for member in kind]
+        if got is not None and got not in allowed:
+            raise CocoError(f"{where} has attributes.{key} {got!r}; it must be one of {', '.join(allowed)} or absent")
+        return None if got is None else kind(got)
+
+    fields: dict[str, Any] = {
+        "origin": choice("origin", Origin) or Origin.manual,
+        "task": choice("task", Task),
+        "model_version": text("model_version"),
+        "prompt": text("prompt"),
+    }
+    when = text("changed_at")
+    try:
+        fields["changed_at"] = None if when is None else datetime.fromisoformat(when)
+    except ValueError:
+        raise CocoError(f"{where} has attributes.changed_at {when!r}; it must be an ISO 8601 time or absent") from None
+    corners = [attrs.pop(key, None) for key in _ORIGINAL_BOX]
+    numbers = [_number(v) for v in corners]
+    label, score = text("original_label"), attrs.pop("original_score", None)
+    if score is not None and (_number(score) is None or not 0.0 <= score <= 1.0):
+        raise CocoError(f"{where} has attributes.original_score {_show(score)}; it must be from 0 to 1 or absent")
+    original_box = None
+    if any(v is not None for v in corners):
+        try:
+            if any(v is None for v in numbers):
+                raise ValueError("not four numbers")
+            original_box = Box.from_xywh([v for v in numbers if v is not None])  # refuses w, h <= 0 and overflow
+        except ValueError:
+            raise CocoError(
+                f"{where} has original box {_show(corners)}; attributes {', '.join(_ORIGINAL_BOX)} must be four "
+                "finite numbers with a positive width and height, or all absent"
+            ) from None
+    if original_box is not None or label is not None or score is not None:
+        fields["original"] = OriginalProposal(box=original_box, label=label, score=_number(score))
+    others = {
+        key: v
+        for key, v in attrs.items()
+        if isinstance(v, (str, bool, int)) or (isinstance(v, float) and math.isfinite(v))
+    }
+    fields["attributes"] = others or None
+    return fields
+
+
+def _write_attributes(annotation: Annotation) -> dict[str, Any]:
+    """The ``attributes`` object of an annotation: its other attributes, then its provenance (which wins)."""
+    attrs: dict[str, Any] = dict(annotation.attributes or {})
+    if not annotation.has_provenance:
+        return attrs  # a person's box that says nothing more: no attributes, as before provenance existed
+    attrs["origin"] = annotation.origin.value
+    for key, value in (
+        ("model_version", annotation.model_version),
+        ("task", annotation.task.value if annotation.task else None),
+        ("prompt", annotation.prompt),
+        ("changed_at", annotation.changed_at.isoformat() if annotation.changed_at else None),
+    ):
+        if value is not None:
+            attrs[key] = value
+    original = annotation.original
+    if original is not None:
+        if original.label is not None:
+            attrs["original_label"] = original.label
+        if original.score is not None:
+            attrs["original_score"] = original.score
+        if original.box is not None:
+            attrs.update(zip(_ORIGINAL_BOX, original.box.xywh, strict=True))
+    return attrs
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -417,9 +515,10 @@ def _payload(dataset: Dataset, file_names: Sequence[str], supercategory: str) ->
                 entry["phrase"] = annotation.phrase
             if annotation.score is not None:
                 entry["score"] = annotation.score
-            if annotation.attributes:
+            attributes = _write_attributes(annotation)
+            if attributes:
                 # An extension key pycocotools passes through untouched (CVAT exports use the same name).
-                entry["attributes"] = dict(annotation.attributes)
+                entry["attributes"] = attributes
             numbers = [*entry["bbox"], entry["area"], entry.get("score", 0.0)]
             if not all(math.isfinite(v) for v in numbers):
                 # json.dump would write Infinity/NaN, which is not JSON: pycocotools and other readers refuse it.

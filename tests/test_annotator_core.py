@@ -3,6 +3,7 @@ edits, proposal merging, label colours, the project folder, display images and C
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -16,6 +17,7 @@ import tempfile
 import warnings
 from collections import Counter
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +47,9 @@ from annotator.core.folder import (
     scan_folder,
 )
 from annotator.core.merging import proposal_rows, visible
-from annotator.core.records import BoxRow, BoxState
+from annotator.core.records import BoxRow, BoxState, ImageStatus
 from annotator.core.store import SCHEMA_VERSION, ProjectStore, StoreError, default_store_path
-from model.annotations import Box, Origin, Proposal, Task
+from model.annotations import Box, Origin, OriginalProposal, Proposal, Task
 from model.coco import load_with_pycocotools, read_coco
 from model.errors import ImageLoadError, MiniGPTError
 from model.images import image_size, load_image
@@ -66,7 +68,37 @@ def annotation(image_id: int, label: str, box: Box, **fields: Any) -> BoxRow:
 
 
 def proposal(image_id: int, label: str, box: Box, score: float = 0.8) -> BoxRow:
-    return BoxRow(image_id, label, box, BoxState.proposal, score=score, task=Task.detection, prompt="[detection] x")
+    return BoxRow(
+        image_id,
+        label,
+        box,
+        BoxState.proposal,
+        origin=Origin.proposed,
+        score=score,
+        task=Task.detection,
+        prompt="[detection] x",
+        model_version="tiny-shapes",
+    )
+
+
+EDIT_TIME = datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC)
+
+
+def expected_edit(row: BoxRow, at: datetime = EDIT_TIME, **change: Any) -> BoxRow:
+    """What a person's move or relabel makes of ``row``, worked out here on its own: a model box becomes an
+    ``edited`` annotation that keeps the proposal and drops the model's score (and, relabelled, its phrase)."""
+    changed = replace(row, changed_at=at, **change)
+    if row.origin in (None, Origin.manual) and not row.is_proposal:
+        return changed
+    kept = row.original or OriginalProposal(box=row.box, label=row.label, score=row.score)
+    return replace(
+        changed,
+        state=BoxState.annotation,
+        origin=Origin.edited,
+        original=kept,
+        score=None,
+        phrase=row.phrase if changed.label == row.label else None,
+    )
 
 
 def rows_by_id(store: ProjectStore, image_id: int) -> dict[int, BoxRow]:
@@ -196,6 +228,115 @@ def test_store_migrates_from_version_0(tmp_path: Path) -> None:
             store.close()
 
 
+# The boxes table as schema 1 (the first shipped store) created it, copied verbatim from store._create_v1: a store
+# file written before provenance existed.
+_SCHEMA_1 = """
+CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE images (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,
+    width INTEGER,
+    height INTEGER,
+    reviewed INTEGER NOT NULL DEFAULT 0,
+    error TEXT
+);
+CREATE TABLE labels (
+    name TEXT PRIMARY KEY,
+    color TEXT NOT NULL,
+    prompt TEXT,
+    position INTEGER NOT NULL
+);
+CREATE TABLE boxes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    label TEXT NOT NULL,
+    x0 REAL NOT NULL, y0 REAL NOT NULL, x1 REAL NOT NULL, y1 REAL NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('proposal', 'annotation')),
+    origin TEXT,
+    score REAL,
+    task TEXT,
+    prompt TEXT,
+    phrase TEXT
+);
+CREATE INDEX boxes_by_image ON boxes(image_id);
+PRAGMA user_version = 1;
+"""
+
+
+def test_a_schema_1_store_migrates_with_its_boxes_intact_and_provenance_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "old.minigpt.sqlite"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.executescript(_SCHEMA_1)
+        db.execute("INSERT INTO images (id, path, width, height) VALUES (1, 'a.png', 100, 80)")
+        db.executemany(
+            "INSERT INTO labels (name, color, prompt, position) VALUES (?, ?, NULL, ?)",
+            [("cat", "#ff0000", 0), ("dog", "#00ff00", 1)],
+        )
+        db.executemany(
+            "INSERT INTO boxes (id, image_id, label, x0, y0, x1, y1, state, origin, score, task, prompt, phrase) "
+            "VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (1, "cat", 1, 2, 30, 40, "annotation", "manual", None, None, None, None),
+                (2, "dog", 5, 5, 50, 50, "proposal", None, 0.4, "detection", "[detection] dog", None),
+                (3, "cat", 10, 10, 60, 60, "annotation", "accepted", 0.9, "detection", "[detection] cat", "a cat"),
+                (4, "dog", 20, 20, 70, 70, "annotation", "edited", 0.7, "detection", "[detection] dog", None),
+            ],
+        )
+        db.commit()
+    store = ProjectStore.open(path)
+    try:
+        assert store.schema_version == SCHEMA_VERSION == 2
+        manual, proposed, accepted, edited = store.boxes(1)
+        assert [r.box.xyxy for r in (manual, proposed, accepted, edited)] == [
+            (1, 2, 30, 40),
+            (5, 5, 50, 50),
+            (10, 10, 60, 60),
+            (20, 20, 70, 70),
+        ]
+        assert [r.label for r in (manual, proposed, accepted, edited)] == ["cat", "dog", "cat", "dog"]
+        assert (manual.origin, manual.score, manual.original) == (Origin.manual, None, None)
+        assert (proposed.state, proposed.origin, proposed.score) == (BoxState.proposal, Origin.proposed, 0.4)
+        assert (accepted.origin, accepted.score, accepted.phrase, accepted.task) == (
+            Origin.accepted,
+            0.9,
+            "a cat",
+            Task.detection,
+        )
+        # The score an edited box carried was the model's, of the proposal it came from: kept as such, not as its own.
+        assert (edited.origin, edited.score, edited.original) == (Origin.edited, None, OriginalProposal(score=0.7))
+        # What schema 1 never knew stays unknown rather than made up.
+        assert all(r.model_version is None and r.changed_at is None for r in store.boxes(1))
+        # The migrated project works on: a move of the accepted box keeps its proposal beside it.
+        moved = accepted.moved_to(xyxy(11, 11, 61, 61), EDIT_TIME)
+        edits.replace_boxes("Move", [accepted], [moved]).redo(store)
+    finally:
+        store.close()
+    reopened = ProjectStore.open(path)
+    try:
+        again = rows_by_id(reopened, 1)[3]
+        assert (again.origin, again.score, again.changed_at) == (Origin.edited, None, EDIT_TIME)
+        assert again.original == OriginalProposal(box=xyxy(10, 10, 60, 60), label="cat", score=0.9)
+    finally:
+        reopened.close()
+
+
+def test_editing_a_proposal_makes_it_an_edited_annotation_that_keeps_the_proposal(store: ProjectStore) -> None:
+    a = image_id(store)
+    (row,) = store.put_boxes([replace(proposal(a, "dog", xyxy(0, 0, 10, 10), 0.6), phrase="a dog")])
+    resized = row.moved_to(xyxy(0, 0, 12, 11), EDIT_TIME)
+    edits.replace_boxes("Resize", [row], [resized]).redo(store)
+    (stored,) = store.boxes(a)
+    assert (stored.id, stored.state, stored.origin) == (row.id, BoxState.annotation, Origin.edited)
+    assert (stored.score, stored.phrase, stored.changed_at) == (None, "a dog", EDIT_TIME)
+    assert stored.original == OriginalProposal(box=xyxy(0, 0, 10, 10), label="dog", score=0.6)
+    assert (stored.model_version, stored.task, stored.prompt) == ("tiny-shapes", Task.detection, "[detection] x")
+    # A second edit keeps the first proposal, not the edited box; a new label drops the model's phrase for it.
+    later = datetime(2026, 11, 30, tzinfo=UTC)
+    relabelled = stored.relabelled("wolf", later)
+    assert (relabelled.original, relabelled.phrase, relabelled.changed_at) == (stored.original, None, later)
+    assert store.image(a).status is not ImageStatus.has_proposals  # it is the person's box now
+
+
 def test_default_store_path_sits_beside_the_folder(tmp_path: Path) -> None:
     assert default_store_path(tmp_path / "photos") == (tmp_path / "photos.minigpt.sqlite").resolve()
 
@@ -294,8 +435,9 @@ def test_undo_redo_round_trips_for_every_kind_of_edit(store: ProjectStore) -> No
     _check_round_trip(store, edits.replace_boxes("Relabel", [moved], [relabelled]), {cat.id: relabelled, dog.id: dog})
     assert "lynx" in {label.name for label in store.labels()}
 
-    accepted = dog.accepted()
-    _check_round_trip(store, edits.accept([dog, relabelled]), {cat.id: relabelled, dog.id: accepted})
+    accept = edits.accept([dog, relabelled])
+    accepted = replace(dog, state=BoxState.annotation, origin=Origin.accepted, changed_at=accept.after[0].changed_at)
+    _check_round_trip(store, accept, {cat.id: relabelled, dog.id: accepted})
     stored = rows_by_id(store, a)[dog.id]
     assert (stored.id, stored.state, stored.origin, stored.score) == (dog.id, BoxState.annotation, Origin.accepted, 0.8)
 
@@ -417,27 +559,30 @@ class EditsMatchAPureModel(RuleBasedStateMachine):
         expected = dict(self.model)
         for row in picked:
             box = Box(x0=row.box.x0 + dx, y0=row.box.y0 + dy, x1=row.box.x1 + dx, y1=row.box.y1 + dy)
-            origin = Origin.edited if row.origin is Origin.accepted else row.origin
-            expected[_id(row)] = replace(row, box=box, origin=origin)
-        after = [row.moved_to(expected[_id(row)].box) for row in picked]
+            expected[_id(row)] = expected_edit(row, box=box)
+        after = [row.moved_to(expected[_id(row)].box, EDIT_TIME) for row in picked]
         self._apply(edits.replace_boxes("Move", picked, after), expected)
 
     @precondition(lambda self: self.model)
     @rule(data=st.data(), label=_LABELS)
     def relabel(self, data: st.DataObject, label: str) -> None:
         (row,) = self._pick(data)[:1]
-        origin = Origin.edited if row.origin is Origin.accepted else row.origin
-        expected = {**self.model, _id(row): replace(row, label=label, origin=origin)}
-        self._apply(edits.replace_boxes("Relabel", [row], [row.relabelled(label)]), expected)
+        expected = {**self.model, _id(row): expected_edit(row, label=label)}
+        self._apply(edits.replace_boxes("Relabel", [row], [row.relabelled(label, EDIT_TIME)]), expected)
 
     @precondition(lambda self: any(row.is_proposal for row in self.model.values()))
     @rule(data=st.data())
     def accept(self, data: st.DataObject) -> None:
         picked = self._pick(data, proposals_only=True)
         expected = dict(self.model)
+        change = edits.accept(picked)
+        stamped = {_id(row): row.changed_at for row in change.after}
         for row in picked:
-            expected[_id(row)] = replace(row, state=BoxState.annotation, origin=Origin.accepted)
-        self._apply(edits.accept(picked), expected)
+            assert stamped[_id(row)] is not None  # accepting is a change, and says when
+            expected[_id(row)] = replace(
+                row, state=BoxState.annotation, origin=Origin.accepted, changed_at=stamped[_id(row)]
+            )
+        self._apply(change, expected)
 
     @precondition(lambda self: any(row.is_proposal for row in self.model.values()))
     @rule(data=st.data())
@@ -1112,6 +1257,73 @@ def test_import_into_a_fresh_store_reproduces_the_boxes_and_twice_adds_nothing(s
         assert _boxes_by_path(fresh) == expected
     finally:
         fresh.close()
+
+
+def _provenance(row: BoxRow) -> tuple[object, ...]:
+    return (
+        row.label,
+        tuple(round(v, 6) for v in row.box.xyxy),
+        row.origin,
+        row.score,
+        row.phrase,
+        row.model_version,
+        row.task,
+        row.prompt,
+        row.changed_at,
+        row.original,
+    )
+
+
+def test_export_writes_where_each_box_came_from_and_import_reads_it_back(shapes: tuple[Path, Path]) -> None:
+    """Manual, accepted and edited boxes leave with their provenance; the edited one without the model's score as its
+    own but with the proposal beside it; a fresh project importing the file holds the same boxes, provenance and all.
+    """
+    folder, _ = shapes
+    source = open_project(folder, folder.parent / "source.minigpt.sqlite")
+    exported, again = folder.parent / "exported.json", folder.parent / "again.json"
+    try:
+        first = source.images()[0].id
+        manual = replace(annotation(first, "hexagon", xyxy(5, 5, 25, 25)), changed_at=EDIT_TIME)
+        kept, moved = source.put_boxes(
+            [proposal(first, "circle", xyxy(30, 30, 60, 60), 0.9), proposal(first, "square", xyxy(2, 40, 20, 70), 0.4)]
+        )
+        source.put_boxes([manual])
+        edits.accept([kept]).redo(source)
+        edits.replace_boxes("Relabel", [moved], [moved.relabelled("triangle", EDIT_TIME)]).redo(source)
+        source.set_reviewed(first, True)
+        report = export_coco(source, folder, exported)
+        expected = sorted(_provenance(row) for row in source.boxes(first))
+    finally:
+        source.close()
+    assert report.annotations == 3
+
+    by_origin = {a["attributes"]["origin"]: a for a in json.loads(exported.read_text())["annotations"]}
+    assert set(by_origin) == {"manual", "accepted", "edited"}
+    assert by_origin["accepted"]["score"] == 0.9
+    assert by_origin["accepted"]["attributes"]["model_version"] == "tiny-shapes"
+    edited = by_origin["edited"]
+    assert "score" not in edited and "phrase" not in edited
+    assert {k: v for k, v in edited["attributes"].items() if k.startswith("original_")} == {
+        "original_label": "square",
+        "original_score": 0.4,
+        "original_x": 2.0,
+        "original_y": 40.0,
+        "original_width": 18.0,
+        "original_height": 30.0,
+    }
+    assert edited["attributes"]["changed_at"] == EDIT_TIME.isoformat()
+
+    fresh = open_project(folder, folder.parent / "fresh.minigpt.sqlite")
+    try:
+        import_coco(fresh, folder, exported)
+        image = fresh.image_id(fresh.images()[0].path)
+        assert image is not None
+        assert sorted(_provenance(row) for row in fresh.boxes(image)) == expected
+        fresh.set_reviewed(image, True)
+        export_coco(fresh, folder, again)
+    finally:
+        fresh.close()
+    assert json.loads(again.read_text())["annotations"] == json.loads(exported.read_text())["annotations"]
 
 
 def test_import_matches_by_file_name_and_reports_what_it_cannot_place(shapes: tuple[Path, Path]) -> None:

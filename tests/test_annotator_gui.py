@@ -731,3 +731,55 @@ def test_riskiest_images_first_in_the_list_and_by_shortcut(qtbot: QtBot, window:
     win.toggle_reviewed()
     qtbot.keyClick(win.canvas, Qt.Key.Key_R, riskiest)
     assert session.current_id == session.store.image_id(scored[1][1])
+
+
+def test_dragging_a_proposal_makes_it_edited_and_the_export_keeps_the_proposal(
+    qtbot: QtBot, window: MainWindow, tmp_path: Path
+) -> None:
+    """A person drags a box the model proposed: it becomes their edited box, and the COCO export says so, with the
+    proposal (box, label, score) beside it and without the model's score as the box's own."""
+    win = window
+    session = win.session
+    assert session is not None
+    first = _go(win, "000002.png")
+    win.ai_panel.set_task(Task.detection)
+    win.ai_panel.query.setText(", ".join(LABELS))
+    win.run_model()
+    _wait_idle(qtbot, win)
+    proposals = {row.id: row for row in session.boxes(first) if row.is_proposal}
+    assert proposals, f"no proposals: {win.ai_panel.status.text()!r}"
+    assert all(row.origin is Origin.proposed and row.model_version for row in proposals.values())
+
+    target = max(proposals.values(), key=lambda row: row.box.area)  # the largest: easy to grab
+    size = image_size(session.folder / "000002.png")
+    dx = 6.0 if target.box.x1 + 6 <= size[0] else -6.0
+    centre = QPointF((target.box.x0 + target.box.x1) / 2, (target.box.y0 + target.box.y1) / 2)
+    win.canvas.setFocus()
+    _drag(win, centre, centre + QPointF(dx, 0))
+
+    (edited,) = [row for row in session.boxes(first) if row.origin is Origin.edited]  # the topmost box there
+    before = proposals[edited.id]
+    assert (edited.state, edited.score) == (BoxState.annotation, None)
+    assert edited.box.x0 == pytest.approx(before.box.x0 + dx, abs=1.5)
+    assert edited.original is not None
+    assert (edited.original.box, edited.original.label, edited.original.score) == (
+        before.box,
+        before.label,
+        before.score,
+    )
+    assert edited.changed_at is not None and edited.changed_at >= (before.changed_at or edited.changed_at)
+    assert not win.canvas.items_by_id()[edited.id].row.is_proposal  # drawn as the person's box now
+
+    qtbot.keyClick(win.canvas, Qt.Key.Key_K, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier)
+    out = tmp_path / "export.json"
+    assert win.export_to(out) is not None
+    coco = load_with_pycocotools(out)
+    (exported,) = [a for a in coco.dataset["annotations"] if a.get("attributes", {}).get("origin") == "edited"]
+    assert "score" not in exported
+    assert exported["bbox"] == pytest.approx(list(edited.box.xywh))
+    attributes = exported["attributes"]
+    assert (attributes["original_label"], attributes["original_score"]) == (before.label, before.score)
+    original = [attributes[f"original_{k}"] for k in ("x", "y", "width", "height")]
+    assert original == pytest.approx(list(before.box.xywh))
+    assert (attributes["model_version"], attributes["task"]) == (before.model_version, "detection")
+    assert attributes["prompt"] == before.prompt

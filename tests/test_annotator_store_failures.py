@@ -135,6 +135,16 @@ HAND_EDITS = {  # what was done in the sqlite3 shell, the row the message must n
     "unknown state": ("UPDATE boxes SET state = 'maybe' WHERE id = 7", "row id = 7 of table boxes", "a state other"),
     "score as text": ("UPDATE boxes SET score = 'high' WHERE id = 7", "row id = 7 of table boxes", "score that is not"),
     "label as bytes": ("UPDATE boxes SET label = X'00ff' WHERE id = 7", "row id = 7 of table boxes", "label that is"),
+    "time not a time": (
+        "UPDATE boxes SET changed_at = 'yesterday' WHERE id = 7",
+        "row id = 7 of table boxes",
+        "changed_at that is not",
+    ),
+    "half an original box": (
+        "UPDATE boxes SET original_x0 = 1 WHERE id = 7",
+        "row id = 7 of table boxes",
+        "original corners",
+    ),
     "many inverted": ("UPDATE boxes SET y0 = y1 WHERE id > 50", "row id = 51 of table boxes", "(9 more row(s) like"),
     "width as text": ("UPDATE images SET width = 'wide' WHERE id = 3", "row id = 3 of table images", "positive whole"),
     "orphan boxes": ("DELETE FROM images WHERE id = 2", "2 row(s) of table boxes", "refer to rows of images that are"),

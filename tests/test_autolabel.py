@@ -62,6 +62,7 @@ def test_folder_gives_coco_and_label_studio_files_and_a_broken_image_fails_alone
         label = coco.cats[ann["category_id"]]["name"]
         assert ann["attributes"]["prompt"] == f"[detection] {label}"
         assert ann["attributes"]["model_version"] == "tiny-shapes"
+        assert ann["attributes"]["origin"] == "proposed"  # model output nobody has reviewed
 
     tasks = json.loads((clean_run / "label-studio-tasks.json").read_text())
     assert len(tasks) == IMAGES + 1

@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import model.coco as coco
-from model.annotations import Annotation, Box, Category, Dataset, ImageRecord, Origin
+from model.annotations import Annotation, Box, Category, Dataset, ImageRecord, Origin, OriginalProposal, Task
 from model.coco import (
     CocoError,
     categories_from_labels,
@@ -109,6 +110,106 @@ def test_round_trip_gives_back_the_dataset(tmp_path: Path) -> None:
     out = tmp_path / "ann.json"
     write_coco(dataset, out)
     assert read_coco(out) == dataset
+
+
+def _provenance_dataset(images_dir: Path) -> Dataset:
+    when = datetime(2026, 11, 29, 12, 30, tzinfo=UTC)
+    return Dataset(
+        categories=[Category(id=1, name="cat"), Category(id=2, name="dog")],
+        images=[
+            ImageRecord(
+                path=images_dir / "a.jpg",
+                width=640,
+                height=480,
+                annotations=[
+                    Annotation(box=Box.from_xyxy((1, 2, 30, 40)), label="cat", changed_at=when),
+                    Annotation(
+                        box=Box.from_xyxy((50, 60, 150, 160)),
+                        label="dog",
+                        origin=Origin.accepted,
+                        score=0.8,
+                        model_version="tiny-shapes",
+                        task=Task.detection,
+                        prompt="[detection] dog",
+                        changed_at=when,
+                    ),
+                    Annotation(
+                        box=Box.from_xyxy((200, 210, 300, 320)),
+                        label="cat",
+                        origin=Origin.edited,
+                        model_version="tiny-shapes",
+                        task=Task.detection,
+                        prompt="[detection] dog",
+                        changed_at=when,
+                        original=OriginalProposal(box=Box.from_xyxy((190, 200, 290, 300)), label="dog", score=0.55),
+                        attributes={"reviewer": "ann"},
+                    ),
+                ],
+            )
+        ],
+    )
+
+
+def test_provenance_is_written_as_flat_attributes_pycocotools_keeps_and_reads_back(tmp_path: Path) -> None:
+    dataset = _provenance_dataset(tmp_path)
+    out = tmp_path / "ann.json"
+    write_coco(dataset, out)
+    manual, accepted, edited = load_with_pycocotools(out).loadAnns([1, 2, 3])
+    assert manual["attributes"] == {"origin": "manual", "changed_at": "2026-11-29T12:30:00+00:00"}
+    assert accepted["score"] == 0.8 and accepted["attributes"] == {
+        "origin": "accepted",
+        "model_version": "tiny-shapes",
+        "task": "detection",
+        "prompt": "[detection] dog",
+        "changed_at": "2026-11-29T12:30:00+00:00",
+    }
+    assert "score" not in edited  # the model scored the proposal, not the box a person made of it
+    assert edited["attributes"] == {
+        "reviewer": "ann",
+        "origin": "edited",
+        "model_version": "tiny-shapes",
+        "task": "detection",
+        "prompt": "[detection] dog",
+        "changed_at": "2026-11-29T12:30:00+00:00",
+        "original_label": "dog",
+        "original_score": 0.55,
+        "original_x": 190.0,
+        "original_y": 200.0,
+        "original_width": 100.0,
+        "original_height": 100.0,
+    }
+    assert read_coco(out) == dataset
+    # A box that says nothing of where it came from writes no attributes, as before, and reads back as manual.
+    plain = tmp_path / "plain.json"
+    write_coco(sample_dataset(tmp_path), plain)
+    assert all("attributes" not in ann for ann in json.loads(plain.read_text())["annotations"])
+    assert all(a.origin is Origin.manual for image in read_coco(plain).images for a in image.annotations)
+
+
+@pytest.mark.parametrize(
+    ("attributes", "message"),
+    [
+        ({"origin": "guessed"}, "attributes.origin 'guessed'; it must be one of manual, proposed, accepted, edited"),
+        ({"task": 3}, "attributes.task 3; it must be a string"),
+        ({"changed_at": "yesterday"}, "attributes.changed_at 'yesterday'; it must be an ISO 8601 time"),
+        ({"original_x": 1, "original_y": 2}, "original box [1, 2, None, None]"),
+        ({"original_x": 1, "original_y": 2, "original_width": 0, "original_height": 3}, "positive width and height"),
+        ({"original_score": 1.5}, "attributes.original_score 1.5; it must be from 0 to 1"),
+    ],
+)
+def test_bad_provenance_is_refused_with_what_it_must_be(tmp_path: Path, attributes: dict, message: str) -> None:
+    data = minimal_coco()
+    data["annotations"][0]["attributes"] = attributes
+    with pytest.raises(CocoError, match="annotation 11 has") as raised:
+        read_coco(write_json(tmp_path / "in.json", data))
+    assert message in str(raised.value)
+
+
+def test_other_tools_attributes_are_kept_when_scalar_and_ignored_otherwise(tmp_path: Path) -> None:
+    data = minimal_coco()
+    data["annotations"][0]["attributes"] = {"occluded": False, "track": {"id": 3}, "note": "blurry"}
+    (annotation,) = read_coco(write_json(tmp_path / "in.json", data)).images[0].annotations
+    assert (annotation.origin, annotation.attributes) == (Origin.manual, {"occluded": False, "note": "blurry"})
 
 
 def test_keys_written(tmp_path: Path) -> None:
@@ -642,7 +743,26 @@ def coco_like(draw: st.DrawFn) -> dict[str, Any]:
             "category_id": _mostly(st.sampled_from(category_ids)),
             "bbox": _mostly(st.tuples(_CORNERS, _CORNERS, _SIDES, _SIDES).map(list)),
         },
-        optional={"phrase": _mostly(st.text(max_size=6)), "score": _NUMBERS, "iscrowd": _ANY_JSON},
+        optional={
+            "phrase": _mostly(st.text(max_size=6)),
+            "score": _NUMBERS,
+            "iscrowd": _ANY_JSON,
+            "attributes": _mostly(
+                st.fixed_dictionaries(
+                    {},
+                    optional={
+                        "origin": _mostly(st.sampled_from([o.value for o in Origin])),
+                        "changed_at": _mostly(st.just("2026-11-29T12:00:00+00:00")),
+                        "original_x": _NUMBERS,
+                        "original_y": _NUMBERS,
+                        "original_width": _NUMBERS,
+                        "original_height": _NUMBERS,
+                        "original_score": _NUMBERS,
+                        "extra": _ANY_JSON,
+                    },
+                )
+            ),
+        },
     )
     annotations = [
         draw(_mostly(st.builds(lambda entry, i=i: {"id": i, **entry}, annotation)))

@@ -5,10 +5,12 @@ with SIGKILL; images from a local-files root or a real HTTP server on 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import io
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -468,3 +470,142 @@ def test_three_processes_writing_one_store_lose_nothing(tmp_path: Path) -> None:
     for child in children:
         tasks.update(_replayed(_lines(child, 0))[0])  # each worker has its own task and annotation ids
     assert _same(_stored(tmp_path / "store"), _dataset(tasks))
+
+
+# ======================================================================================================================
+# Provenance: which corrected boxes a model predicted, and acceptance per model version (issue 16)
+
+
+def _predicted(model_version: str, *regions: dict) -> dict:
+    """The annotation's `prediction` as Label Studio 1.23.2 fills it when an annotation is saved (tasks/api.py: the
+    task's prediction of the project's model version, through PredictionSerializer) and sends it in the webhook."""
+    return {"id": 40, "task": 1, "project": 1, "model_version": model_version, "score": 0.5, "result": list(regions),
+            "created_at": "2026-11-29T12:00:00Z"}  # fmt: skip
+
+
+def _with(region: dict, origin: str, score: float | None = None) -> dict:
+    return {**region, "origin": origin, **({"score": score} if score is not None else {})}
+
+
+def test_corrected_predictions_record_their_model_version_and_evaluate_store_counts_acceptance(
+    media: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from minigpt_annotate.cli import main
+
+    root = tmp_path / "corrections"
+    store = CorrectionStore(root)
+    client = _client(store, media)
+    # Task 1: the model (v1) predicted a square, a circle and a triangle. The annotator kept the square, moved the
+    # circle a little, deleted the triangle and drew a square of their own.
+    first = _event(
+        "ANNOTATION_CREATED", 1, 1,
+        [_with(_region("square", 10), "prediction"), _with(_region("circle", 52), "prediction-changed"),
+         _with(_region("square", 75, y=60.0), "manual")],
+    )  # fmt: skip
+    first["annotation"]["prediction"] = _predicted(
+        "tiny-v1", _with(_region("square", 10), "prediction", 0.8), _with(_region("circle", 50), "prediction", 0.6),
+        _with(_region("triangle", 75), "prediction", 0.3),
+    )  # fmt: skip
+    # Task 2: the model (v2) predicted a square where the annotator saw a circle: relabelled, so not kept.
+    second = _event("ANNOTATION_CREATED", 2, 22, [_with(_region("circle", 10), "prediction-changed")])
+    second["annotation"]["prediction"] = _predicted("tiny-v2", _with(_region("square", 10), "prediction", 0.9))
+    # Task 3: no prediction seen (Label Studio sends `{}`): nothing to say about acceptance.
+    third = _event("ANNOTATION_CREATED", 3, 333, [_region("triangle", 30)])
+    third["annotation"]["prediction"] = {}
+    for body in (first, second, third):
+        assert client.post("/webhook", json=body).status_code == 201
+    store.close()
+
+    with sqlite3.connect(root / "corrections.sqlite") as db:
+        boxes = db.execute(
+            "SELECT annotation_id, label, origin, predicted, model_version FROM boxes ORDER BY annotation_id, position"
+        ).fetchall()
+        predictions = db.execute(
+            "SELECT annotation_id, label, model_version, kept FROM predictions ORDER BY annotation_id, position"
+        ).fetchall()
+    db.close()
+    assert boxes == [
+        (1, "square", "prediction", 1, "tiny-v1"),
+        (1, "circle", "prediction-changed", 1, "tiny-v1"),
+        (1, "square", "manual", 0, "tiny-v1"),  # drawn, with tiny-v1's prediction in view
+        (2, "circle", "prediction-changed", 0, "tiny-v2"),
+        (3, "triangle", None, None, None),
+    ]
+    assert predictions == [
+        (1, "square", "tiny-v1", 1),
+        (1, "circle", "tiny-v1", 1),
+        (1, "triangle", "tiny-v1", 0),
+        (2, "square", "tiny-v2", 0),
+    ]
+    # annotations.json, what fine-tuning reads, is unchanged by all this.
+    assert sum(len(image.annotations) for image in read_coco(root / "annotations.json").images) == 5
+
+    assert main(["evaluate-store", str(root)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["model", "version", "predicted", "kept", "acceptance", "drawn"]
+    assert [line.split() for line in lines[1:]] == [
+        ["tiny-v1", "3", "2", "66.7%", "1"],
+        ["tiny-v2", "1", "0", "0.0%", "1"],
+    ]
+
+
+def test_a_schema_1_corrections_store_migrates_and_keeps_its_boxes(tmp_path: Path, capsys) -> None:
+    from minigpt_annotate.cli import main
+    from ml_backend import corrections_db
+
+    root = tmp_path / "old"
+    root.mkdir()
+    (root / "images").mkdir()
+    Image.new("RGB", SIZE).save(root / "images" / "task-5.png")
+    with sqlite3.connect(root / "corrections.sqlite") as db:  # schema 1 exactly as it was created and written
+        for statement in corrections_db._SCHEMA:
+            db.execute(statement)
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == (1,)
+        db.execute("UPDATE meta SET value = 1 WHERE key = 'generation'")
+        db.execute("INSERT INTO categories (name) VALUES ('square')")
+        db.execute("INSERT INTO tasks VALUES (5, 'images/task-5.png', 64, 48, 's3://b/x.png')")
+        db.execute("INSERT INTO annotations VALUES (50, 5, 1)")
+        db.execute("INSERT INTO boxes VALUES (50, 0, 'square', 1.0, 2.0, 20.0, 30.0)")
+    db.close()
+    assert main(["evaluate-store", str(root)]) == 0  # read-only: before migrating, nothing recorded yet
+    assert "no annotation with a prediction recorded yet" in capsys.readouterr().out
+
+    store = CorrectionStore(root)
+    store.close()
+    with sqlite3.connect(root / "corrections.sqlite") as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == (2,)
+        assert db.execute("SELECT label, x0, y1, origin, predicted, model_version FROM boxes").fetchall() == [
+            ("square", 1.0, 30.0, None, None, None)  # what schema 1 never knew stays unknown
+        ]
+    db.close()
+    (image,) = read_coco(root / "annotations.json").images
+    assert [(a.label, a.box.xyxy) for a in image.annotations] == [("square", (1.0, 2.0, 20.0, 30.0))]
+
+
+def test_without_a_prediction_in_the_webhook_the_one_the_backend_served_is_compared(
+    media: Path, tmp_path: Path
+) -> None:
+    """Label Studio 1.23 leaves the annotation's `prediction` empty unless the project's model version (after
+    connecting: the backend's title) names the predictions' version; the store then uses what /predict served."""
+    root = tmp_path / "corrections"
+    store = CorrectionStore(root)
+    client = _client(store, media)
+    # /predict as Label Studio's "Retrieve predictions" calls it: what it served for task 4 is kept.
+    task = {"id": 4, "data": {"image": "/data/local-files/?d=img-1.png"}}
+    answer = client.post("/predict", json={"tasks": [task], "label_config": CONFIG, "project": "1.1700000000"})
+    assert answer.status_code == 200
+    with contextlib.closing(sqlite3.connect(root / "corrections.sqlite")) as db:
+        assert db.execute("SELECT task_id, model_version FROM served").fetchall() == [(4, "tiny-shapes")]
+    # A later serving of task 4 replaces it; here one with a square and a circle.
+    boxes = [("square", _region("square", 10)["value"], 0.9), ("circle", _region("circle", 50)["value"], None)]
+    assert store.remember_predictions([(4, "tiny-v3", boxes), ("not a task", "tiny-v3", boxes)]) == 1
+    body = _event("ANNOTATION_CREATED", 41, 4, [_with(_region("square", 11), "prediction-changed")])
+    body["annotation"]["prediction"] = {}
+    assert client.post("/webhook", json=body).status_code == 201
+    store.close()
+    with contextlib.closing(sqlite3.connect(root / "corrections.sqlite")) as db:
+        assert db.execute("SELECT predicted, model_version FROM boxes").fetchall() == [(1, "tiny-v3")]
+        assert db.execute("SELECT label, kept FROM predictions ORDER BY position").fetchall() == [
+            ("square", 1),
+            ("circle", 0),
+        ]

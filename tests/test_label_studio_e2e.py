@@ -7,9 +7,11 @@ The backend downloads the uploaded images from Label Studio with a personal acce
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,6 +160,17 @@ def test_a_submitted_annotation_reaches_the_coco_store(
     (stored,) = read_coco(coco_path).images[0].annotations
     assert stored.label == truth.label
     assert stored.box.xyxy == pytest.approx(truth.box.xyxy, abs=0.01)
+    # The store compared the submitted box with the prediction the annotator saw (what "Retrieve predictions" served
+    # for the task: Label Studio's webhook leaves the annotation's `prediction` empty while the project's model
+    # version is the backend's title), and recorded that prediction's model version.
+    with contextlib.closing(sqlite3.connect(backend["corrections"] / "corrections.sqlite")) as db:
+        ((predicted, version),) = db.execute("SELECT predicted, model_version FROM boxes").fetchall()
+        served = json.loads(db.execute("SELECT boxes FROM served WHERE task_id = ?", (task["id"],)).fetchone()[0])
+    kept = any(
+        label == truth.label and value_to_box(value, record.width, record.height).iou(truth.box) >= 0.5  # type: ignore[union-attr]
+        for label, value, _ in served
+    )
+    assert (predicted, version) == (int(kept), "tiny-shapes")
 
     # a labeller fixes the label, then deletes the annotation: the store follows both
     other = next(label for label in ("square", "circle", "triangle") if label != truth.label)

@@ -6,6 +6,9 @@ Export follows the checklist of what COCO exporters get wrong:
 * ``width``/``height`` are re-read from each file (upright, EXIF applied), not taken from the store's cache, and an
   image that cannot be read is skipped and reported rather than exported with a guessed size;
 * boxes are clipped to the image, and those under 1 px after clipping are skipped and reported;
+* every box says where it came from (origin, model version, task, prompt, time of the last change, and for an edited
+  box the proposal it was made from) in its ``attributes`` (:mod:`model.coco`); an edited box's ``score`` is not
+  written as its own, and import reads all of it back;
 * category ids are the label order of the store (id = position + 1, every label, used or not), so they never shift
   between exports; image and annotation ids count from 1 (COCOeval treats id 0 as "unmatched");
 * the file is written beside the target, read back with pycocotools and checked, and only then moved into place,
@@ -38,7 +41,7 @@ from model.errors import MiniGPTError
 
 from .folder import is_image_name, natural_key, probe_image
 from .overlaps import OverlapIndex
-from .records import BoxRow, BoxState, ImageRow
+from .records import BoxRow, BoxState, ImageRow, now
 from .store import ProjectStore
 
 __all__ = [
@@ -212,12 +215,19 @@ def _exported(
             )
         )
         return None
+    origin = row.origin or (Origin.proposed if row.is_proposal else Origin.manual)
     return Annotation(
         box=Box(x0=x0, y0=y0, x1=x1, y1=y1),
         label=row.label,
         phrase=row.phrase,
-        origin=row.origin or Origin.manual,
-        score=row.score,
+        origin=origin,
+        # An edited box has no model score of its own: the model scored the proposal, which `original` keeps.
+        score=None if origin is Origin.edited else row.score,
+        model_version=row.model_version,
+        task=row.task,
+        prompt=row.prompt,
+        changed_at=row.changed_at,
+        original=row.original,
     )
 
 
@@ -498,7 +508,12 @@ def _annotation_row(annotation: Annotation, image_id: int) -> BoxRow:
         label=annotation.label.strip(),
         box=annotation.box,
         state=BoxState.annotation,
-        origin=Origin.manual,
+        origin=annotation.origin,  # what the file says: a box without provenance is a person's (manual)
         score=annotation.score,
         phrase=annotation.phrase,
+        model_version=annotation.model_version,
+        task=annotation.task,
+        prompt=annotation.prompt,
+        changed_at=annotation.changed_at or now(),
+        original=annotation.original,
     )

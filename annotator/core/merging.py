@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from model.annotations import Proposal
+from model.annotations import Origin, Proposal
 
-from .records import BoxRow, BoxState
+from .records import BoxRow, BoxState, now
 
 DUPLICATE_IOU = 0.5  # above this overlap, two boxes of one label are the same object
 
@@ -33,16 +33,20 @@ def proposal_rows(
     proposal's label (the query, or the phrase the model attached).
     """
     kept: list[BoxRow] = []
+    at = now()
     for proposal in sorted(proposals, key=lambda p: p.score, reverse=True):
         row = BoxRow(
             image_id=image_id,
             label=label or proposal.label,
             box=proposal.box,
             state=BoxState.proposal,
+            origin=Origin.proposed,
             score=proposal.score,
             task=proposal.task,
             prompt=proposal.prompt,
             phrase=proposal.phrase,
+            model_version=proposal.model_version or None,
+            changed_at=at,
         )
         if any(_same_object(row, other, iou) for other in (*existing, *kept)):
             continue

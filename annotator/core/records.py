@@ -3,14 +3,25 @@
 Boxes are in pixels of the upright image (EXIF orientation applied), like everywhere in :mod:`model`.
 A box row is either a *proposal* (model output, not yet owned by anyone) or an *annotation* (owned by a person).
 Model output never replaces or moves an annotation; accepting a proposal turns it into one.
+
+Every box keeps its provenance: ``origin``, and for model boxes the model version, task and prompt, plus the time
+of its last change. A person who moves, resizes or relabels a proposal (or an accepted one) makes it theirs:
+an ``edited`` annotation that keeps the proposal as the model made it (``original``) and no longer presents the
+model's score (nor, once relabelled, its phrase) as its own.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from enum import Enum
 
-from model.annotations import Box, Origin, Task
+from model.annotations import Box, Origin, OriginalProposal, Task
+
+
+def now() -> datetime:
+    """The time of a change, in UTC to the second: what the store keeps, so a row reads back equal to itself."""
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 class BoxState(str, Enum):
@@ -36,30 +47,44 @@ class BoxRow:
     label: str
     box: Box
     state: BoxState
-    origin: Origin | None = None  # annotations only: manual, accepted or edited
-    score: float | None = None  # the model's score, kept after acceptance
+    origin: Origin | None = None  # proposals: proposed; annotations: manual, accepted or edited
+    score: float | None = None  # the model's score for this very box, kept after acceptance (not after an edit)
     task: Task | None = None  # the task that proposed it
     prompt: str | None = None  # the instruction sent to the model
     phrase: str | None = None
+    model_version: str | None = None  # the model that proposed it
+    changed_at: datetime | None = None  # the last change, by a person or the model (UTC)
+    original: OriginalProposal | None = None  # edited boxes: the proposal as the model made it
     id: int | None = None
 
     @property
     def is_proposal(self) -> bool:
         return self.state is BoxState.proposal
 
-    def moved_to(self, box: Box) -> BoxRow:
-        """The same box at a new place; an accepted proposal that a person moves becomes ``edited``."""
-        return replace(self, box=box, origin=_edited(self.origin))
+    @property
+    def from_model(self) -> bool:
+        return self.is_proposal or (self.origin is not None and self.origin.from_model)
 
-    def relabelled(self, label: str) -> BoxRow:
-        return replace(self, label=label, origin=_edited(self.origin))
+    def moved_to(self, box: Box, at: datetime | None = None) -> BoxRow:
+        """The same box at a new place (moved or resized); a model box a person moves becomes their ``edited`` one."""
+        return self._edited(at, box=box)
 
-    def accepted(self) -> BoxRow:
-        return replace(self, state=BoxState.annotation, origin=Origin.accepted)
+    def relabelled(self, label: str, at: datetime | None = None) -> BoxRow:
+        return self._edited(at, label=label)
 
+    def accepted(self, at: datetime | None = None) -> BoxRow:
+        return replace(self, state=BoxState.annotation, origin=Origin.accepted, changed_at=at or now())
 
-def _edited(origin: Origin | None) -> Origin | None:
-    return Origin.edited if origin is Origin.accepted else origin
+    def _edited(self, at: datetime | None, **change: object) -> BoxRow:
+        changed = replace(self, changed_at=at or now(), **change)  # type: ignore[arg-type]
+        if not self.from_model:
+            return changed  # a person's own box stays theirs (manual)
+        original = self.original or OriginalProposal(box=self.box, label=self.label, score=self.score)
+        # The model's phrase named the object it labelled; a new label makes it someone else's words.
+        phrase = self.phrase if changed.label == self.label else None
+        return replace(
+            changed, state=BoxState.annotation, origin=Origin.edited, original=original, score=None, phrase=phrase
+        )
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,12 @@ import contextlib
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from model.annotations import Box, Origin, Task
+from model.annotations import Box, Origin, OriginalProposal, Task
 
 from .colors import color_for
 from .records import BoxRow, BoxState, ImageRow, LabelRow
@@ -80,6 +81,29 @@ def _create_v1(db: sqlite3.Connection) -> None:
     )
 
 
+def _provenance_v2(db: sqlite3.Connection) -> None:
+    """Schema 2: every box keeps where it came from (issue 16). Rows of schema 1 get the defaults they imply:
+    a proposal was ``proposed``, an annotation with no origin ``manual``; an ``edited`` box's score was the model's
+    score of the proposal it was made from, so it moves to ``original_score``; what is unknown (model version, time
+    of the last change, the original box and label) stays NULL."""
+    _run_script(
+        db,
+        """
+        ALTER TABLE boxes ADD COLUMN model_version TEXT;
+        ALTER TABLE boxes ADD COLUMN changed_at TEXT;
+        ALTER TABLE boxes ADD COLUMN original_label TEXT;
+        ALTER TABLE boxes ADD COLUMN original_score REAL;
+        ALTER TABLE boxes ADD COLUMN original_x0 REAL;
+        ALTER TABLE boxes ADD COLUMN original_y0 REAL;
+        ALTER TABLE boxes ADD COLUMN original_x1 REAL;
+        ALTER TABLE boxes ADD COLUMN original_y1 REAL;
+        UPDATE boxes SET origin = 'proposed' WHERE state = 'proposal' AND origin IS NULL;
+        UPDATE boxes SET origin = 'manual' WHERE state = 'annotation' AND origin IS NULL;
+        UPDATE boxes SET original_score = score, score = NULL WHERE origin = 'edited' AND score IS NOT NULL
+        """,
+    )
+
+
 def _read_version(db: sqlite3.Connection, path: Path) -> int:
     """The schema version of the store at ``path``; refuses files that are not stores or are from a newer app."""
     try:
@@ -111,7 +135,7 @@ def _check_writable(db: sqlite3.Connection, version: int) -> None:
 
 
 # MIGRATIONS[i] takes a store from schema version i to i + 1. Append, never edit a shipped step.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_create_v1,)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_create_v1, _provenance_v2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -393,6 +417,9 @@ class ProjectStore:
                     row.task.value if row.task else None,
                     row.prompt,
                     row.phrase,
+                    row.model_version,
+                    row.changed_at.isoformat() if row.changed_at else None,
+                    *_original_values(row.original),
                 )
                 cursor = self._db.execute(_PUT_BOX, values)
                 saved.append(row if row.id is not None else _with_id(row, int(cursor.lastrowid or 0)))
@@ -407,7 +434,10 @@ class ProjectStore:
         return int(self._read(f"SELECT COUNT(*) FROM {table}")[0][0])
 
 
-_BOX_COLUMNS = "id, image_id, label, x0, y0, x1, y1, state, origin, score, task, prompt, phrase"
+_BOX_COLUMNS = (
+    "id, image_id, label, x0, y0, x1, y1, state, origin, score, task, prompt, phrase, model_version, changed_at, "
+    "original_label, original_score, original_x0, original_y0, original_x1, original_y1"
+)
 _PUT_BOX = f"INSERT OR REPLACE INTO boxes ({_BOX_COLUMNS}) VALUES ({', '.join('?' * len(_BOX_COLUMNS.split(', ')))})"
 
 
@@ -424,10 +454,29 @@ def _box_row(r: tuple, path: Path) -> BoxRow:
             task=Task(r[10]) if r[10] else None,
             prompt=r[11],
             phrase=r[12],
+            model_version=r[13],
+            changed_at=datetime.fromisoformat(r[14]) if r[14] else None,
+            original=_original(r[15:21]),
         )
     except ValueError as err:  # a row changed by another program since opening (pydantic's errors are ValueErrors)
         detail = err.errors()[0]["msg"] if isinstance(err, ValidationError) else str(err)
         raise row_error(path, "boxes", r[0], f"cannot be read ({detail})") from err
+
+
+def _original_values(original: OriginalProposal | None) -> tuple[object, ...]:
+    """The original_* columns of a box: label, score, x0, y0, x1, y1."""
+    if original is None:
+        return (None,) * 6
+    corners = original.box.xyxy if original.box is not None else (None,) * 4
+    return (original.label, original.score, *corners)
+
+
+def _original(values: tuple) -> OriginalProposal | None:
+    label, score, *corners = values
+    if label is None and score is None and all(v is None for v in corners):
+        return None
+    box = Box.from_xyxy(corners) if all(v is not None for v in corners) else None
+    return OriginalProposal(box=box, label=label, score=score)
 
 
 def _image_row(r: tuple) -> ImageRow:

@@ -7,9 +7,10 @@ and fix, never a raw ``sqlite3`` or validation error, and as much as possible is
 * ``PRAGMA integrity_check`` (pages, records, indexes and NOT NULL/CHECK constraints) and
   ``PRAGMA foreign_key_check``: a damaged file is refused with how to recover what is readable;
 * one SQL scan per table for rows the app cannot use (a box whose corners are not finite numbers with x0 < x1 and
-  y0 < y1, an unknown state/origin/task, a number stored as text...): refused, naming the table and the row and
-  the command that removes it. SQL, because it is ~20x faster than building every row in Python (0.1 s for 100k
-  boxes); the rules are those of :mod:`annotator.core.records` and :class:`model.annotations.Box`.
+  y0 < y1, an unknown state/origin/task, a number stored as text, a change time that is not a time...): refused,
+  naming the table and the row and the command that removes (or, for a descriptive value, clears) it. SQL,
+  because it is ~20x faster than building every row in Python (0.1 s for 100k boxes); the rules are those of
+  :mod:`annotator.core.records` and :class:`model.annotations.Box`.
 
 A read-only store (file or folder) is refused on opening too, rather than opened read-only: the store is the
 autosave, so a session whose changes cannot be saved would let a person work for nothing.
@@ -180,6 +181,8 @@ def _count(column: str) -> str:
     return f"typeof({column}) = 'integer' AND {column} > 0"
 
 
+_ORIGINAL_CORNERS = ("original_x0", "original_y0", "original_x1", "original_y1")
+
 # Per table: (what is wrong, the rule every row must meet, the SET clause that mends it or None to delete the row),
 # checked in order. Values that only cache or describe (an image's size, a box's score) are mended by clearing them.
 Rule = tuple[str, str, str | None]
@@ -227,6 +230,34 @@ _RULES: dict[str, list[Rule]] = {
         ),
         ("has a prompt that is not text", _optional("prompt", _text("prompt")), "prompt = NULL"),
         ("has a phrase that is not text", _optional("phrase", _text("phrase")), "phrase = NULL"),
+        # Provenance (schema 2): it describes a box, so a damaged value is cleared and the box kept.
+        (
+            "has a model_version that is not text",
+            _optional("model_version", _text("model_version")),
+            "model_version = NULL",
+        ),
+        (
+            "has a changed_at that is not an ISO 8601 time",
+            _optional("changed_at", f"{_text('changed_at')} AND datetime(changed_at) IS NOT NULL"),
+            "changed_at = NULL",
+        ),
+        (
+            "has an original_label that is not text",
+            _optional("original_label", _text("original_label")),
+            "original_label = NULL",
+        ),
+        (
+            "has an original_score that is not a number from 0 to 1",
+            _optional("original_score", f"{_number('original_score')} AND original_score BETWEEN 0 AND 1"),
+            "original_score = NULL",
+        ),
+        (
+            "has original corners that are not a box (all four finite with x0 < x1 and y0 < y1, or none)",
+            f"COALESCE(original_x0, original_y0, original_x1, original_y1) IS NULL OR ("
+            f"{' AND '.join(_number(c) for c in _ORIGINAL_CORNERS)} AND original_x0 < original_x1 "
+            "AND original_y0 < original_y1)",
+            ", ".join(f"{c} = NULL" for c in _ORIGINAL_CORNERS),
+        ),
     ],
     # A setting is a preference (where the person left off): deleting it brings back the default.
     "settings": [("has a key or value that is not text", f"{_text('key')} AND {_text('value')}", None)],
