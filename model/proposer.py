@@ -251,6 +251,7 @@ class Proposer:
         tower, projector and output layer stay in ``dtype``), for 12-16 GB GPUs; needs CUDA and the ``lowmem``
         extra."""
         check_model_source(path_or_hub_id)
+        check_score_name(score)  # before the weights load
         device = resolve_device(device)
         dtype = resolve_dtype(dtype, device)
         adapter_base = _adapter_base(path_or_hub_id)

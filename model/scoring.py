@@ -13,6 +13,7 @@ entry of :data:`CANDIDATES` turns that evidence into a score in [0, 1]:
 * ``end``: the probability of the token after the box (1 when generation stopped inside the answer);
 * ``phrase_end``: their product;
 * ``coord``: ``1 / (1 + e)`` with ``e`` the mean expected error of the four coordinates, in grid cells;
+  ``coord_max`` the same with the largest of the four;
 * ``mean_x_end``, ``mean_x_coord``, ``coord_x_end``: products of two of the above.
 
 :data:`DEFAULT_SCORE` is the one `Proposer` serves as the raw score (before calibration); `bench/scores.py` measures
@@ -204,6 +205,10 @@ def _coord(evidence: BoxEvidence) -> float:
     return 1.0 / (1.0 + sum(evidence.coord_errors) / len(evidence.coord_errors))
 
 
+def _coord_max(evidence: BoxEvidence) -> float:
+    return 1.0 / (1.0 + max(evidence.coord_errors)) if evidence.coord_errors else 0.0
+
+
 CANDIDATES: dict[str, Callable[[BoxEvidence], float]] = {
     "mean": _mean,
     "min": _min,
@@ -211,6 +216,7 @@ CANDIDATES: dict[str, Callable[[BoxEvidence], float]] = {
     "end": _end,
     "phrase_end": lambda e: _phrase(e) * _end(e),
     "coord": _coord,
+    "coord_max": _coord_max,
     "mean_x_end": lambda e: _mean(e) * _end(e),
     "mean_x_coord": lambda e: _mean(e) * _coord(e),
     "coord_x_end": lambda e: _coord(e) * _end(e),
