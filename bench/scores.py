@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from model.evaluation.runner import (
     detection_queries,
     refer_queries,
     score_pairs,
+    score_predictions,
 )
 from model.evaluation.score_quality import score_quality
 from model.images import MODEL_FIT_PIXELS, load_image
@@ -121,8 +123,10 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, steps: int = 50)
 
 
 def quality(dataset: Dataset, answered: list, score) -> dict:  # type: ignore[no-untyped-def]
-    pairs = score_pairs(dataset, predictions(dataset, answered, score), TASKS)
-    out = {}
+    scored = predictions(dataset, answered, score)
+    pairs = score_pairs(dataset, scored, TASKS)
+    report = score_predictions(dataset, scored, tasks=TASKS)  # the score also ranks detections for COCO AP
+    out: dict = {"detection_AP50": report.detection.ap50 if report.detection else None}
     for task in TASKS:
         q = score_quality([s for s, _ in pairs[task]], [k for _, k in pairs[task]])
         out[task.value] = {
@@ -151,6 +155,7 @@ def main() -> None:
     report = read_coco(make_shapes(args.out / "report", images=args.images, seed=args.seed))
     fit = read_coco(make_shapes(args.out / "fit", images=args.fit_images, seed=args.fit_seed))
     report_answers = answers(proposer, report, args.batch_size)
+    print(f"answered {args.images} report images after {time.perf_counter() - started:.0f} s", file=sys.stderr)
     fit_answers = answers(proposer, fit, args.batch_size)
 
     # The logistic's labels: kept as the acceptance matching decides with the default score, on the fit images only.
