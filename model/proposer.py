@@ -3,8 +3,8 @@
 The batched form encodes each distinct image once, sorts prompts by length to limit padding, left-pads, and runs
 one `generate` per batch on embeddings (the official inference path: the prompt goes in as embeddings, so logits
 processors such as the repetition penalty only see generated tokens). Each box gets a score from what the model
-said while writing it (`model.scoring`; by default the geometric mean of the probabilities of the tokens that spell
-it), then the model's calibration when it has one.
+said while writing it (`model.scoring`; by default how tightly it placed the box's coordinates times how sure it
+was of what followed the box), then the model's calibration when it has one.
 """
 
 from __future__ import annotations
