@@ -101,7 +101,7 @@ class Proposal(BaseModel):
         ge=0.0,
         le=1.0,
         description="the calibrated probability that a person keeps the box when the model has a calibration "
-        "(model.calibration), else the raw score: the geometric mean of the box tokens' probabilities",
+        "(model.calibration), else the raw score (model.scoring)",
     )
     raw_score: float | None = Field(default=None, ge=0.0, le=1.0, description="the raw score, when score is calibrated")
     task: Task

@@ -2,8 +2,9 @@
 
 The batched form encodes each distinct image once, sorts prompts by length to limit padding, left-pads, and runs
 one `generate` per batch on embeddings (the official inference path: the prompt goes in as embeddings, so logits
-processors such as the repetition penalty only see generated tokens). Each box gets a score: the geometric mean of
-the model's probabilities for the tokens that spell it.
+processors such as the repetition penalty only see generated tokens). Each box gets a score from what the model
+said while writing it (`model.scoring`; by default how tightly it placed the box's coordinates times how sure it
+was of what followed the box), then the model's calibration when it has one.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import contextlib
 import functools
 import itertools
 import json
-import math
 import os
 import re
 import time
@@ -35,6 +35,17 @@ from .processing import MiniGPTv2Processor, Turn
 from .prompts import build_instruction, split_identifier
 from .request import Prompt
 from .results import GenerationOptions, ProposalResult
+from .scoring import (
+    CANDIDATES,
+    DEFAULT_SCORE,
+    BoxEvidence,
+    NumberTokens,
+    TokenStats,
+    box_evidence,
+    check_score_name,
+    number_tokens,
+    token_stats,
+)
 
 ADAPTER_CONFIG = "adapter_config.json"  # written by peft for LoRA adapters
 CACHE_BUCKET = 256  # static KV caches are sized in steps of this many positions
@@ -210,8 +221,12 @@ class Proposer:
         model_version: str = "",
         box_offset: float = 0.0,
         calibration: Calibration | None = None,
+        score: str = DEFAULT_SCORE,
     ):
+        """``score``: which of :data:`model.scoring.CANDIDATES` is the raw score (before calibration)."""
         self.model = model.eval()
+        self.score = check_score_name(score)
+        self._numbers: NumberTokens | None = None  # the vocabulary's number tokens, found on first use
         self.processor = processor
         self.model_version = model_version
         self.calibration = calibration  # raw score -> probability kept, per task (model.calibration)
@@ -230,11 +245,13 @@ class Proposer:
         model_version: str | None = None,
         box_offset: float = 0.0,
         quantization: str | None = None,
+        score: str = DEFAULT_SCORE,
     ) -> Proposer:
         """``quantization``: "8bit" or "4bit" loads the language model's weights with bitsandbytes (the vision
         tower, projector and output layer stay in ``dtype``), for 12-16 GB GPUs; needs CUDA and the ``lowmem``
         extra."""
         check_model_source(path_or_hub_id)
+        check_score_name(score)  # before the weights load
         device = resolve_device(device)
         dtype = resolve_dtype(dtype, device)
         adapter_base = _adapter_base(path_or_hub_id)
@@ -253,7 +270,7 @@ class Proposer:
         version = model_version or Path(str(path_or_hub_id)).name
         folder = Path(path_or_hub_id)
         calibration = load_calibration(folder) if folder.is_dir() else None
-        return cls(model, processor, model_version=version, box_offset=box_offset, calibration=calibration)
+        return cls(model, processor, model_version=version, box_offset=box_offset, calibration=calibration, score=score)
 
     @property
     def device(self) -> torch.device:
@@ -324,8 +341,8 @@ class Proposer:
             )[: len(rows)]
             if stop is not None and stop.stopped:
                 raise GenerationStopped(f"stopped after {done} of {len(requests)} prompts, on request")
-            for row, (tokens, logprobs) in zip(rows, generated, strict=True):
-                results[row] = self._result(prepared[row], images[image_of[row]], tokens, logprobs)
+            for row, (tokens, stats) in zip(rows, generated, strict=True):
+                results[row] = self._result(prepared[row], images[image_of[row]], tokens, stats)
             done += len(rows)
             if on_progress is not None:
                 on_progress(done, len(requests))
@@ -414,7 +431,7 @@ class Proposer:
         options: GenerationOptions,
         cache_mode: str,
         stop: _StopWhen | None = None,
-    ) -> list[tuple[list[int], list[float]]]:
+    ) -> list[tuple[list[int], TokenStats]]:
         input_ids, attention_mask = self.processor.pad_left(sequences)
         context = self.model.config.text_config.max_position_embeddings
         if input_ids.shape[1] + max_new_tokens > context:
@@ -449,24 +466,29 @@ class Proposer:
                 **sampling,
             )
         tokens = out.sequences  # only new tokens: the prompt went in as embeddings
-        logits = torch.stack(out.logits, dim=1).float()  # raw model logits, before any sampling warper
-        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, : logits.shape[1], None])[..., 0]
+        stats = token_stats(out.logits, tokens[:, : len(out.logits)], self._number_tokens())
         results = []
         for row in range(tokens.shape[0]):
             ids = tokens[row].tolist()
             length = ids.index(eos) if eos in ids else len(ids)
-            results.append((ids[:length], logprobs[row, :length].tolist()))
+            kept = length + 1 if eos in ids else length  # the </s> position too: how sure the model was to stop
+            row_stats = TokenStats(stats[row].logprobs[:kept], stats[row].errors[:kept])
+            results.append((ids[:length], row_stats))
         return results
 
-    def _result(
-        self, prepared: _Prepared, image: LoadedImage, tokens: list[int], logprobs: list[float]
-    ) -> ProposalResult:
+    def _number_tokens(self) -> NumberTokens:
+        if self._numbers is None:
+            tokenizer = self.processor.tokenizer
+            self._numbers = number_tokens(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer)))))
+        return self._numbers
+
+    def _result(self, prepared: _Prepared, image: LoadedImage, tokens: list[int], stats: TokenStats) -> ProposalResult:
         text = self.processor.decode(tokens)
         parsed = parse_boxes(text, image.width, image.height, offset=self.box_offset)
-        ends = self._token_ends(tokens) if parsed.boxes else []
+        score = CANDIDATES[self.score]
         proposals = []
-        for parsed_box in parsed.boxes:
-            raw = _span_score(parsed_box.span, ends, logprobs)
+        for parsed_box, evidence in zip(parsed.boxes, self._evidence(text, parsed, tokens, stats), strict=True):
+            raw = score(evidence)
             calibrated = self.calibration.apply(prepared.task, raw) if self.calibration is not None else None
             proposals.append(
                 Proposal(
@@ -492,6 +514,14 @@ class Proposer:
             skipped=list(parsed.skipped),
             calibrated=self.calibration is not None and prepared.task in self.calibration.tasks,
         )
+
+    def _evidence(self, text: str, parsed: ParseResult, tokens: list[int], stats: TokenStats) -> list[BoxEvidence]:
+        """What the model said about each parsed box (model.scoring)."""
+        if not parsed.boxes:
+            return []
+        ends = self._token_ends(tokens)
+        digits = self._number_tokens().digits.get
+        return [box_evidence(text, b.span, b.phrase is not None, ends, stats, digits, tokens) for b in parsed.boxes]
 
     def _token_ends(self, tokens: list[int]) -> list[int]:
         """For each token, the end offset of its characters in the decoded answer."""
@@ -528,17 +558,6 @@ class _Prepared:
     query: str | None
     instruction: str
     ids: list[int]
-
-
-def _span_score(span: tuple[int, int], ends: Sequence[int], logprobs: Sequence[float]) -> float:
-    """Geometric mean of the probabilities of the tokens whose characters overlap [start, end)."""
-    start, end = span
-    chosen = []
-    for i, token_end in enumerate(ends):
-        token_start = ends[i - 1] if i else 0
-        if token_end > start and token_start < end:
-            chosen.append(logprobs[i])
-    return math.exp(sum(chosen) / len(chosen)) if chosen else 0.0
 
 
 __all__ = ["GenerationOptions", "ParseResult", "Prompt", "Proposal", "ProposalResult", "ProposeRequest", "Proposer"]

@@ -5,14 +5,15 @@ Labels, boxes and text must be equal exactly. Greedy decoding picks the same tok
 (0-100) mapped to pixels by the same arithmetic, so any difference there is a real one (the tiny test models run
 in fp32, where a near-tie between two tokens is far rarer than the drift below).
 
-Scores need not be. A score is the geometric mean of the answer tokens' probabilities, computed in fp32, and the
-order in which the matrix products sum depends on the batch (its size, the left padding of its longest prompt),
-on the number of threads and on the CPU's kernels. Measured with the shipped shapes model, the same task scored
-alone and next to another task differs by up to 3e-7 on one machine; on another, 0.608522 against 0.608523 at six
-decimals. SCORE_TOLERANCE is a hundred times that drift, and still a hundred times smaller than a real difference
-(another token, a row mixed up with its neighbour, padding leaking into attention all move a score by 1e-2 or
-more). Rounding is no substitute: two scores 1e-9 apart round to different sixth decimals when they straddle a
-half.
+Scores need not be. A score is computed in fp32 from the model's probabilities while it wrote the answer
+(model.scoring), and the order in which the matrix products sum depends on the batch (its size, the left padding of
+its longest prompt), on the number of threads and on the CPU's kernels. Measured with the shipped shapes model, the
+same task scored alone and next to another task differs by up to 3e-7 on one machine; on another, 0.608522 against
+0.608523 at six decimals (the geometric-mean score of before issue 16; the default score since then drifts by up to
+3.7e-7 between alone and a batch of 8, measured on 22 proposals). SCORE_TOLERANCE is a hundred times that drift,
+and still a hundred times smaller than a real difference (another token, a row mixed up with its neighbour, padding
+leaking into attention all move a score by 1e-2 or more). Rounding is no substitute: two scores 1e-9 apart round
+to different sixth decimals when they straddle a half.
 """
 
 from __future__ import annotations
