@@ -59,7 +59,7 @@ def main() -> None:
     raw = Proposer.from_pretrained(model, device="cpu")
     fit_predictions = collect_predictions(raw, fit_set, tasks=TASKS, batch_size=32)
     calibration = Calibration.fit(
-        score_pairs(fit_set, fit_predictions, TASKS, raw=True), fingerprint=weights_fingerprint(model)
+        score_pairs(fit_set, fit_predictions, TASKS, raw=True), fingerprint=weights_fingerprint(model), score=raw.score
     )
     before = score_predictions(held_out, collect_predictions(raw, held_out, tasks=TASKS, batch_size=32), tasks=TASKS)
     calibration.save(model)

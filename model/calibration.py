@@ -79,6 +79,8 @@ class Calibration(BaseModel):
     format: int = FORMAT
     fingerprint: str = Field(description="weights_fingerprint() of the model folder it was measured on")
     model_version: str = ""
+    # which raw score it maps (model.scoring); a file from before the field existed mapped the geometric mean
+    score: str = "mean"
     created: str = Field(description="UTC date and time of the fit, ISO 8601")
     source: str = Field(default="", description="what it was fitted on, e.g. the evaluated dataset")
     tasks: dict[Task, TaskCalibration]
@@ -99,6 +101,7 @@ class Calibration(BaseModel):
         pairs: Mapping[Task, Sequence[tuple[float, bool]]],
         *,
         fingerprint: str,
+        score: str,
         model_version: str = "",
         source: str = "",
     ) -> Calibration:
@@ -113,6 +116,7 @@ class Calibration(BaseModel):
         return cls(
             fingerprint=fingerprint,
             model_version=model_version,
+            score=score,
             created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             source=source,
             tasks=tasks,
@@ -157,8 +161,9 @@ def weights_fingerprint(folder: str | os.PathLike[str]) -> str:
     return "sha256:" + digest.hexdigest()[:24]
 
 
-def load_calibration(folder: str | os.PathLike[str]) -> Calibration | None:
-    """The folder's calibration when it is valid and made for these weights; otherwise None, with a warning."""
+def load_calibration(folder: str | os.PathLike[str], *, score: str) -> Calibration | None:
+    """The folder's calibration when it is valid and made for these weights and this raw ``score`` (a name of
+    :data:`model.scoring.CANDIDATES`); otherwise None, with a warning."""
     path = Path(folder) / CALIBRATION_NAME
     if not path.is_file():
         return None
@@ -170,6 +175,15 @@ def load_calibration(folder: str | os.PathLike[str]) -> Calibration | None:
         return None
     if calibration.format != FORMAT:
         log.warning("ignoring %s: format %s is not %s; scores stay raw", path, calibration.format, FORMAT)
+        return None
+    if calibration.score != score:
+        log.warning(
+            "ignoring %s: it maps the %r score, and this model is scored by %r; scores stay raw. Run evaluate "
+            "--calibrate again",
+            path,
+            calibration.score,
+            score,
+        )
         return None
     if calibration.fingerprint != weights_fingerprint(folder):
         log.warning(

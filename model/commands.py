@@ -469,6 +469,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         calibration = Calibration.fit(
             score_pairs(dataset, predictions, tasks, raw=True),
             fingerprint=weights_fingerprint(args.model),
+            score=proposer.score,
             model_version=proposer.model_version,
             source=str(args.coco),
         )

@@ -269,7 +269,7 @@ class Proposer:
         processor = MiniGPTv2Processor.from_pretrained(path_or_hub_id, official_double_bos=official_double_bos)
         version = model_version or Path(str(path_or_hub_id)).name
         folder = Path(path_or_hub_id)
-        calibration = load_calibration(folder) if folder.is_dir() else None
+        calibration = load_calibration(folder, score=score) if folder.is_dir() else None
         return cls(model, processor, model_version=version, box_offset=box_offset, calibration=calibration, score=score)
 
     @property

@@ -19,6 +19,7 @@ from model.annotations import Task
 from model.calibration import CALIBRATION_NAME, Calibration, TaskCalibration, fit_isotonic, load_calibration
 from model.calibration import weights_fingerprint as fingerprint_of
 from model.proposer import Proposer, ProposeRequest
+from model.scoring import DEFAULT_SCORE
 from model.synthetic.shapes import make_shapes
 from model.synthetic.shapes_model import SHIPPED_DIR
 
@@ -70,7 +71,10 @@ def test_a_saved_calibration_is_applied_and_the_raw_score_kept(model_copy: Path,
 
     steep = TaskCalibration(x=[0.0, 0.5, 1.0], y=[0.0, 0.1, 0.2], n=10, n_kept=2)  # easy to recognise: raw / 5
     Calibration(
-        fingerprint=fingerprint_of(model_copy), created="2026-11-29T00:00:00+00:00", tasks={Task.detection: steep}
+        fingerprint=fingerprint_of(model_copy),
+        score=DEFAULT_SCORE,
+        created="2026-11-29T00:00:00+00:00",
+        tasks={Task.detection: steep},
     ).save(model_copy)
     after = _answers(model_copy, image)
     detection, refer = after
@@ -82,12 +86,13 @@ def test_a_saved_calibration_is_applied_and_the_raw_score_kept(model_copy: Path,
     assert [p.score for p in refer.proposals] == [p.score for p in before[1].proposals]
 
 
-@pytest.mark.parametrize("problem", ["malformed", "not monotone", "other weights"])
+@pytest.mark.parametrize("problem", ["malformed", "not monotone", "other weights", "another raw score"])
 def test_a_calibration_that_does_not_fit_is_ignored_with_a_warning(
     problem: str, model_copy: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     good = Calibration(
         fingerprint=fingerprint_of(model_copy),
+        score=DEFAULT_SCORE,
         created="2026-11-29T00:00:00+00:00",
         tasks={Task.detection: TaskCalibration(x=[0.0, 1.0], y=[0.0, 0.5], n=4, n_kept=1)},
     )
@@ -97,12 +102,15 @@ def test_a_calibration_that_does_not_fit_is_ignored_with_a_warning(
     elif problem == "not monotone":
         payload["tasks"]["detection"]["y"] = [0.9, 0.1]
         text = json.dumps(payload)
-    else:
+    elif problem == "other weights":
         payload["fingerprint"] = "sha256:000000000000000000000000"  # fitted on another fine-tune
+        text = json.dumps(payload)
+    else:
+        del payload["score"]  # a file from before the score was recorded: it maps the geometric mean
         text = json.dumps(payload)
     (model_copy / CALIBRATION_NAME).write_text(text)
     with caplog.at_level(logging.WARNING, logger="model.calibration"):
-        assert load_calibration(model_copy) is None
+        assert load_calibration(model_copy, score=DEFAULT_SCORE) is None
     (line,) = [r.getMessage() for r in caplog.records]
     assert "ignoring" in line and "scores stay raw" in line
     assert Proposer.from_pretrained(model_copy, device="cpu").calibration is None
@@ -127,7 +135,7 @@ def test_evaluate_calibrate_saves_a_calibration_that_later_loads_apply(
     report = json.loads(captured.out)
     assert report["scores"]["detection"]["roc_auc"] is not None  # the report measures the raw scores
     assert "saved to" in captured.err
-    calibration = load_calibration(model_copy)
+    calibration = load_calibration(model_copy, score=DEFAULT_SCORE)
     assert calibration is not None and Task.detection in calibration.tasks
     assert calibration.tasks[Task.detection].n == report["scores"]["detection"]["n"]
     assert calibration.source == str(coco)
@@ -143,6 +151,7 @@ def test_autolabel_writes_both_scores_of_a_calibrated_model(
 ) -> None:
     Calibration(
         fingerprint=fingerprint_of(model_copy),
+        score=DEFAULT_SCORE,
         created="2026-11-29T00:00:00+00:00",
         tasks={Task.detection: TaskCalibration(x=[0.0, 0.5, 1.0], y=[0.0, 0.1, 0.2], n=10, n_kept=2)},
     ).save(model_copy)
