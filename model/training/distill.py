@@ -2,9 +2,10 @@
 
 A recipe dataset of kind ``distill`` names a ``source`` dataset of its stage (the labeller's corrections, say). Before
 the stage trains, the model the stage starts from answers ``[detection] {category}`` for each category on each of the
-source's images, with the prompts `propose` uses; every box it gives with a score of at least ``min_score`` becomes an
-annotation of that category. Mixed in by ratio, these samples remind the model of what it already answered well
-while the corrections teach it what it answered badly (fine-tuning on the corrections alone made it forget: the
+source's images, with the prompts `propose` uses; every box it gives with a score of at least ``min_score`` (the
+geometric mean of its tokens' probabilities, :data:`REPLAY_SCORE`) becomes an annotation of that category. Mixed in
+by ratio, these samples remind the model of what it already answered well while the corrections teach it what it
+answered badly (fine-tuning on the corrections alone made it forget: the
 closed loop in bench/closed_loop.py measures both).
 
 Why in-process rather than an ``autolabel`` run read as a dataset: the answers must come from the model the stage
@@ -29,6 +30,10 @@ from ..coco import read_coco, write_coco
 from ..files import write_text_atomic
 from .recipe import DatasetSpec, RecipeError
 from .sources import keep_confident
+
+# min_score is a geometric mean of the box tokens' probabilities ("mean" in model.scoring): the replay thresholds
+# were measured with it (bench/closed_loop.py), and the served default score runs lower on the same boxes
+REPLAY_SCORE = "mean"
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +82,7 @@ def _answer(source: Dataset, model: str | os.PathLike, names: list[str], device)
 
     categories = [Category(id=i, name=name) for i, name in enumerate(names, start=1)]
     asked = Dataset(categories=categories, images=[r.model_copy(update={"annotations": []}) for r in source.images])
-    proposer = Proposer.from_pretrained(model, device=device)
+    proposer = Proposer.from_pretrained(model, device=device, score=REPLAY_SCORE)
     predictions = collect_predictions(proposer, asked, tasks=[Task.detection], batch_size=BATCH_SIZE)
     del proposer
     found: list[list[Annotation]] = [[] for _ in asked.images]
@@ -93,5 +98,6 @@ def _stamp(spec: DatasetSpec, source: Dataset, model: str | os.PathLike, names: 
     reference = str(path.resolve()) if path.exists() else str(model)
     images = hashlib.sha256("\n".join(str(r.path) for r in source.images).encode()).hexdigest()
     return json.dumps(
-        {"model": reference, "categories": names, "min_score": spec.min_score, "images": images}, sort_keys=True
+        {"model": reference, "categories": names, "min_score": spec.min_score, "score": REPLAY_SCORE, "images": images},
+        sort_keys=True,
     )
