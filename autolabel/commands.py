@@ -160,7 +160,7 @@ def _project(
 
     from .asks import config_labels
     from .project import ProjectLink, project_source
-    from .run import RunOptions, model_version
+    from .run import model_version
 
     env = dict(os.environ)
     if root is not None:  # the folder Label Studio serves /data/local-files/ from, as the backend's setting
@@ -179,7 +179,7 @@ def _project(
     else:
         labels = tuple(o for o in own if o.value in {spec.value for spec in labels})  # with their prompts
     image_key = args.image_key or names.image_key
-    version = model_version(RunOptions(model=str(args.model), out=args.out, model_version=args.model_version))
+    version = model_version(str(args.model), args.model_version)
     source, earlier = project_source(project, image_key=image_key, model_version=version, overwrite=args.overwrite)
     link = ProjectLink(project, media, overwrite=args.overwrite, earlier=earlier)
     return source, link, names, labels, config_text

@@ -66,7 +66,7 @@ def autolabel(source: Source, asks: Asks, options: RunOptions) -> dict[str, Any]
     from model.proposer import check_model_source
 
     check_model_source(options.model)
-    version = model_version(options)
+    version = model_version(options.model, options.model_version)
     identity = {
         "model_version": version,
         "model": model_fingerprint(options.model),
@@ -132,9 +132,11 @@ def autolabel(source: Source, asks: Asks, options: RunOptions) -> dict[str, Any]
             engine.close()
 
 
-def model_version(options: RunOptions) -> str:
-    """The version recorded with every box: ``--model-version``, else the model folder's name."""
-    return options.model_version or Path(str(options.model)).name
+def model_version(model: str, given: str | None) -> str:
+    """The version recorded with every box: ``--model-version``, else the Proposer's default for the model."""
+    from model.proposer import model_version_for
+
+    return model_version_for(model, given)
 
 
 def _engine(options: RunOptions, version: str) -> Engine:

@@ -210,6 +210,11 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     return names[dtype]
 
 
+def model_version_for(model: str | os.PathLike, given: str | None = None) -> str:
+    """The version a model's answers carry: the one given, else the model folder's (or hub id's last) name."""
+    return given or Path(str(model)).name
+
+
 class Proposer:
     """The shared inference entry point for the CLI, the Label Studio backend and the desktop app."""
 
@@ -267,7 +272,7 @@ class Proposer:
         if not quantized:
             model = model.to(device)  # from_pretrained kept the official fp32 parts (EVA norms, biases) in fp32
         processor = MiniGPTv2Processor.from_pretrained(path_or_hub_id, official_double_bos=official_double_bos)
-        version = model_version or Path(str(path_or_hub_id)).name
+        version = model_version_for(path_or_hub_id, model_version)
         folder = Path(path_or_hub_id)
         calibration = load_calibration(folder, score=score) if folder.is_dir() else None
         return cls(model, processor, model_version=version, box_offset=box_offset, calibration=calibration, score=score)

@@ -75,6 +75,7 @@ def score_quality(scores: Sequence[float], kept: Sequence[bool], *, bins: int = 
     if len(values) and (not np.all(np.isfinite(values)) or values.min() < 0 or values.max() > 1):
         raise ValueError("scores must be finite and within [0, 1]")
     reliability = _reliability(values, positive, bins)
+    wrong_by_score = ~positive[np.argsort(values, kind="mergesort")]  # rejected or not, lowest score first
     n = len(values)
     ece = sum(b.n / n * abs((b.mean_score or 0.0) - (b.kept_rate or 0.0)) for b in reliability) if n else None
     return ScoreQuality(
@@ -83,8 +84,8 @@ def score_quality(scores: Sequence[float], kept: Sequence[bool], *, bins: int = 
         roc_auc=roc_auc(values, positive),
         ece=float(ece) if ece is not None else None,
         reliability=reliability,
-        triage=[_triage(values, positive, share) for share in TRIAGE_SHARES],
-        triage_curve=[_triage(values, positive, share) for share in CURVE_SHARES],
+        triage=[_triage(wrong_by_score, share) for share in TRIAGE_SHARES],
+        triage_curve=[_triage(wrong_by_score, share) for share in CURVE_SHARES],
     )
 
 
@@ -117,10 +118,10 @@ def _reliability(values: np.ndarray, positive: np.ndarray, bins: int) -> list[Re
     return rows
 
 
-def _triage(values: np.ndarray, positive: np.ndarray, share: float) -> TriagePoint:
-    """Review the ceil(share * n) lowest-scoring proposals (ties in the given order): which share of the wrong ones?"""
-    reviewed = min(len(values), math.ceil(share * len(values) - 1e-9))
-    wrong = int((~positive).sum())
-    lowest = np.argsort(values, kind="mergesort")[:reviewed]
-    caught = int((~positive[lowest]).sum()) / wrong if wrong else None
+def _triage(wrong_by_score: np.ndarray, share: float) -> TriagePoint:
+    """Review the ceil(share * n) lowest-scoring proposals (ties in the given order): which share of the wrong ones?
+    ``wrong_by_score``: whether each proposal was rejected, lowest score first."""
+    reviewed = min(len(wrong_by_score), math.ceil(share * len(wrong_by_score) - 1e-9))
+    wrong = int(wrong_by_score.sum())
+    caught = int(wrong_by_score[:reviewed].sum()) / wrong if wrong else None
     return TriagePoint(reviewed=share, n_reviewed=reviewed, caught=caught)
