@@ -105,8 +105,10 @@ def intervals(before: np.ndarray, after: np.ndarray | None, resamples: int, seed
     return out
 
 
-def variant_recipe(name: str, data_root: Path, steps: int, seed: int, replay_ratio: float, min_score: float):
-    recipe = load_recipe(RECIPE, data_root=data_root)
+def variant_recipe(
+    name: str, data_root: Path, steps: int, seed: int, replay_ratio: float, min_score: float, overrides: list[str]
+):
+    recipe = load_recipe(RECIPE, data_root=data_root, overrides=overrides)
     stage = recipe.stages[0]
     corrected = next(d for d in stage.datasets if d.kind is DatasetKind.corrections)
     replay = next(d for d in stage.datasets if d.kind is DatasetKind.distill)
@@ -135,6 +137,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="evaluation batch")
     parser.add_argument("--bootstrap", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=Path("/tmp/closed-loop"))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
+                        help="change the recipe as `train --set` does (before the variant's own changes)")  # fmt: skip
     args = parser.parse_args()
     variants = [v for v in args.variants.split(",") if v]
     unknown = sorted(set(variants) - set(VARIANTS))
@@ -160,7 +164,7 @@ def main() -> None:
         crowded(root / "corrections", args.train_images, 4242 + seed)
         runs = {}
         for name in variants:
-            recipe = variant_recipe(name, root, args.steps, seed, args.replay_ratio, args.min_score)
+            recipe = variant_recipe(name, root, args.steps, seed, args.replay_ratio, args.min_score, args.overrides)
             started = time.perf_counter()
             trained = train_recipe(recipe, root / name, base=SHIPPED_DIR, device="cpu", progress=False)
             seconds = time.perf_counter() - started

@@ -48,6 +48,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--learn-dir", type=Path, default=None, help="learned models and runs (default: <corrections>/models)"
     )
     learning.add_argument(
+        "--learn-recipe",
+        type=Path,
+        default=None,
+        help="training recipe of a run (MINIGPT_LEARN_RECIPE; default: the shipped model/recipes/corrections.yaml, "
+        "corrections mixed with a replay of the served model's confident answers)",
+    )
+    learning.add_argument(
         "--rollback",
         action="store_true",
         help="serve the model promoted before the current one (the base after the first promotion), for good",
@@ -82,6 +89,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         learn=args.learn,
         learn_every=args.learn_every,
         learn_dir=args.learn_dir,
+        learn_recipe=args.learn_recipe,
         rollback=args.rollback,
     )
 

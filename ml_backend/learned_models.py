@@ -3,8 +3,10 @@
 Layout of the learning folder (default `<corrections>/models`):
 - `state.json`: the base model, how many runs there were, and the promoted models, oldest first; the last one is
   served (none: the base). Replaced atomically, so a crash leaves the old state or the new one, never half of one.
-- `vN/`: run N, complete: `train.json` and `heldout.json` (COCO) with `images/` (hard links to the store's copies,
-  so the run never reads the live store while it trains), `model/` (the candidate, from the training command),
+- `vN/`: run N, complete: `corrections/annotations.json`, the training part laid out as a corrections store so the
+  correction recipe reads it as it reads the backend's own, and `heldout.json` (COCO), both over
+  `corrections/images/` (hard links to the store's copies, so the run never reads the live store while it trains);
+  `model/` (the candidate, from the training command, with the recipe's replay answers and checkpoints under it),
   `evaluation.json` (candidate and serving model on the held-out slice, and the decision), `train.log`.
 - `vN.failed/`: a run whose training or evaluation failed or was killed, kept for its log.
 - `.tmp-vN/`: a run in progress. It becomes `vN` only when complete; one left by a crash is deleted at the next start.
@@ -149,11 +151,15 @@ def is_held_out(key: str, percent: int) -> bool:
     return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 100 < percent
 
 
+TRAIN_COCO = Path("corrections") / "annotations.json"  # under the run folder: a corrections store for the recipe
+HELDOUT_COCO = Path("heldout.json")
+
+
 def export_split(dataset: Dataset, run_dir: Path, percent: int) -> tuple[int, int]:
-    """Write `train.json` and `heldout.json` in `run_dir` from a snapshot of the store, with hard links to the
-    images (copies across filesystems); the (train, held-out) image counts. An image deleted from the store since
-    the snapshot (its task was deleted) is left out."""
-    images_dir = run_dir / "images"
+    """Write TRAIN_COCO and HELDOUT_COCO in `run_dir` from a snapshot of the store, with hard links to the images
+    (copies across filesystems); the (train, held-out) image counts. An image deleted from the store since the
+    snapshot (its task was deleted) is left out."""
+    images_dir = run_dir / TRAIN_COCO.parent / "images"  # inside the training part's folder, as in a store
     images_dir.mkdir(parents=True, exist_ok=True)
     parts: dict[bool, list] = {True: [], False: []}
     for record in dataset.images:
@@ -164,9 +170,9 @@ def export_split(dataset: Dataset, run_dir: Path, percent: int) -> tuple[int, in
             log.info("%s was deleted from the corrections store since the snapshot; not used", record.path.name)
             continue
         parts[is_held_out(task_key(record.path), percent)].append(record.model_copy(update={"path": target}))
-    for name, held in (("train.json", False), ("heldout.json", True)):
+    for name, held in ((TRAIN_COCO, False), (HELDOUT_COCO, True)):
         part = dataset.model_copy(update={"images": parts[held]})
-        write_coco(part, run_dir / name)
+        write_coco(part, run_dir / name)  # file names relative to the file: the run folder can be renamed
     return len(parts[False]), len(parts[True])
 
 
@@ -191,14 +197,13 @@ _CLI = _CHILD.format("minigpt_annotate.cli") + "sys.exit(main(sys.argv[2:]))"
 _EVALUATE = _CHILD.format("ml_backend.learned_models") + "sys.exit(main(sys.argv[2:]))"
 
 
-def training_command(train_coco: Path, base: str, out: Path, device: str, extra: Sequence[str]) -> list[str]:
-    """The command that fine-tunes `base` on `train_coco` into `out` (adapters that load with --model).
-
-    The one place that says how a learning run trains: `finetune` on the corrections' COCO today; a recipe
-    (`train RECIPE`) can replace it here. `extra` is MINIGPT_LEARN_ARGS, appended last so it overrides.
-    """
-    return [sys.executable, "-c", _CLI, _PACKAGE_PARENT, "finetune", str(train_coco), "--base", base,
-            "--out", str(out), "--device", device, *extra]  # fmt: skip
+def training_command(run_dir: Path, recipe: Path, base: str, out: Path, device: str, extra: Sequence[str]) -> list[str]:
+    """The command that trains `base` with `recipe` on the corrections `export_split` wrote in `run_dir`, into `out`
+    (adapters that load with --model): `train RECIPE --data-root RUN_DIR`, so the recipe's `corrections` dataset
+    (path `corrections`) is this run's training part. `extra` is MINIGPT_LEARN_ARGS (`--set PATH=VALUE` ...),
+    appended last so it overrides."""
+    return [sys.executable, "-c", _CLI, _PACKAGE_PARENT, "train", str(recipe), "--base", base, "--data-root",
+            str(run_dir), "--out", str(out), "--device", device, *extra]  # fmt: skip
 
 
 def evaluation_command(heldout_coco: Path, report: Path, device: str, candidate: str, serving: str) -> list[str]:

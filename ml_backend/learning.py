@@ -59,6 +59,7 @@ class Learner:
         every: int,
         holdout_percent: int,
         device: str,
+        recipe: Path,
         train_args: str = "",
         load: Callable[[str, str], Proposer],
     ):
@@ -69,6 +70,7 @@ class Learner:
         self.every = every
         self.holdout_percent = holdout_percent
         self.device = device
+        self.recipe = recipe
         self.train_args = shlex.split(train_args)
         self._load = load
         self._state = state
@@ -198,14 +200,14 @@ class Learner:
         self._set_phase("training")
         log.info("learning run %d: fine-tuning on %d task(s), %d held out", run, n_train, n_held)
         self._child_run(
-            runs.training_command(temp / "train.json", self._state.base, temp / "model", self.device, self.train_args),
+            runs.training_command(temp, self.recipe, self._state.base, temp / "model", self.device, self.train_args),
             temp / "train.log",
             "training",
         )
         self._set_phase("evaluating")
         report = temp / "evaluation.reports.json"
         self._child_run(
-            runs.evaluation_command(temp / "heldout.json", report, self.device, str(temp / "model"), serving),
+            runs.evaluation_command(temp / runs.HELDOUT_COCO, report, self.device, str(temp / "model"), serving),
             temp / "evaluate.log",
             "evaluation",
         )

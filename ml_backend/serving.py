@@ -64,6 +64,7 @@ def serve(
     learn: bool | None = None,
     learn_every: int | None = None,
     learn_dir: Path | None = None,
+    learn_recipe: Path | None = None,
     rollback: bool = False,
 ) -> int:
     configure_logging()
@@ -77,6 +78,7 @@ def serve(
         learn=learn,
         learn_every=learn_every,
         learn_dir=learn_dir,
+        learn_recipe=learn_recipe,
     )
     media = MediaSettings.from_env()
     limits = RequestLimits.from_env()

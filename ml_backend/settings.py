@@ -15,6 +15,8 @@ from label_studio_access.media import MediaFetcher, MediaSettings
 from model import propose_api
 from model.errors import MiniGPTError
 from model.proposer import Proposer
+from model.recipes import CORRECTIONS, recipe_path
+from model.training.recipe import load_recipe
 
 from . import learned_models
 from .backend import MiniGPTBackend
@@ -66,7 +68,10 @@ class BackendSettings(BaseModel):
     learn_every: int = Field(default=50, ge=1, description="stored corrections that start a learning run")
     learn_dir: Path | None = Field(default=None, description="learned models and runs; default <corrections>/models")
     learn_holdout: int = Field(default=20, ge=1, le=50, description="percent of tasks held out to judge candidates")
-    learn_args: str = Field(default="", description="extra arguments for the training command (shell words)")
+    learn_recipe: Path | None = Field(
+        default=None, description="the training recipe of a learning run; default the shipped corrections.yaml"
+    )
+    learn_args: str = Field(default="", description="extra arguments for `train` (shell words, e.g. --set PATH=V)")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ, **overrides: object) -> BackendSettings:
@@ -83,6 +88,7 @@ class BackendSettings(BaseModel):
             "learn_every": "MINIGPT_LEARN_EVERY",
             "learn_dir": "MINIGPT_LEARN_DIR",
             "learn_holdout": "MINIGPT_LEARN_HOLDOUT",
+            "learn_recipe": "MINIGPT_LEARN_RECIPE",
             "learn_args": "MINIGPT_LEARN_ARGS",
             "basic_auth_user": "BASIC_AUTH_USER",
             "basic_auth_pass": "BASIC_AUTH_PASS",
@@ -240,6 +246,8 @@ def build_backend(
     )
     if settings.learn:
         assert state is not None and backend.corrections is not None and settings.learning_dir is not None
+        recipe = settings.learn_recipe or recipe_path(CORRECTIONS)
+        load_recipe(recipe, check_files=False)  # a broken recipe stops the start, not the first run hours later
         backend.learning = Learner(
             backend,
             backend.corrections,
@@ -248,6 +256,7 @@ def build_backend(
             every=settings.learn_every,
             holdout_percent=settings.learn_holdout,
             device=settings.device,
+            recipe=recipe,
             train_args=settings.learn_args,
             load=lambda path, version: _warm(Proposer.from_pretrained(
                 path, settings.device, settings.dtype, model_version=version), settings.batch_size),

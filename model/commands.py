@@ -222,6 +222,15 @@ def _add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--base", default=None, help="model folder or hub id to start from (default: the recipe's base)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--data-root", type=Path, default=None, help="folder the recipe's relative dataset paths start from")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="change one recipe field for this run, e.g. stages.corrections.schedule.steps=100 (repeatable; a "
+        "list item by its name or index; VALUE read as YAML)",
+    )
     p.add_argument("--device", default="auto")
 
 
@@ -425,7 +434,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .training.recipe import load_recipe
     from .training.runner import train_recipe
 
-    recipe = load_recipe(args.recipe, data_root=args.data_root)
+    recipe = load_recipe(args.recipe, data_root=args.data_root, overrides=args.overrides)
     result = train_recipe(recipe, args.out, base=args.base, resume=args.resume, device=args.device)
     print(result.model_dump_json(indent=2))
     return 0
@@ -464,6 +473,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )  # fmt: skip
     if args.report:
         write_text_atomic(args.report, report.to_json() + "\n")
+        _plot_scores(report, args.report, f"{proposer.model_version} on {args.coco.name}")
     print(report.to_json() if args.json else report.format_table())
     if args.calibrate:
         calibration = Calibration.fit(
@@ -477,6 +487,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         fitted = ", ".join(f"{task.value} ({c.n} proposals)" for task, c in calibration.tasks.items()) or "no task"
         print(f"calibration for {fitted} saved to {path}", file=sys.stderr)
     return 0
+
+
+def _plot_scores(report, report_path: Path, title: str) -> None:
+    """The reliability diagram and triage curve beside the saved report, or one line saying why not."""
+    from .evaluation.score_plots import PlotUnavailable, plot_path_for, write_score_plot
+
+    if report.scores is None:
+        return
+    try:
+        path = write_score_plot(report.scores, plot_path_for(report_path), title=title)
+    except PlotUnavailable as err:
+        print(f"no score plot: {err}", file=sys.stderr)
+    else:
+        print(f"score plot (reliability and triage) saved to {path}", file=sys.stderr)
 
 
 def cmd_fetch_official(args: argparse.Namespace) -> int:

@@ -71,6 +71,11 @@ def test_finetune_resume_and_evaluate_from_the_command_line(shapes: Path, tiny_m
     assert report["n_images"] == 3
     assert report["refer"]["n"] > 0 and report["detection"]["n_gt"] > 0
     assert "acceptance" in proc.stdout.lower() and "AP50" in proc.stdout
+    from PIL import Image
+
+    with Image.open(tmp_path / "report.png") as plot:  # the reliability diagram and triage curve beside it
+        assert plot.format == "PNG" and plot.width > plot.height > 200
+    assert "score plot (reliability and triage) saved to" in proc.stderr
     as_json = run("evaluate", str(shapes), "--model", str(out), "--max-images", "1", "--json", "--tasks", "refer")
     assert as_json.returncode == 0, as_json.stderr
     assert json.loads(as_json.stdout)["detection"] is None

@@ -2,9 +2,9 @@
 tasks and serves it only when it does not do worse (issue 15, item 4).
 
 Real components throughout: `minigpt-annotate serve` as a process with the shipped shapes model, the SQLite
-corrections store fed through /webhook, the real `finetune` child at a step count of a few, and the project's
-evaluation code. The shapes world's own boxes are the corrections; a candidate is made worse by a labeller who
-swaps the labels of the training tasks (the held-out ones stay right).
+corrections store fed through /webhook, the real `train` child running the shipped correction recipe (a few steps,
+through `--set`), and the project's evaluation code. The shapes world's own boxes are the corrections; a candidate
+is made worse by a labeller who swaps the labels of the training tasks (the held-out ones stay right).
 """
 
 from __future__ import annotations
@@ -40,10 +40,17 @@ CONFIG = (
 )
 BASE_VERSION = SHIPPED_DIR.name
 HOLDOUT = 50  # percent of tasks held out: half, so a handful of corrections gives both parts
+
+
+def recipe_settings(**schedule: object) -> str:
+    """MINIGPT_LEARN_ARGS that change the shipped correction recipe's schedule (`train --set`)."""
+    return " ".join(f"--set stages.corrections.schedule.{field}={value}" for field, value in schedule.items())
+
+
 # Training that changes the model too little to change a greedy answer: a candidate as good as the served one.
-HARMLESS = "--max-steps 1 --batch-size 2 --learning-rate 1e-9 --min-lr 0 --warmup-steps 0"
-# Training that takes swapped labels to heart.
-EAGER = "--max-steps 12 --batch-size 4 --learning-rate 1e-2 --warmup-steps 0"
+HARMLESS = recipe_settings(steps=1, batch_size=2, lr=1e-9, min_lr=0, warmup_steps=0)
+# Training that takes swapped labels to heart (the recipe's replay of the base model's answers does not save it).
+EAGER = recipe_settings(steps=12, batch_size=4, lr=1e-2, warmup_steps=0)
 SWAPPED = {"square": "circle", "circle": "triangle", "triangle": "square"}
 
 TRAIN_IDS = [i for i in range(1, 200) if not is_held_out(str(i), HOLDOUT)]
@@ -197,7 +204,8 @@ def test_killing_the_training_leaves_the_served_model_and_the_store_intact_and_t
 ) -> None:
     corrections = tmp_path / "corrections"
     learn = ("--learn", "--learn-every", "4")
-    slow_harmless = f"{HARMLESS} --max-steps 4 --save-every 1"  # a checkpoint after every step: killed mid-training
+    # A checkpoint after every step, so the kill lands mid-training.
+    slow_harmless = f"{HARMLESS} {recipe_settings(steps=4)} --set save_every=1"
     with serving(world, corrections, tmp_path / "serve.log", *learn, train_args=slow_harmless) as backend:
         for n, task_id in enumerate(TRAIN_IDS[:2] + HELD_IDS[:2]):
             backend.correct(task_id, n)

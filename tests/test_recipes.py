@@ -76,6 +76,27 @@ def test_a_bad_recipe_is_refused_with_a_one_line_cause(change, words: list[str])
         assert word in message, message
 
 
+def test_set_changes_one_field_by_name_or_index_and_is_validated_like_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(_recipe(_stage())))
+    changes = ["stages.s1.schedule.steps=7", "stages.0.datasets.b.ratio=0.5", "stages.s1.datasets.a.ratio=0.5",
+               "seed=3", "stages.s1.trains.lora.r=4"]  # fmt: skip
+    recipe = load_recipe(path, overrides=changes)
+    stage = recipe.stages[0]
+    assert (stage.schedule.steps, stage.ratios, recipe.seed, stage.trains.lora.r) == (7, [0.5, 0.5], 3, 4)
+    assert json.loads(path.read_text()) == _recipe(_stage())  # the file itself is untouched
+    for setting, words in [
+        ("steps", "expected PATH=VALUE"),
+        ("stages.s2.schedule.steps=1", "no item 's2' in stages (names: s1; or an index from 0)"),
+        ("name.first=1", "name is a value, not a section"),
+        ("stages.s1.schedule.step=1", "stage 's1', schedule, step: unknown field"),
+        ("stages.s1.schedule.lr=-1", "stage 's1', schedule, lr"),
+    ]:
+        with pytest.raises(RecipeError) as caught:
+            load_recipe(path, overrides=[setting])
+        assert "\n" not in str(caught.value) and words in str(caught.value), str(caught.value)
+
+
 def test_ratios_as_weights_are_normalised_only_when_asked() -> None:
     stage = _stage(normalise=True)
     stage["datasets"][0]["ratio"], stage["datasets"][1]["ratio"] = 30, 10
@@ -317,13 +338,14 @@ def test_train_from_the_command_line_writes_a_model_that_loads(
     tmp_path: Path, scenes: Path, tiny_model_dir: Path
 ) -> None:
     data = _two_stage_recipe(tmp_path, scenes)
-    for stage in data["stages"]:
-        stage["schedule"]["steps"] = 1
     path = tmp_path / "two.yaml"
     import yaml
 
     path.write_text(yaml.safe_dump(data))
-    proc = run("train", str(path), "--out", str(tmp_path / "out"), "--base", str(tiny_model_dir), "--device", "cpu")
+    # Both stages shortened from the command line: one by name, one by index.
+    shorter = ["--set", "stages.mix.schedule.steps=1", "--set", "stages.1.schedule.steps=1"]
+    proc = run("train", str(path), "--out", str(tmp_path / "out"), "--base", str(tiny_model_dir), "--device", "cpu",
+               *shorter)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert list(result["stages"]) == ["mix", "refer-only"] and all(s["steps"] == 1 for s in result["stages"].values())

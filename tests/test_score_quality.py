@@ -4,6 +4,7 @@ bins) and the triage curve, against hand-computed cases, hypothesis invariants, 
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -133,3 +134,27 @@ def test_the_report_scores_the_scores() -> None:
     table = report.format_table()
     assert "score ROC AUC" in table and "wrong found in lowest 20%" in table
     assert type(report).from_json(report.to_json()) == report
+
+
+def test_the_plot_draws_each_task_in_its_colour_on_both_panels(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from model.evaluation.runner import ScoreReport
+    from model.evaluation.score_plots import plot_path_for, write_score_plot
+
+    rng = np.random.default_rng(0)
+    scores = rng.uniform(size=200)
+    quality = score_quality(scores, rng.uniform(size=200) < scores)
+    report = ScoreReport(detection=quality, refer=None, overall=quality)
+    path = write_score_plot(report, plot_path_for(tmp_path / "report.json"), title="a model on shapes")
+    assert path == tmp_path / "report.png" and not list(tmp_path.glob(".*.tmp"))
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB")).reshape(-1, 3).astype(int)
+        width = image.width
+    blue = np.array([31, 119, 180])  # matplotlib's tab:blue, the detection colour; refer (orange) is absent
+    orange = np.array([255, 127, 14])
+    near = lambda colour: np.abs(pixels - colour).sum(axis=1) < 30  # noqa: E731
+    columns = np.flatnonzero(near(blue)) % width
+    assert (columns < width / 2).any() and (columns > width / 2).any()  # on the reliability and the triage panel
+    assert not near(orange).any()

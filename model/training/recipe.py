@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -337,8 +338,15 @@ def parse_recipe(data: Any, source: str = "recipe") -> Recipe:
         raise RecipeError(f"{source}: {where + ': ' if where else ''}{message}{more}") from None
 
 
-def load_recipe(path: str | os.PathLike, *, data_root: str | os.PathLike | None = None, check_files: bool = True):
-    """Read, validate and resolve a recipe file (YAML or JSON). `data_root` overrides the file's own."""
+def load_recipe(
+    path: str | os.PathLike,
+    *,
+    data_root: str | os.PathLike | None = None,
+    check_files: bool = True,
+    overrides: Sequence[str] = (),
+):
+    """Read, validate and resolve a recipe file (YAML or JSON). `data_root` overrides the file's own; each of
+    `overrides` is a `PATH=VALUE` setting applied before validation (see `apply_overrides`)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -346,7 +354,7 @@ def load_recipe(path: str | os.PathLike, *, data_root: str | os.PathLike | None 
         raise RecipeError(f"recipe {path} not found") from None
     except (OSError, UnicodeDecodeError) as err:
         raise RecipeError(f"cannot read recipe {path}: {err}") from None
-    data = _parse_text(text, path)
+    data = apply_overrides(_parse_text(text, path), overrides)
     recipe = parse_recipe(data, path.name)
     if data_root is not None:
         recipe = recipe.model_copy(update={"data_root": str(Path(data_root).absolute())})
@@ -372,3 +380,57 @@ def _parse_text(text: str, path: Path) -> Any:
         raise RecipeError(f"{path.name} is not valid YAML{where}: {getattr(err, 'problem', err)}") from None
     except RecursionError:
         raise RecipeError(f"{path.name} is nested too deeply to be a recipe") from None
+
+
+def apply_overrides(data: Any, overrides: Sequence[str]) -> Any:
+    """`data` with each `PATH=VALUE` of `overrides` set (`train --set`): PATH is dot-separated field names, a list
+    item named by its `name` or its index from 0 (`stages.corrections.schedule.steps=1`, `seed=7`); VALUE is read as
+    YAML (`1e-3`, `true`, `[q_proj, v_proj]`). The result is validated like the file, so a wrong field or value
+    gets the same one-line cause."""
+    import copy
+
+    import yaml
+
+    data = copy.deepcopy(data)
+    for setting in overrides:
+        key, sep, text = setting.partition("=")
+        parts = key.strip().split(".") if key.strip() else []
+        if not sep or not parts or not all(parts):
+            raise RecipeError(f"--set {setting!r}: expected PATH=VALUE, e.g. stages.corrections.schedule.steps=100")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text  # a plain string that happens to look like broken YAML
+        node = data
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            where = ".".join(parts[: depth + 1])
+            if isinstance(node, dict):
+                if last:
+                    node[part] = value
+                    continue
+                child = node.setdefault(part, {})  # a section the file left out (e.g. `trains.lora`) is made
+                if not isinstance(child, (dict, list)):
+                    raise RecipeError(f"--set {setting!r}: {where} is a value, not a section")
+                node = child
+            elif isinstance(node, list):
+                index = _item_index(node, part)
+                if index is None:
+                    names = ", ".join(str(i.get("name")) for i in node if isinstance(i, dict)) or "none"
+                    raise RecipeError(f"--set {setting!r}: no item {part!r} in {where.rpartition('.')[0] or 'the list'}"
+                                      f" (names: {names}; or an index from 0)")  # fmt: skip
+                if last:
+                    node[index] = value
+                else:
+                    node = node[index]
+            else:
+                raise RecipeError(f"--set {setting!r}: {where.rpartition('.')[0]} is a value, not a section")
+    return data
+
+
+def _item_index(items: list, part: str) -> int | None:
+    """The index of the list item named `part`, else `part` read as an index."""
+    for index, item in enumerate(items):
+        if isinstance(item, dict) and item.get("name") == part:
+            return index
+    return int(part) if part.isdigit() and int(part) < len(items) else None
