@@ -214,20 +214,23 @@ def evaluation_command(heldout_coco: Path, report: Path, device: str, candidate:
 
 def main(argv: list[str]) -> int:
     """The evaluation child: `HELDOUT REPORT DEVICE CANDIDATE SERVING`. Writes REPORT as {"candidate": ...,
-    "serving": ...}, each the project's EvaluationReport (`minigpt-annotate evaluate --json`)."""
+    "serving": ...}, each the project's EvaluationReport (`minigpt-annotate evaluate --json`), and the candidate's
+    calibration.json (fitted on its held-out answers)."""
     import json
 
     from model.coco import read_coco
+    from model.evaluation.calibrate import calibrate_on_heldout
     from model.evaluation.runner import evaluate_model
     from model.proposer import Proposer
 
-    heldout, report, device, *models = argv
+    heldout, report, device, candidate, serving = argv
     dataset = read_coco(heldout)
-    reports = {}
-    for role, model in zip(("candidate", "serving"), models, strict=True):
-        proposer = Proposer.from_pretrained(model, device=device)
-        reports[role] = json.loads(evaluate_model(proposer, dataset).to_json())
-        del proposer
+    # The candidate is scored raw and its calibration fitted on these answers, saved in its folder: a promoted
+    # model serves calibrated scores (the order of its scores, and so this evaluation, does not change).
+    evaluation, _, _ = calibrate_on_heldout(candidate, dataset, source="held-out corrections", device=device)
+    reports = {"candidate": json.loads(evaluation.to_json())}
+    proposer = Proposer.from_pretrained(serving, device=device)
+    reports["serving"] = json.loads(evaluate_model(proposer, dataset).to_json())
     write_text_atomic(report, json.dumps(reports, indent=2))
     return 0
 

@@ -1,5 +1,6 @@
-"""The core's subcommands of `minigpt-annotate` (propose, parse, convert, make-tiny, make-shapes, split, finetune,
-train, evaluate, fetch-official), and the argument types every surface's subcommands share.
+"""The core's subcommands of `minigpt-annotate` (propose, parse, convert, make-tiny, make-shapes, split, evaluate,
+fetch-official; finetune and train are in `training_commands`), and the argument types every surface's subcommands
+share.
 
 Each package registers its own subcommands (`register`) and the composition root, `minigpt_annotate.cli`, puts them
 under one parser. Nothing here imports torch at module level, so `minigpt-annotate --help` stays instant: each command
@@ -149,8 +150,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=seed_arg, default=0)
     p.add_argument("--out", type=Path, default=None, help="output folder (default: the COCO file's folder)")
 
-    _add_finetune_parser(sub, tasks)
-    _add_train_parser(sub)
+    from . import training_commands  # it imports this module's argument types
+
+    training_commands.add_finetune_parser(sub, tasks)
+    training_commands.add_train_parser(sub)
     _add_evaluate_parser(sub)
 
     p = sub.add_parser("fetch-official", help="download the official files, then convert them")
@@ -158,80 +161,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", default="stage3", choices=["stage3", "demo"])
     p.add_argument("--llama-repo", default="meta-llama/Llama-2-7b-chat-hf")
     p.add_argument("--dtype", default="float16", choices=DTYPES[1:])
-    for name, run in COMMANDS.items():
+    for name, run in {**COMMANDS, **training_commands.COMMANDS}.items():
         sub.choices[name].set_defaults(run=run)
-
-
-def _add_finetune_parser(sub: argparse._SubParsersAction, tasks: list[str]) -> None:
-    from .training import DEFAULT_TASKS, FinetuneConfig, IdentifyAnswer, Precision, TemplateChoice
-
-    d = FinetuneConfig()
-    p = sub.add_parser(
-        "finetune",
-        help="fine-tune on a COCO file (stage-3 style: frozen vision tower, projection + LoRA)",
-        description="Builds [detection], [refer] and [identify] instructions from COCO boxes (and their 'phrase' "
-        "fields) and trains. Writes LoRA adapters that load with --model like any model folder, or a merged "
-        "model with --merge. Interrupt it any time and continue with --resume.",
-    )
-    p.add_argument("coco", type=Path, help="COCO file with the corrected boxes")
-    p.add_argument("--images", type=Path, default=None, help="images folder (default: the COCO file's folder)")
-    p.add_argument("--base", required=True, help="model folder or hub id to start from")
-    p.add_argument("--out", required=True, type=Path, help="output folder (checkpoints and the result)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    p.add_argument("--tasks", default=",".join(t.value for t in DEFAULT_TASKS), help="comma-separated")
-    p.add_argument("--templates", default=d.templates.value, choices=[t.value for t in TemplateChoice])
-    p.add_argument("--identify-answer", default=d.identify_answer.value, choices=[a.value for a in IdentifyAnswer])
-    p.add_argument(
-        "--detection-negatives",
-        action="store_true",
-        help="also teach [detection] to answer nothing for categories absent from an image (not official)",
-    )
-    p.add_argument("--lora-r", type=int, default=d.lora_r, help="LoRA rank; 0 turns LoRA off")
-    p.add_argument("--lora-alpha", type=float, default=d.lora_alpha)
-    p.add_argument("--lora-dropout", type=float, default=d.lora_dropout)
-    p.add_argument("--lora-targets", default=",".join(d.lora_targets), help="LLM linear layers, comma-separated")
-    p.add_argument("--freeze-projection", action="store_true", help="keep the vision→LLM projection fixed")
-    p.add_argument("--full-llm", action="store_true", help="tune every LLM weight (needs far more memory)")
-    p.add_argument("--train-vision", action="store_true", help="unfreeze the vision tower (not official)")
-    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
-    p.add_argument("--min-lr", type=float, default=d.min_lr)
-    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--epochs", type=float, default=d.epochs)
-    p.add_argument("--max-steps", type=positive_int, default=None, help="optimizer steps (overrides --epochs)")
-    p.add_argument("--batch-size", type=positive_int, default=d.batch_size)
-    p.add_argument("--grad-accum", type=positive_int, default=d.grad_accum)
-    p.add_argument("--max-length", type=positive_int, default=d.max_length)
-    p.add_argument("--seed", type=seed_arg, default=d.seed)
-    p.add_argument("--save-every", type=positive_int, default=d.save_every, help="steps between checkpoints")
-    p.add_argument("--precision", default=d.precision.value, choices=[x.value for x in Precision])
-    p.add_argument("--merge", action="store_true", help="write a merged model instead of adapters")
-    p.add_argument("--device", default="auto")
-
-
-def _add_train_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "train",
-        help="run a training recipe: stages of dataset mixtures (see docs/recipes.md and model/recipes/)",
-        description="Runs every stage of a recipe file (YAML or JSON) in order, each from the model the stage before "
-        "wrote; the final model lands in --out. Interrupt it any time and continue, inside the stage it was in, "
-        "with --resume.",
-    )
-    p.add_argument("recipe", type=Path, help="recipe file (.yaml, .yml or .json)")
-    p.add_argument("--out", required=True, type=Path, help="output folder (stages, checkpoints and the result)")
-    p.add_argument("--base", default=None, help="model folder or hub id to start from (default: the recipe's base)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    p.add_argument("--data-root", type=Path, default=None, help="folder the recipe's relative dataset paths start from")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="PATH=VALUE",
-        help="change one recipe field for this run, e.g. stages.corrections.schedule.steps=100 (repeatable; a "
-        "list item by its name or index; VALUE read as YAML)",
-    )
-    p.add_argument("--device", default="auto")
 
 
 def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
@@ -263,7 +194,7 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default="auto", choices=DTYPES)
 
 
-def _task_list(text: str) -> list[Task]:
+def task_list(text: str) -> list[Task]:
     try:
         return [Task(t.strip()) for t in text.split(",") if t.strip()]
     except ValueError as err:
@@ -393,64 +324,18 @@ def cmd_split(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_finetune(args: argparse.Namespace) -> int:
-    from .training import FinetuneConfig
-    from .training.runner import finetune_recipe, train_recipe
-
-    config = FinetuneConfig(
-        tasks=_task_list(args.tasks),
-        templates=args.templates,
-        identify_answer=args.identify_answer,
-        detection_negatives=args.detection_negatives,
-        lora_r=args.lora_r,
-        lora_alpha=args.lora_alpha,
-        lora_dropout=args.lora_dropout,
-        lora_targets=[t.strip() for t in args.lora_targets.split(",") if t.strip()],
-        train_projection=not args.freeze_projection,
-        train_llm=args.full_llm,
-        train_vision=args.train_vision,
-        learning_rate=args.learning_rate,
-        min_lr=args.min_lr,
-        warmup_steps=args.warmup_steps,
-        weight_decay=args.weight_decay,
-        epochs=args.epochs,
-        max_steps=args.max_steps,
-        batch_size=args.batch_size,
-        grad_accum=args.grad_accum,
-        max_length=args.max_length,
-        seed=args.seed,
-        save_every=args.save_every,
-        precision=args.precision,
-        merge=args.merge,
-    )
-    # The one-stage case of `train`: the same runner, on a recipe built from these arguments.
-    recipe = finetune_recipe(args.coco, args.images, config)
-    result = train_recipe(recipe, args.out, base=args.base, resume=args.resume, device=args.device)
-    print(result.stages["finetune"].model_dump_json(indent=2))
-    return 0
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from .training.recipe import load_recipe
-    from .training.runner import train_recipe
-
-    recipe = load_recipe(args.recipe, data_root=args.data_root, overrides=args.overrides)
-    result = train_recipe(recipe, args.out, base=args.base, resume=args.resume, device=args.device)
-    print(result.model_dump_json(indent=2))
-    return 0
-
-
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from .calibration import Calibration, weights_fingerprint
     from .coco import read_coco
-    from .evaluation.runner import collect_predictions, evaluated_tasks, score_pairs, score_predictions
+    from .evaluation.calibrate import save_calibration
+    from .evaluation.runner import collect_predictions, evaluated_tasks, score_predictions
+    from .evaluation.score_plots import plot_beside
     from .files import write_text_atomic
     from .proposer import Proposer
 
     dataset = read_coco(args.coco, args.images)
-    tasks = evaluated_tasks(_task_list(args.tasks))  # checked before the model load, which can take minutes
+    tasks = evaluated_tasks(task_list(args.tasks))  # checked before the model load, which can take minutes
     if args.calibrate and not Path(args.model).is_dir():
         raise MiniGPTError(f"--calibrate saves calibration.json in the model folder; {args.model} is not a folder")
     if args.max_images is not None:
@@ -473,34 +358,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )  # fmt: skip
     if args.report:
         write_text_atomic(args.report, report.to_json() + "\n")
-        _plot_scores(report, args.report, f"{proposer.model_version} on {args.coco.name}")
+        plot_beside(report, args.report, f"{proposer.model_version} on {args.coco.name}")
     print(report.to_json() if args.json else report.format_table())
     if args.calibrate:
-        calibration = Calibration.fit(
-            score_pairs(dataset, predictions, tasks, raw=True),
-            fingerprint=weights_fingerprint(args.model),
-            score=proposer.score,
-            model_version=proposer.model_version,
-            source=str(args.coco),
-        )
-        path = calibration.save(args.model)
+        calibration, path = save_calibration(args.model, proposer, dataset, predictions, tasks, source=str(args.coco))
         fitted = ", ".join(f"{task.value} ({c.n} proposals)" for task, c in calibration.tasks.items()) or "no task"
         print(f"calibration for {fitted} saved to {path}", file=sys.stderr)
     return 0
-
-
-def _plot_scores(report, report_path: Path, title: str) -> None:
-    """The reliability diagram and triage curve beside the saved report, or one line saying why not."""
-    from .evaluation.score_plots import PlotUnavailable, plot_path_for, write_score_plot
-
-    if report.scores is None:
-        return
-    try:
-        path = write_score_plot(report.scores, plot_path_for(report_path), title=title)
-    except PlotUnavailable as err:
-        print(f"no score plot: {err}", file=sys.stderr)
-    else:
-        print(f"score plot (reliability and triage) saved to {path}", file=sys.stderr)
 
 
 def cmd_fetch_official(args: argparse.Namespace) -> int:
@@ -533,8 +397,6 @@ COMMANDS = {
     "make-tiny": cmd_make_tiny,
     "make-shapes": cmd_make_shapes,
     "split": cmd_split,
-    "finetune": cmd_finetune,
-    "train": cmd_train,
     "evaluate": cmd_evaluate,
     "fetch-official": cmd_fetch_official,
 }

@@ -167,3 +167,35 @@ def test_autolabel_writes_both_scores_of_a_calibrated_model(
     regions = [r for t in json.loads((out / "label-studio-tasks.json").read_text()) for p in t["predictions"]
                for r in p["result"]]  # fmt: skip
     assert sorted(r["score"] for r in regions) == pytest.approx(sorted(a["score"] for a in annotations))
+
+
+def test_finetune_with_a_heldout_split_ships_a_calibrated_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    train = make_shapes(tmp_path / "train", images=4, seed=3, max_shapes=2)
+    heldout = make_shapes(tmp_path / "heldout", images=5, seed=31, max_shapes=3)
+    out = tmp_path / "tuned"
+    argv = ["finetune", str(train), "--base", str(SHIPPED_DIR), "--out", str(out), "--device", "cpu", "--lora-r", "4",
+            "--max-steps", "1", "--batch-size", "2", "--learning-rate", "1e-6", "--min-lr", "0", "--warmup-steps", "0",
+            "--heldout", str(heldout)]  # fmt: skip
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "held-out acceptance" in err and "calibration for" in err and "detection (" in err
+    report = json.loads((out / "heldout-evaluation.json").read_text())
+    assert report["n_images"] == 5 and (out / "heldout-evaluation.png").is_file()
+    calibration = load_calibration(out, score=DEFAULT_SCORE)
+    assert calibration is not None and calibration.source == str(heldout)
+    assert calibration.tasks[Task.detection].n == report["scores"]["detection"]["n"]
+    assert Proposer.from_pretrained(out, device="cpu").calibration == calibration  # the trained model applies it
+
+
+def test_a_heldout_file_that_does_not_read_stops_training_before_it_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    train = make_shapes(tmp_path / "train", images=2, seed=3, max_shapes=2)
+    out = tmp_path / "tuned"
+    argv = ["finetune", str(train), "--base", str(SHIPPED_DIR), "--out", str(out)]
+    argv += ["--heldout", str(tmp_path / "no.json")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert "no.json" in err and len(err.splitlines()) == 1 and not out.exists()

@@ -119,3 +119,9 @@ def test_hostile_coco_files_are_one_line_errors_before_any_work(
     proc = run("finetune", str(tmp_path / "missing.json"), *base)
     assert_one_line_error(proc, "gone.png", "not found")
     assert not out.exists()  # refused before the first step: no checkpoint, no run folder
+
+
+def test_a_learning_rate_below_its_floor_is_refused_in_one_line(shapes: Path, tmp_path: Path) -> None:
+    common = ["finetune", str(shapes), "--base", str(tmp_path), "--out", str(tmp_path / "o")]
+    assert_one_line_error(run(*common, "--learning-rate", "1e-9"), "min_lr 1e-06 is above learning_rate 1e-09")
+    assert_one_line_error(run(*common, "--lora-r", "-1"), "--lora-r")

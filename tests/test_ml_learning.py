@@ -30,7 +30,9 @@ from patience import HANG_S
 from minigpt_annotate.cli import main as cli
 from ml_backend.learned_models import is_held_out
 from model.annotations import ImageRecord
+from model.calibration import load_calibration
 from model.coco import read_coco
+from model.scoring import DEFAULT_SCORE
 from model.synthetic.shapes import make_shapes
 from model.synthetic.shapes_model import SHIPPED_DIR
 
@@ -165,6 +167,8 @@ def test_a_candidate_that_does_no_worse_is_promoted_a_worse_one_is_kept_aside_an
     models = corrections / "models"
     assert json.loads((models / "v1" / "evaluation.json").read_text())["reports"]["candidate"]["overall"]
     assert (models / "v1" / "model" / "adapter_config.json").is_file()
+    # its score calibration, fitted on its held-out answers, travels with it (moved with the run folder)
+    assert load_calibration(models / "v1" / "model", score=DEFAULT_SCORE) is not None
 
     # A restart serves the promoted model; this labeller swaps the labels of every training task.
     with serving(world, corrections, tmp_path / "serve-2.log", *learn, train_args=EAGER) as backend:

@@ -10,12 +10,13 @@ needs no display. matplotlib is in the `eval` extra (and `dev`); without it the 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
-from .runner import ScoreReport
+from .runner import EvaluationReport, ScoreReport
 from .score_quality import ScoreQuality
 
-__all__ = ["PlotUnavailable", "plot_path_for", "write_score_plot"]
+__all__ = ["PlotUnavailable", "plot_beside", "plot_path_for", "write_score_plot"]
 
 _COLOURS = {"detection": "tab:blue", "refer": "tab:orange", "overall": "tab:gray"}
 
@@ -66,6 +67,18 @@ def write_score_plot(scores: ScoreReport, path: str | os.PathLike, *, title: str
     finally:
         plt.close(figure)
     return path
+
+
+def plot_beside(report: EvaluationReport, report_path: str | os.PathLike, title: str) -> None:
+    """Write the report's score plot beside its saved JSON and say where on stderr; or one line saying why not."""
+    if report.scores is None:
+        return
+    try:
+        path = write_score_plot(report.scores, plot_path_for(report_path), title=title)
+    except PlotUnavailable as err:
+        print(f"no score plot: {err}", file=sys.stderr)
+    else:
+        print(f"score plot (reliability and triage) saved to {path}", file=sys.stderr)
 
 
 def _draw(reliability, triage, name: str, quality: ScoreQuality) -> None:

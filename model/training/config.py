@@ -92,6 +92,8 @@ class FinetuneConfig(BaseModel):
     def _something_trains(self) -> FinetuneConfig:
         if not (self.lora_r or self.train_projection or self.train_llm or self.train_vision):
             raise ValueError("nothing to train: enable LoRA (lora_r > 0), the projection, the LLM or the vision tower")
+        if self.min_lr > self.learning_rate:
+            raise ValueError(f"min_lr {self.min_lr:g} is above learning_rate {self.learning_rate:g}; lower min_lr")
         return self
 
     @property
