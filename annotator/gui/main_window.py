@@ -176,17 +176,20 @@ class MainWindow(QMainWindow):
                 action.setEnabled(enabled)
 
     # --- project ---------------------------------------------------------------------------------------------------
-    def open_folder(self, folder: str | Path | None = None, store: str | Path | None = None) -> None:
-        """Open ``folder`` (with its store next to it, or at ``store``) and go back to where the user left off."""
+    def open_folder(
+        self, folder: str | Path | None = None, store: str | Path | None = None, source: ModelSource | None = None
+    ) -> None:
+        """Open ``folder`` (with its store next to it, or at ``store``) and go back to where the user left off; load
+        ``source`` (the command line's), else the model the project remembers."""
         try:
             project = open_project(folder, store) if folder is not None else reopen_project(store or "")
             root = Path(folder) if folder is not None else project_folder(project)
         except MiniGPTError as err:
             self.show_error(str(err))
             return
-        self.set_session(Session(project, root.resolve(), self))
+        self.set_session(Session(project, root.resolve(), self), source)
 
-    def set_session(self, session: Session) -> None:
+    def set_session(self, session: Session, source: ModelSource | None = None) -> None:
         self.close_project()
         self.session = session
         self.ai = AIController(session, self)
@@ -212,7 +215,7 @@ class MainWindow(QMainWindow):
         session.restore_current()
         self._probe_sizes()
         try:
-            saved = session.model_source()
+            saved = source or session.model_source()
         except MiniGPTError as err:
             self.show_error(str(err))
             return

@@ -250,6 +250,8 @@ class Session(QObject):
         return ModelSource.from_setting(saved) if saved else None
 
     def remember_model_source(self, source: ModelSource) -> None:
+        if self._closed:  # a load that finished after the project was closed
+            return
         with self._saving():
             self.store.set_setting("model_source", source.to_setting())
 
