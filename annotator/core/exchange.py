@@ -99,6 +99,7 @@ class ImportReport:
     size_mismatches: list[tuple[str, str]] = field(default_factory=list)  # (image path, reason): boxes not imported
     not_boxes: int = 0  # crowd regions and empty boxes in the file, which cannot be boxes here
     image_ids: set[int] = field(default_factory=set)  # the project's images the import added boxes to
+    added: list[BoxRow] = field(default_factory=list, repr=False)  # the boxes it added, as stored (for undo)
 
     def __str__(self) -> str:
         return _summary(
@@ -447,7 +448,7 @@ def apply_import(store: ProjectStore, plan: ImportPlan) -> ImportReport:
             else:
                 current = [(row.label, row.box) for row in store.boxes(image_id) if row.state is BoxState.annotation]
                 new, duplicates = _new_annotations(current, image.annotations)
-            store.put_boxes([_annotation_row(annotation, image_id) for annotation in new])
+            report.added += store.put_boxes([_annotation_row(annotation, image_id) for annotation in new])
             report.annotations_added += len(new)
             report.duplicates_skipped += duplicates
             if new:
