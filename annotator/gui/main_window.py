@@ -297,6 +297,8 @@ class MainWindow(QMainWindow):
         if self.session is None:
             return
         self.files.set_current(image_id if image_id >= 0 else None)
+        self._identify_target = None  # an [identify] answer is about a box of the image left behind
+        self.ai_panel.suggest_label(None)
         if image_id < 0:
             self.canvas.show_image(None, 1, 1)
             return
@@ -479,7 +481,7 @@ class MainWindow(QMainWindow):
 
     def _identified(self, image_id: int, answer: str) -> None:
         """Offer the answer as the box's label; the person decides (model output never relabels a box itself)."""
-        if self.session is None or self._identify_target is None:
+        if self.session is None or self._identify_target is None or image_id != self.session.current_id:
             return
         self._suggested_label = label_from_answer(answer, self.session.labels())
         self.ai_panel.suggest_label(self._suggested_label)
