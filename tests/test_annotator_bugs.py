@@ -235,6 +235,7 @@ def test_a_run_asked_for_while_the_model_loads_runs_when_it_is_ready(
     win.load_model(LOCAL)
     assert win.ai.loading  # the loader reports through the event loop, which has not run yet
     win.ai_panel.set_task(Task.detection)
+    win.ai_panel.query.setFocus()  # the person clicks into the query field, and presses Enter
     win.ai_panel.query.setText(", ".join(LABELS))
     qtbot.keyClick(win.ai_panel.query, Qt.Key.Key_Return)
     status = win.ai_panel.status.text()
