@@ -195,9 +195,9 @@ class _ImageByImage:
 
 def load_model_input(path: Path) -> LoadedImage:
     """``path`` decoded at the size the model needs: whole up to :data:`MAX_UPLOAD_SIDE` on the long side (3x the
-    448 px the model sees), larger ones reduced to it, a JPEG by libjpeg's draft mode (a 48 MP photo decodes at
-    1/4 scale, never at full size). Both engines feed the model these pixels, so local and remote answers agree;
-    ``width``/``height`` stay the file's upright size, the frame the boxes are given in.
+    448 px the model sees), larger ones reduced to it, a JPEG by libjpeg's draft mode (an 8000x6000 photo decodes
+    at 1/8 scale, 1000x750, never at full size). Both engines feed the model these pixels, so local and remote
+    answers agree; ``width``/``height`` stay the file's upright size, the frame the boxes are given in.
 
     Raises:
         ImageLoadError: the file cannot be read; the message names it.
