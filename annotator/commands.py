@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the desktop annotator: open a folder, ask the model, correct boxes, export COCO (needs the [gui] extra)",
         description="Opens FOLDER (its project store, FOLDER.minigpt.sqlite, sits next to it) and returns to where "
         "you left off. The model is a local folder (--model, on the GPU when there is one) or a remote "
-        "`minigpt-annotate serve` (--server); the last one used is remembered per project.",
+        "`minigpt-annotate serve` (--server); the last one used is remembered per project and loads when neither is "
+        "given.",
     )
     p.add_argument("folder", nargs="?", type=Path, default=None, help="folder of images")
     p.add_argument("--store", type=Path, default=None, help="project store file (default: next to the folder)")

@@ -174,6 +174,7 @@ class Annotation(BaseModel):
 
 class ImageRecord(BaseModel):
     path: Path
+    id: int | None = Field(default=None, ge=1, description="its id in a COCO file written; None: its position")
     width: int = Field(gt=0)
     height: int = Field(gt=0)
     annotations: list[Annotation] = Field(default_factory=list)

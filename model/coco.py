@@ -472,11 +472,13 @@ def write_coco(
 
     ``file_name`` is written relative to ``images_dir`` (default: the output file's folder) for images inside
     it, and as an absolute path otherwise; ``file_names`` (one per image, in order) gives them instead, for images
-    that are not files here (a Label Studio task's image URL). Image and annotation ids count from 1 in dataset
-    order; category ids are those of ``dataset.categories``.
+    that are not files here (a Label Studio task's image URL). Image ids are the records' ``id`` where set (a
+    project's own, stable between exports), else count from 1 in dataset order; annotation ids count from 1;
+    category ids are those of ``dataset.categories``.
 
     Raises:
-        CocoError: an annotation's label has no category, or the file cannot be written.
+        CocoError: an annotation's label has no category, two images would share an id, or the file cannot be
+            written.
     """
     path = Path(path)
     if not path.parent.is_dir():
@@ -493,7 +495,8 @@ def _payload(dataset: Dataset, file_names: Sequence[str], supercategory: str) ->
     id_of = {category.name: category.id for category in dataset.categories}
     images: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
-    for image_id, (record, file_name) in enumerate(zip(dataset.images, file_names, strict=True), start=1):
+    for position, (record, file_name) in enumerate(zip(dataset.images, file_names, strict=True), start=1):
+        image_id = record.id if record.id is not None else position
         images.append({"id": image_id, "file_name": file_name, "width": record.width, "height": record.height})
         for annotation in record.annotations:
             if annotation.label not in id_of:
@@ -528,6 +531,10 @@ def _payload(dataset: Dataset, file_names: Sequence[str], supercategory: str) ->
                     "fix or remove it before exporting"
                 )
             annotations.append(entry)
+    ids = [image["id"] for image in images]
+    if len(set(ids)) != len(ids):
+        repeated = sorted({i for i in ids if ids.count(i) > 1})[:5]
+        raise CocoError(f"image ids {repeated} are used twice; give every ImageRecord its own id, or none")
     categories = [{"id": c.id, "name": c.name, "supercategory": supercategory} for c in dataset.categories]
     return {"images": images, "annotations": annotations, "categories": categories}
 

@@ -566,7 +566,7 @@ def _coco_for(folder: Path, name: str, boxes: int, path: Path) -> Path:
     return path
 
 
-def test_coco_import_runs_off_the_gui_thread_and_leaves_undo_as_it_was(
+def test_coco_import_runs_off_the_gui_thread_and_is_one_undo_step(
     qtbot: QtBot, image_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 13 item 10. Before: the import ran inside import_from, on the GUI thread, and froze the window."""
@@ -614,10 +614,13 @@ def test_coco_import_runs_off_the_gui_thread_and_leaves_undo_as_it_was(
     assert len(session.boxes(target)) == 301
     assert len(win.canvas.items_by_id()) == 301  # the current image shows them at once
 
-    # Undo works as it did: the import is no step of its own, the person's edit is undone and redone.
-    assert session.undo_stack.count() == 1
+    # The import is one undo step (issue 17 bug 5), after the person's edit: undone and redone in order.
+    assert session.undo_stack.count() == 2
     session.undo_stack.undo()
-    assert [row.label for row in session.boxes(target)] == ["cup"] * 300
+    assert [row.label for row in session.boxes(target)] == ["saucer"]
+    session.undo_stack.undo()
+    assert session.boxes(target) == []
+    session.undo_stack.redo()
     session.undo_stack.redo()
     assert len(session.boxes(target)) == 301
 

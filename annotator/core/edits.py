@@ -94,11 +94,12 @@ def _one_image(rows: Sequence[BoxRow]) -> int:
 
 @dataclass
 class BatchProposals:
-    """Proposals a folder-wide batch run stored image by image, as one undo step.
+    """Boxes stored already, over many images, as one undo step: the proposals of a folder-wide batch run, or the
+    annotations a COCO import added.
 
-    The rows are saved as they arrive (so a crash or cancel keeps what was done) while the person goes on
-    working, possibly accepting some of them. Undo therefore removes only the rows that are still untouched
-    proposals: it never takes away a box someone accepted or edited in the meantime.
+    A batch's rows are saved as they arrive (so a crash or cancel keeps what was done) while the person goes on
+    working, possibly accepting some of them. Undo therefore removes only the rows that are still untouched: it
+    never takes away a box someone accepted or edited in the meantime.
     """
 
     text: str

@@ -24,12 +24,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import requests
-from PIL import Image
 
 from model import propose_api
 from model.annotations import Box
 from model.errors import GenerationStopped, MiniGPTError
-from model.images import MODEL_FIT_PIXELS, load_image
+from model.images import LoadedImage, load_image
 from model.propose_api import MAX_UPLOAD_SIDE, ProposeAnswer, ProposeBody, ProposeOptions
 from model.request import Prompt
 from model.results import GenerationOptions, ProposalResult
@@ -46,6 +45,7 @@ __all__ = [
     "ImageOutcome",
     "LocalEngine",
     "RemoteEngine",
+    "load_model_input",
 ]
 
 # Files sent as they are (see _Upload): formats every Pillow decodes, small enough not to need re-encoding.
@@ -193,6 +193,18 @@ class _ImageByImage:
         return [r for r in results if r is not None]
 
 
+def load_model_input(path: Path) -> LoadedImage:
+    """``path`` decoded at the size the model needs: whole up to :data:`MAX_UPLOAD_SIDE` on the long side (3x the
+    448 px the model sees), larger ones reduced to it, a JPEG by libjpeg's draft mode (an 8000x6000 photo decodes
+    at 1/8 scale, 1000x750, never at full size). Both engines feed the model these pixels, so local and remote
+    answers agree; ``width``/``height`` stay the file's upright size, the frame the boxes are given in.
+
+    Raises:
+        ImageLoadError: the file cannot be read; the message names it.
+    """
+    return load_image(path, fit_side=MAX_UPLOAD_SIDE)
+
+
 class LocalEngine(_ImageByImage):
     """The model in this process (a GPU here, or a small model on the CPU)."""
 
@@ -217,7 +229,7 @@ class LocalEngine(_ImageByImage):
         self, image: Path, requests: Sequence[EngineRequest], should_stop: StopCallback | None = None
     ) -> list[ProposalResult]:
         # ImageLoadError names the file; result.image is str(image)
-        loaded = load_image(image, fit_pixels=MODEL_FIT_PIXELS)
+        loaded = load_model_input(image)
         from model.proposer import ProposeRequest
 
         batch = [ProposeRequest.of(loaded, r.prompt) for r in requests]
@@ -246,18 +258,16 @@ class _Upload:
         a re-encoded upload is upright already (JPEG without EXIF), so the server does not rotate it again.
         """
         # Decode here too: a broken file fails with its local name, not "<bytes>".
-        loaded = load_image(path, fit_pixels=MODEL_FIT_PIXELS)
+        loaded = load_model_input(path)
         width, height = loaded.width, loaded.height
-        if max(width, height) <= MAX_UPLOAD_SIDE and path.stat().st_size <= PASS_THROUGH_BYTES:
+        if not loaded.reduced and path.stat().st_size <= PASS_THROUGH_BYTES:
             data = path.read_bytes()
             if data.startswith(_PASS_THROUGH_SIGNATURES):
                 return cls(data, width, height, width, height)
-        scale = min(1.0, MAX_UPLOAD_SIDE / max(width, height))
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        image = loaded.image if size == (width, height) else loaded.image.resize(size, Image.Resampling.LANCZOS)
+        image = loaded.image  # at most MAX_UPLOAD_SIDE already
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=JPEG_QUALITY, subsampling=0)  # 4:4:4: no colour smearing
-        return cls(buffer.getvalue(), size[0], size[1], width, height)
+        return cls(buffer.getvalue(), image.width, image.height, width, height)
 
     # Why rescaling is exact up to the grid: the model answers on a 0-100 grid of the *whole* image, and the server
     # maps a grid value c to c / 100 * W_sent (+ offset). Scaling by W / W_sent per axis gives c / 100 * W, exactly

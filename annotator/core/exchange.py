@@ -9,8 +9,9 @@ Export follows the checklist of what COCO exporters get wrong:
 * every box says where it came from (origin, model version, task, prompt, time of the last change, and for an edited
   box the proposal it was made from) in its ``attributes`` (:mod:`model.coco`); an edited box's ``score`` is not
   written as its own, and import reads all of it back;
-* category ids are the label order of the store (id = position + 1, every label, used or not), so they never shift
-  between exports; image and annotation ids count from 1 (COCOeval treats id 0 as "unmatched");
+* category ids are the label order of the store (id = position + 1, every label, used or not) and image ids are the
+  store's own, so neither shifts between exports; annotation ids count from 1 (COCOeval treats id 0 as
+  "unmatched");
 * the file is written beside the target, read back with pycocotools and checked, and only then moved into place,
   so a failed export never replaces a good file.
 
@@ -99,6 +100,7 @@ class ImportReport:
     size_mismatches: list[tuple[str, str]] = field(default_factory=list)  # (image path, reason): boxes not imported
     not_boxes: int = 0  # crowd regions and empty boxes in the file, which cannot be boxes here
     image_ids: set[int] = field(default_factory=set)  # the project's images the import added boxes to
+    added: list[BoxRow] = field(default_factory=list, repr=False)  # the boxes it added, as stored (for undo)
 
     def __str__(self) -> str:
         return _summary(
@@ -175,7 +177,12 @@ def export_coco(
         annotations = [annotation for annotation in exported if annotation is not None]
         records.append(
             ImageRecord(
-                path=root / row.path, width=width, height=height, annotations=annotations, reviewed=row.reviewed
+                path=root / row.path,
+                id=row.id,  # the store's id (from 1): an image keeps it whichever others are exported with it
+                width=width,
+                height=height,
+                annotations=annotations,
+                reviewed=row.reviewed,
             )
         )
         report.annotations += len(annotations)
@@ -447,7 +454,7 @@ def apply_import(store: ProjectStore, plan: ImportPlan) -> ImportReport:
             else:
                 current = [(row.label, row.box) for row in store.boxes(image_id) if row.state is BoxState.annotation]
                 new, duplicates = _new_annotations(current, image.annotations)
-            store.put_boxes([_annotation_row(annotation, image_id) for annotation in new])
+            report.added += store.put_boxes([_annotation_row(annotation, image_id) for annotation in new])
             report.annotations_added += len(new)
             report.duplicates_skipped += duplicates
             if new:

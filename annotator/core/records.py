@@ -77,11 +77,12 @@ class BoxRow:
 
     def _edited(self, at: datetime | None, **change: object) -> BoxRow:
         changed = replace(self, changed_at=at or now(), **change)  # type: ignore[arg-type]
-        if not self.from_model:
-            return changed  # a person's own box stays theirs (manual)
-        original = self.original or OriginalProposal(box=self.box, label=self.label, score=self.score)
-        # The model's phrase named the object it labelled; a new label makes it someone else's words.
+        # A score was for the box as it was, and a phrase named the object under its label: neither is the changed
+        # box's own. This holds for a person's box that came with them too (a detector's COCO file read as manual).
         phrase = self.phrase if changed.label == self.label else None
+        if not self.from_model:
+            return replace(changed, score=None, phrase=phrase)  # a person's own box stays theirs (manual)
+        original = self.original or OriginalProposal(box=self.box, label=self.label, score=self.score)
         return replace(
             changed, state=BoxState.annotation, origin=Origin.edited, original=original, score=None, phrase=phrase
         )

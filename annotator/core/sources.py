@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal
 
 from model.errors import MiniGPTError
@@ -29,6 +30,14 @@ class ModelSource:
             return LocalEngine.load(self.location, device=self.device)
         user, password = env.get("MINIGPT_SERVER_USER"), env.get("MINIGPT_SERVER_PASSWORD")
         return RemoteEngine.connect(self.location, auth=(user, password or "") if user else None)
+
+    def anchored(self) -> ModelSource:
+        """The same source with a local folder named relative to the working directory made absolute, so that the
+        project remembers a folder that opens from anywhere; hub ids and server URLs stay as they are."""
+        path = Path(self.location).expanduser()
+        if self.kind != "local" or path.is_absolute() or not path.exists():
+            return self
+        return replace(self, location=str(path.resolve()))
 
     def describe(self) -> str:
         return f"model {self.location}" if self.kind == "local" else f"server {self.location}"

@@ -37,16 +37,20 @@ class AIController(QObject):
         self.engine: Engine | None = None
         self.source: ModelSource | None = None
         self._loader: ModelLoader | None = None
+        self._abandoned: list[ModelLoader] = []  # cancelled loads still finishing in their threads; dropped then
         self._worker: ProposeWorker | None = None
+        self._waiting: list[ImageJob] | None = None  # a run asked for while the model loads: starts when ready
         self._batch_rows: list[BoxRow] | None = None  # set while a batch runs
         self._failures = 0
+        self._answering = True  # False after the engine itself failed, until it answers again
+        self._previous: tuple[Engine | None, ModelSource | None] = (None, None)  # what a cancelled load keeps
 
     # --- model sources ---------------------------------------------------------------------------------------------
     def load(self, source: ModelSource) -> None:
         if self.loading:
-            self.failed.emit("a model is already loading; wait for it to finish")
-            return
-        self.source = source
+            self._cancel_load()  # the newer choice wins (a command line's over the project's remembered one)
+        self._previous = (self.engine, self.source)
+        self.source = source = source.anchored()  # remembered as loaded: from any working directory
         self.engine_changed.emit(f"Loading {source.describe()}…")
         self.busy_changed.emit(True, f"Loading {source.describe()}…")
         loader = ModelLoader(source, self)
@@ -70,19 +74,59 @@ class AIController(QObject):
         self._loaded(engine)
 
     def _loaded(self, engine: Engine) -> None:
+        if self._from_abandoned():
+            return  # cancelled while it loaded: dropped (its memory goes with the last reference)
         self._loader = None
         self.engine = engine
+        self._answering = True
         if self.source is not None:
             self.session.remember_model_source(self.source)
         self.busy_changed.emit(False, "")
         self.engine_changed.emit(f"Ready: {engine.description}")
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            self._start(waiting)
 
     def _load_failed(self, message: str) -> None:
+        if self._from_abandoned():
+            return
         self._loader = None
         self.engine = None
+        self._drop_waiting()
         self.busy_changed.emit(False, "")
         self.engine_changed.emit("No model loaded: choose one in the Model menu")
         self.failed.emit(f"Cannot load the model: {message}")
+
+    def _from_abandoned(self) -> bool:
+        """Whether the loader reporting now is one whose load was cancelled (it may report after a newer load began)."""
+        sender = self.sender()
+        return isinstance(sender, ModelLoader) and sender is not self._loader
+
+    def _forget(self) -> None:
+        loader = self.sender()
+        if loader in self._abandoned:
+            self._abandoned.remove(loader)  # type: ignore[arg-type]
+
+    def _cancel_load(self) -> None:
+        """Stop waiting for the loading model: the thread cannot be interrupted inside a framework's load, so it
+        finishes in the background and what it loads is dropped; the model in use before, if any, stays."""
+        loader, self._loader = self._loader, None
+        if loader is None:
+            return
+        self._abandoned.append(loader)
+        loader.finished.connect(self._forget)
+        self.engine, self.source = self._previous
+        self._drop_waiting()
+        if self.engine is not None:
+            self.engine_changed.emit(f"Ready: {self.engine.description}")
+        else:
+            self.engine_changed.emit("No model loaded: choose one in the Model menu")
+        self.busy_changed.emit(False, f"Cancelled loading {loader.source.describe()}")
+
+    def _drop_waiting(self) -> None:
+        if self._waiting is not None:
+            self._waiting = None
+            self._batch_rows = None
 
     # --- runs ------------------------------------------------------------------------------------------------------
     def run_on_image(self, image_id: int, prompts: Sequence[Prompt]) -> bool:
@@ -99,16 +143,23 @@ class AIController(QObject):
         return self._start(jobs)
 
     def cancel(self) -> None:
+        if self._loader is not None:
+            self._cancel_load()
         if self._worker is not None:
             self._worker.cancel()
             self.busy_changed.emit(True, "Cancelling after the current image…")
 
     def wait(self, ms: int = 60_000) -> bool:
-        """Block until the running job ends (tests and closing the window)."""
-        worker = self._worker or self._loader
-        return worker.wait(ms) if worker is not None else True
+        """Block until the running job ends, and cancelled loads with it (tests and closing the window)."""
+        threads = [t for t in (self._worker, self._loader, *self._abandoned) if t is not None]
+        return all(thread.wait(ms) for thread in threads)
 
     def _start(self, jobs: list[ImageJob]) -> bool:
+        if self.loading and self._worker is None and self._waiting is None:
+            self._waiting = jobs  # asked for before the model is ready: run it when it is
+            what = "the folder" if self._batch_rows is not None else "this image"
+            self.busy_changed.emit(True, f"The model is loading; the run on {what} starts when it is ready")
+            return True
         if self.engine is None:
             self._batch_rows = None
             self.failed.emit("No model loaded: load a model folder or connect to a server (Model menu)")
@@ -122,7 +173,7 @@ class AIController(QObject):
         worker.image_done.connect(self._image_done)
         worker.image_failed.connect(self._image_failed)
         worker.progress.connect(self.progress)
-        worker.engine_failed.connect(lambda message: self.failed.emit(f"The model stopped: {message}"))
+        worker.engine_failed.connect(self._engine_failed)
         worker.finished.connect(self._worker_finished)
         self._worker = worker
         what = "Running over the folder…" if self._batch_rows is not None else "Running the model…"
@@ -130,7 +181,17 @@ class AIController(QObject):
         worker.start()
         return True
 
+    def _engine_failed(self, message: str) -> None:
+        """The engine itself failed (the server went away): the status says so until a run succeeds again."""
+        self._answering = False
+        where = self.engine.description if self.engine is not None else "the model"
+        self.engine_changed.emit(f"Not answering: {where}; Run tries again")
+        self.failed.emit(f"The model stopped: {message}")
+
     def _image_done(self, job: ImageJob, results: list[ProposalResult]) -> None:
+        if not self._answering and self.engine is not None:  # it answers again
+            self._answering = True
+            self.engine_changed.emit(f"Ready: {self.engine.description}")
         existing = self.session.boxes(job.image_id)
         new: list[BoxRow] = []
         texts = []

@@ -87,6 +87,7 @@ class AIPanel(QWidget):
         self.progress.setVisible(False)
         self.status = QLabel()
         self.status.setWordWrap(True)
+        self._busy_text = ""  # what set_busy last said was running
         self.answer = QPlainTextEdit()
         self.answer.setReadOnly(True)
         self.answer.setPlaceholderText("The model's text answers appear here.")
@@ -152,14 +153,20 @@ class AIPanel(QWidget):
         self.threshold.setValue(round(value * 100))
 
     def set_busy(self, busy: bool, text: str = "") -> None:
-        """While a model job runs: Cancel is the way out, and a second run cannot start."""
+        """While a model job runs: Cancel is the way out, and a second run cannot start. ``text`` says what runs
+        (or, at the end, what happened); an end without one clears only what was running, so an error shown
+        meanwhile stays until the next success."""
         self.run_button.setEnabled(not busy)
         self.batch_button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
         self.progress.setVisible(busy)
         if busy:
             self.progress.setRange(0, 0)  # busy until the first progress report
-        self.status.setText(text)
+        if busy or text:
+            self.status.setText(text)
+            self._busy_text = text if busy else ""
+        elif self.status.text() == self._busy_text:
+            self.status.clear()
 
     def set_progress(self, done: int, total: int) -> None:
         self.progress.setRange(0, max(total, 1))

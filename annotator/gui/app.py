@@ -21,9 +21,7 @@ def create_window(
     """The main window with ``folder`` (or the project at ``store``) open and ``source`` loading in the background."""
     window = MainWindow()
     if folder is not None or store is not None:
-        window.open_folder(folder, store)
-    if source is not None and window.session is not None:
-        window.load_model(source)
+        window.open_folder(folder, store, source)  # the command line's source instead of the remembered one
     return window
 
 

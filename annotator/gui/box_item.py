@@ -24,6 +24,7 @@ from annotator.core.records import BoxRow
 from model.annotations import Box
 
 HANDLE_PX = 8.0  # on-screen size of a handle, whatever the zoom
+TAG_GAP_PX = HANDLE_PX / 2 + 1  # between a box's top edge and its tag, on screen: the handles' room
 
 _CURSORS = {
     Handle.top_left: Qt.CursorShape.SizeFDiagCursor,
@@ -58,7 +59,9 @@ class LabelTag(QGraphicsItem):
 
     def boundingRect(self) -> QRectF:
         width = 7.0 * len(self.text) + 8
-        return QRectF(0, -18, width, 18)
+        # Above the top row of handles (half a handle reaches above the edge), so it never covers them, however
+        # narrow the box is on screen.
+        return QRectF(0, -18 - TAG_GAP_PX, width, 18)
 
     def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
         rect = self.boundingRect()

@@ -19,6 +19,7 @@ from .box_item import BoxItem
 
 ZOOM_STEP = 1.25
 MAX_ZOOM = 40.0  # screen pixels per image pixel
+MIN_ZOOM_OF_FIT = 0.5  # zoom out stops at half the fitted size: smaller shows nothing, and tags pile up
 
 
 class Canvas(QGraphicsView):
@@ -108,15 +109,26 @@ class Canvas(QGraphicsView):
 
     def fit(self) -> None:
         self._fitted = True
+        self.fitInView(self._fit_rect(), Qt.AspectRatioMode.KeepAspectRatio)
+
+    def _fit_rect(self) -> QRectF:
         rect = self.sceneRect()
         margin = 0.04 * max(rect.width(), rect.height())  # room for the label tags of boxes at the top edge
-        self.fitInView(rect.adjusted(-margin, -margin, margin, margin), Qt.AspectRatioMode.KeepAspectRatio)
+        return rect.adjusted(-margin, -margin, margin, margin)
 
     def zoom(self, factor: float) -> None:
         scale = self.transform().m11()
         factor = min(factor, MAX_ZOOM / max(scale, 1e-9))
+        factor = max(factor, MIN_ZOOM_OF_FIT * self._fit_scale() / max(scale, 1e-9))
+        if factor == 1.0:
+            return
         self._fitted = False
         self.scale(factor, factor)
+
+    def _fit_scale(self) -> float:
+        """The zoom at which Fit would show the whole image (with its margin) in the viewport as it is now."""
+        rect, view = self._fit_rect(), self.viewport().rect()
+        return min(view.width() / max(rect.width(), 1e-9), view.height() / max(rect.height(), 1e-9))
 
     def resizeEvent(self, event: QResizeEvent) -> None:
         super().resizeEvent(event)

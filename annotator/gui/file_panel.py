@@ -109,6 +109,9 @@ class FilePanel(QWidget):
         self.view.setUniformItemSizes(True)  # fast with 10k files
         self.view.clicked.connect(self._clicked)
         self.view.activated.connect(self._clicked)
+        # The keyboard moves the current row (arrows, Page Up/Down, Home/End): it opens that image, like a click.
+        self.view.selectionModel().currentChanged.connect(self._current_moved)
+        self._refiltering = False
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.filter)
@@ -149,8 +152,19 @@ class FilePanel(QWidget):
         wanted = FILTERS[self.filter.currentText()]
         rows = [r for r in self._all if wanted is None or r.status in wanted or r.id == self._current]
         order = ORDERS[self.order.currentText()]
-        self.model.set_rows(order(rows) if order is not None else rows)
-        self._select_current()
+        self._refiltering = True  # the rows' reset moves the current row; that is no choice of the person's
+        try:
+            self.model.set_rows(order(rows) if order is not None else rows)
+            self._select_current()
+        finally:
+            self._refiltering = False
+
+    def _current_moved(self, index: QModelIndex, _previous: QModelIndex) -> None:
+        if self._refiltering or not index.isValid():
+            return
+        image_id = int(self.model.data(index, Qt.ItemDataRole.UserRole))  # type: ignore[arg-type]
+        if image_id != self._current:
+            self.image_chosen.emit(image_id)
 
     def _clicked(self, index: QModelIndex) -> None:
         self.image_chosen.emit(int(self.model.data(index, Qt.ItemDataRole.UserRole)))  # type: ignore[arg-type]

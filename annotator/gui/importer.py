@@ -6,8 +6,8 @@ has, against a copy of the matched images' annotations that the session hands ov
 new boxes in one transaction on the GUI thread, which owns the store; if the store changed in between (the person
 went on working), the duplicates are found again there, against the store as it is then.
 
-As before, an import is not an undo step: it adds nothing twice and says what it added, and the undo stack keeps
-the person's own edits.
+The boxes an import adds are one undo step (Ctrl+Z right after it takes them away, not an earlier edit); it adds
+nothing twice and says what it added.
 """
 
 from __future__ import annotations

@@ -176,17 +176,20 @@ class MainWindow(QMainWindow):
                 action.setEnabled(enabled)
 
     # --- project ---------------------------------------------------------------------------------------------------
-    def open_folder(self, folder: str | Path | None = None, store: str | Path | None = None) -> None:
-        """Open ``folder`` (with its store next to it, or at ``store``) and go back to where the user left off."""
+    def open_folder(
+        self, folder: str | Path | None = None, store: str | Path | None = None, source: ModelSource | None = None
+    ) -> None:
+        """Open ``folder`` (with its store next to it, or at ``store``) and go back to where the user left off; load
+        ``source`` (the command line's), else the model the project remembers."""
         try:
             project = open_project(folder, store) if folder is not None else reopen_project(store or "")
             root = Path(folder) if folder is not None else project_folder(project)
         except MiniGPTError as err:
             self.show_error(str(err))
             return
-        self.set_session(Session(project, root.resolve(), self))
+        self.set_session(Session(project, root.resolve(), self), source)
 
-    def set_session(self, session: Session) -> None:
+    def set_session(self, session: Session, source: ModelSource | None = None) -> None:
         self.close_project()
         self.session = session
         self.ai = AIController(session, self)
@@ -212,7 +215,7 @@ class MainWindow(QMainWindow):
         session.restore_current()
         self._probe_sizes()
         try:
-            saved = session.model_source()
+            saved = source or session.model_source()
         except MiniGPTError as err:
             self.show_error(str(err))
             return
@@ -294,6 +297,8 @@ class MainWindow(QMainWindow):
         if self.session is None:
             return
         self.files.set_current(image_id if image_id >= 0 else None)
+        self._identify_target = None  # an [identify] answer is about a box of the image left behind
+        self.ai_panel.suggest_label(None)
         if image_id < 0:
             self.canvas.show_image(None, 1, 1)
             return
@@ -476,7 +481,7 @@ class MainWindow(QMainWindow):
 
     def _identified(self, image_id: int, answer: str) -> None:
         """Offer the answer as the box's label; the person decides (model output never relabels a box itself)."""
-        if self.session is None or self._identify_target is None:
+        if self.session is None or self._identify_target is None or image_id != self.session.current_id:
             return
         self._suggested_label = label_from_answer(answer, self.session.labels())
         self.ai_panel.suggest_label(self._suggested_label)

@@ -18,7 +18,7 @@ from typing import TypeVar
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoCommand, QUndoStack
 
-from annotator.core.edits import DeleteLabel, Edit, RenameLabel
+from annotator.core.edits import BatchProposals, DeleteLabel, Edit, RenameLabel
 from annotator.core.exchange import Corners, ExportReport, ImportPlan, ImportReport, apply_import, export_coco
 from annotator.core.records import BoxRow, ImageRow, LabelRow
 from annotator.core.review_order import next_riskiest
@@ -160,8 +160,8 @@ class Session(QObject):
 
     def apply_import(self, plan: ImportPlan) -> ImportReport | None:
         """Write what a COCO import found (:class:`annotator.gui.importer.CocoImporter` reads and matches it in
-        workers), in one transaction; None when the project was closed meanwhile. Not an undo step: it reports what
-        it added, and adds nothing twice.
+        workers), in one transaction; None when the project was closed meanwhile. The boxes it added are one undo
+        step (labels and images it added stay); it adds nothing twice, and an import that adds nothing is no step.
 
         Raises:
             MiniGPTError: it could not be saved; nothing was.
@@ -169,6 +169,9 @@ class Session(QObject):
         if self._closed:
             return None
         report = apply_import(self.store, plan)
+        if report.added:
+            text = f"Import {report.annotations_added} boxes on {len(report.image_ids)} images"
+            self.push(BatchProposals(text, report.added), applied=True)
         for image_id in sorted(report.image_ids):
             self.boxes_changed.emit(image_id)
         self.images_changed.emit()
@@ -250,6 +253,8 @@ class Session(QObject):
         return ModelSource.from_setting(saved) if saved else None
 
     def remember_model_source(self, source: ModelSource) -> None:
+        if self._closed:  # a load that finished after the project was closed
+            return
         with self._saving():
             self.store.set_setting("model_source", source.to_setting())
 
