@@ -165,6 +165,10 @@ class AIPanel(QWidget):
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(done)
 
+    def show_progress_text(self, text: str) -> None:
+        """What the progress bar says, e.g. "3 / 17, about 40 s left"."""
+        self.progress.setFormat(text)
+
     def show_answer(self, text: str) -> None:
         self.answer.setPlainText(text)
 
