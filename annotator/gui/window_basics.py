@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 CONFIG_ENV = "MINIGPT_ANNOTATE_CONFIG"
 DEFAULT_SERVER = "http://localhost:9090"
 # Dock widths that leave the canvas most of a 1024-pixel-wide window; each dock can be dragged wider.
-DOCK_WIDTHS = {"Images": 190, "AI assistant": 250, "Labels": 250}
+DOCK_WIDTHS = {"Images": 180, "AI assistant": 220, "Labels": 220}
 DEFAULT_SIZE = (1400, 900)
 
 
