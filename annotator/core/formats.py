@@ -117,13 +117,26 @@ def _export(
             raise ExchangeError(
                 f"the export to {target} failed validation, so {target} was left as it was: {'; '.join(problems[:5])}"
             )
-        if target.exists():
-            target.rename(old)  # the earlier export, removed once the new one is in place
-        temp.rename(target)
+        _swap(temp, target, old)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
     return report
+
+
+def _swap(new: Path, target: Path, old: Path) -> None:
+    """Move ``new`` to ``target``; an earlier export there goes to ``old`` first, and comes back if the move fails."""
+    try:
+        if target.exists():
+            target.rename(old)
+        try:
+            new.rename(target)
+        except OSError:
+            if old.exists():
+                old.rename(target)
+            raise
+    except OSError as err:
+        raise ExchangeError(f"cannot put the export in place at {target}: {err}; {target} was left as it was") from err
 
 
 def _check_target(kind: str, target: Path) -> None:
