@@ -103,40 +103,35 @@ class MainWindow(QMainWindow):
 
     # --- actions and menus -----------------------------------------------------------------------------------------
     def _make_actions(self) -> dict[str, QAction]:
-        handlers: dict[str, Callable[[], object]] = (
-            {
-                "open_folder": self._choose_folder,
-                "save": lambda: self.statusBar().showMessage(
-                    "Everything is saved: each change is stored as you make it"
-                ),
-                "export_coco": self._choose_export,
-                "next_image": lambda: self._step(1),
-                "previous_image": lambda: self._step(-1),
-                "next_unreviewed": lambda: self._step(1, unreviewed=True),
-                "previous_unreviewed": lambda: self._step(-1, unreviewed=True),
-                "next_riskiest": self._riskiest,
-                "toggle_reviewed": self.toggle_reviewed,
-                "draw_box": lambda: self.set_drawing(True),
-                "edit_mode": lambda: self.set_drawing(False),
-                "delete": self.delete_selected,
-                "relabel": lambda: self._relabel_selected(self.labels.current_label()),
-                "undo": lambda: self.session and self.session.undo_stack.undo(),
-                "redo": lambda: self.session and self.session.undo_stack.redo(),
-                "run_model": self.run_model,
-                "focus_query": self.ai_panel.focus_query,
-                "batch_run": self.batch_run,
-                "cancel_run": self._cancel,
-                "accept_selected": self.accept_selected,
-                "accept_all": self.accept_all,
-                "reject_all": self.reject_all,
-                "fit": self.canvas.fit,
-                "zoom_in": lambda: self.canvas.zoom(1.25),
-                "zoom_out": lambda: self.canvas.zoom(0.8),
-                "help": lambda: ShortcutsDialog(self).exec(),
-            }
-            | self.review.handlers()
-            | self.basics.handlers()
-        )
+        handlers: dict[str, Callable[[], object]] = {
+            "open_folder": self._choose_folder,
+            "save": lambda: self.statusBar().showMessage("Everything is saved: each change is stored as you make it"),
+            "export_coco": self._choose_export,
+            "next_image": lambda: self._step(1),
+            "previous_image": lambda: self._step(-1),
+            "next_unreviewed": lambda: self._step(1, unreviewed=True),
+            "previous_unreviewed": lambda: self._step(-1, unreviewed=True),
+            "next_riskiest": self._riskiest,
+            "toggle_reviewed": self.toggle_reviewed,
+            "draw_box": lambda: self.set_drawing(True),
+            "edit_mode": lambda: self.set_drawing(False),
+            "delete": self.delete_selected,
+            "relabel": lambda: self._relabel_selected(self.labels.current_label()),
+            "undo": lambda: self.session and self.session.undo_stack.undo(),
+            "redo": lambda: self.session and self.session.undo_stack.redo(),
+            "run_model": self.run_model,
+            "focus_query": self.ai_panel.focus_query,
+            "batch_run": self.batch_run,
+            "cancel_run": self._cancel,
+            "accept_selected": self.accept_selected,
+            "accept_all": self.accept_all,
+            "reject_all": self.reject_all,
+            "fit": self.canvas.fit,
+            "zoom_in": lambda: self.canvas.zoom(1.25),
+            "zoom_out": lambda: self.canvas.zoom(0.8),
+            "help": lambda: ShortcutsDialog(self).exec(),
+        }
+        handlers |= self.review.handlers() | self.basics.handlers()  # issue 17's actions
         actions = {}
         for shortcut in SHORTCUTS:
             action = QAction(shortcut.text, self)
