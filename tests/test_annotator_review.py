@@ -23,7 +23,7 @@ from pytestqt.qtbot import QtBot
 
 from annotator.core import edits
 from annotator.core.exchange import ExchangeError, export_coco
-from annotator.core.formats import export_voc, export_yolo, read_voc, read_yolo, voc_corners
+from annotator.core.formats import export_voc, export_yolo, parse_yolo_line, read_voc, read_yolo, voc_corners, yolo_line
 from annotator.core.records import BoxRow, BoxState
 from annotator.core.review_flow import BatchClock, drop_rejected, one_label_per_object, pending_warning
 from annotator.core.store import ProjectStore
@@ -223,6 +223,34 @@ def test_pascal_voc_export_parses_with_xml_etree_to_the_same_boxes(exported_proj
     assert voc_corners(Box(x0=10.25, y0=5.5, x1=40.75, y1=30.0)) == (11, 7, 41, 30)
     assert read_voc(out)["a.png"][0][0] in {"cat", "dog"}
     assert (out / "labels.txt").read_text().split() == ["cat", "dog", "unused"]
+
+
+@given(
+    size=st.tuples(st.integers(1, 20000), st.integers(1, 20000)),
+    corners=st.tuples(*(st.floats(0.0, 1.0) for _ in range(4))),
+)
+def test_a_yolo_row_and_voc_corners_read_back_to_the_box(size: tuple[int, int], corners: tuple[float, ...]) -> None:
+    width, height = size
+    a, b, c, d = corners
+    x0, x1 = sorted((a * width, c * width))
+    y0, y1 = sorted((b * height, d * height))
+    if x1 - x0 < 1 or y1 - y0 < 1:  # what the export keeps: boxes of at least 1 px (exchange.MIN_BOX_SIZE)
+        return
+    box = Box(x0=x0, y0=y0, x1=x1, y1=y1)
+    label, back = parse_yolo_line(yolo_line(2, box, width, height), {2: "cat"}, width, height)
+    assert label == "cat"
+    assert back.xyxy == pytest.approx(box.xyxy, abs=1e-6 * max(width, height))  # six decimals of the size
+    xmin, ymin, xmax, ymax = voc_corners(box)
+    assert 1 <= xmin <= xmax <= width and 1 <= ymin <= ymax <= height  # valid 1-based inclusive indices
+    assert (xmin - 1, ymin - 1, xmax, ymax) == pytest.approx(box.xyxy, abs=0.5)
+
+
+@given(st.text(max_size=40))
+def test_a_broken_yolo_row_is_one_clear_error(line: str) -> None:
+    try:
+        parse_yolo_line(line, {0: "cat"}, 100, 100)
+    except ExchangeError as err:
+        assert "\n" not in str(err).strip()
 
 
 def test_images_whose_label_files_would_collide_are_reported(tmp_path: Path) -> None:

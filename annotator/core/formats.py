@@ -41,7 +41,16 @@ from .exchange import ExchangeError, ExportReport, export_records
 from .folder import probe_image
 from .store import ProjectStore
 
-__all__ = ["FORMATS", "export_voc", "export_yolo", "read_voc", "read_yolo", "voc_corners", "yolo_line"]
+__all__ = [
+    "FORMATS",
+    "export_voc",
+    "export_yolo",
+    "parse_yolo_line",
+    "read_voc",
+    "read_yolo",
+    "voc_corners",
+    "yolo_line",
+]
 
 MARKER = ".minigpt-annotate-export"  # names the format; only a folder holding it is replaced by a new export
 TOLERANCE = 1e-3  # pixels: YOLO's six decimals, relative to sizes of up to tens of thousands of pixels
@@ -274,22 +283,38 @@ def read_yolo(dataset: str | os.PathLike[str], *, moved: bool = False) -> dict[s
         parts = image.parts
         last = len(parts) - 1 - parts[::-1].index("images")
         labels = Path(*parts[:last], "labels", *parts[last + 1 :]).with_suffix(".txt")
-        boxes: Labelled = []
         lines = labels.read_text(encoding="utf-8").splitlines() if labels.is_file() else []
+        boxes: Labelled = []
         for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            fields = line.split()
-            try:
-                class_id, cx, cy, w, h = int(fields[0]), *(float(v) for v in fields[1:])
-            except ValueError as err:
-                raise ExchangeError(f"{labels}:{number}: not 'class cx cy w h' ({err})") from err
-            if class_id not in names or not all(0.0 <= v <= 1.0 for v in (cx, cy, w, h)):
-                raise ExchangeError(f"{labels}:{number}: unknown class or a value outside 0..1: {line!r}")
-            x0, y0 = (cx - w / 2) * width, (cy - h / 2) * height
-            boxes.append((names[class_id], Box(x0=x0, y0=y0, x1=x0 + w * width, y1=y0 + h * height)))
+            if line.strip():
+                try:
+                    boxes.append(parse_yolo_line(line, names, width, height))
+                except ExchangeError as err:
+                    raise ExchangeError(f"{labels}:{number}: {err}") from err
         found[image.relative_to(images).as_posix()] = boxes
     return found
+
+
+def parse_yolo_line(line: str, names: dict[int, str], width: int, height: int) -> tuple[str, Box]:
+    """One row of a YOLO label file (``class cx cy w h``, normalised) as (label, box in pixels of a ``width`` x
+    ``height`` image).
+
+    Raises:
+        ExchangeError: the row is not five numbers, names an unknown class, or has a value outside 0..1.
+    """
+    fields = line.split()
+    try:
+        if len(fields) != 5:
+            raise ValueError(f"{len(fields)} fields")
+        class_id, cx, cy, w, h = int(fields[0]), *(float(v) for v in fields[1:])
+    except ValueError as err:
+        raise ExchangeError(f"not 'class x_center y_center width height' ({err}): {line!r}") from err
+    if class_id not in names:
+        raise ExchangeError(f"class {class_id} is not in data.yaml's names: {line!r}")
+    if not all(0.0 <= v <= 1.0 for v in (cx, cy, w, h)) or w == 0 or h == 0:
+        raise ExchangeError(f"a value outside 0..1, or an empty box: {line!r}")
+    x0, y0 = (cx - w / 2) * width, (cy - h / 2) * height
+    return names[class_id], Box(x0=x0, y0=y0, x1=x0 + w * width, y1=y0 + h * height)
 
 
 def read_voc(dataset: str | os.PathLike[str]) -> dict[str, Labelled]:
