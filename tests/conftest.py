@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # Qt tests run without a display, in CI too
+# The desktop's settings (recent folders, layout, last server) go to a throwaway folder, never the user's config.
+os.environ["MINIGPT_ANNOTATE_CONFIG"] = tempfile.mkdtemp(prefix="minigpt-annotate-config-")
 
 from pathlib import Path
 

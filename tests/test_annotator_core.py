@@ -285,7 +285,7 @@ def test_a_schema_1_store_migrates_with_its_boxes_intact_and_provenance_defaults
         db.commit()
     store = ProjectStore.open(path)
     try:
-        assert store.schema_version == SCHEMA_VERSION == 2
+        assert store.schema_version == SCHEMA_VERSION == 3
         manual, proposed, accepted, edited = store.boxes(1)
         assert [r.box.xyxy for r in (manual, proposed, accepted, edited)] == [
             (1, 2, 30, 40),

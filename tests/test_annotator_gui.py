@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from modal import ModalAnswer
 from patience import HANG_MS, HANG_S
 from PIL import Image
 from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
@@ -731,7 +732,10 @@ def test_riskiest_images_first_in_the_list_and_by_shortcut(qtbot: QtBot, window:
     riskiest = Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier
     qtbot.keyClick(win.canvas, Qt.Key.Key_R, riskiest)
     assert session.current_id == session.store.image_id(scored[0][1])
+    warned = ModalAnswer("Mark reviewed")  # it still has proposals: the window asks first
     win.toggle_reviewed()
+    assert warned.answered
+    qtbot.waitUntil(win.isActiveWindow)  # the keys go to the window again once the dialog is gone
     qtbot.keyClick(win.canvas, Qt.Key.Key_R, riskiest)
     assert session.current_id == session.store.image_id(scored[1][1])
 
@@ -773,7 +777,10 @@ def test_dragging_a_proposal_makes_it_edited_and_the_export_keeps_the_proposal(
     assert edited.changed_at is not None and edited.changed_at >= (before.changed_at or edited.changed_at)
     assert not win.canvas.items_by_id()[edited.id].row.is_proposal  # drawn as the person's box now
 
+    pending = any(row.is_proposal for row in session.boxes(first))
+    warned = ModalAnswer("Mark reviewed") if pending else None  # other proposals pending: the window asks first
     qtbot.keyClick(win.canvas, Qt.Key.Key_K, Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier)
+    assert warned is None or warned.answered
     out = tmp_path / "export.json"
     assert win.export_to(out) is not None
     coco = load_with_pycocotools(out)

@@ -2,7 +2,8 @@
 
 Every change a person or the model makes to boxes is one :class:`BoxChange`: the rows before and after, keyed by
 id. Adding, deleting, moving, relabelling, accepting and rejecting are all the same operation, so undo and redo are
-exact, and one AI run (all its proposals) is one step.
+exact, and one AI run (all its proposals) is one step. Removing a proposal is rejecting it: the store remembers it
+(:meth:`ProjectStore.add_rejections`) so that the model does not propose the same box again, and undo forgets it.
 """
 
 from __future__ import annotations
@@ -16,24 +17,29 @@ from .store import ProjectStore
 
 @dataclass
 class BoxChange:
-    """Replace ``before`` by ``after`` on one image. New rows (id None) get their ids on the first redo."""
+    """Replace ``before`` by ``after`` on one image. New rows (id None) get their ids on the first redo.
+    ``rejected``: proposals among ``before`` that a person rejected, remembered while the change is done."""
 
     text: str
     image_id: int
     before: Sequence[BoxRow]
     after: Sequence[BoxRow]
+    rejected: Sequence[BoxRow] = ()
+    _rejection_ids: list[int] = field(default_factory=list)
 
     def redo(self, store: ProjectStore) -> None:
         with store.batch():
             kept = {row.id for row in self.after}
             store.delete_boxes(row.id for row in self.before if row.id is not None and row.id not in kept)
             self.after = store.put_boxes(self.after)  # fills in the ids of new rows; later redos reuse them
+            self._rejection_ids = store.add_rejections(self.rejected)
 
     def undo(self, store: ProjectStore) -> None:
         with store.batch():
             kept = {row.id for row in self.before}
             store.delete_boxes(row.id for row in self.after if row.id is not None and row.id not in kept)
             store.put_boxes(self.before)
+            store.delete_rejections(self._rejection_ids)
 
     @property
     def image_ids(self) -> set[int]:
@@ -65,18 +71,24 @@ def add_boxes(text: str, image_id: int, rows: Sequence[BoxRow]) -> BoxChange:
 
 
 def remove_boxes(text: str, rows: Sequence[BoxRow]) -> BoxChange:
-    return BoxChange(text, _one_image(rows), before=list(rows), after=[])
+    """Delete ``rows``; the proposals among them are rejected (remembered, so they are not proposed again)."""
+    rejected = [row for row in rows if row.is_proposal]
+    return BoxChange(text, _one_image(rows), before=list(rows), after=[], rejected=rejected)
 
 
 def replace_boxes(text: str, before: Sequence[BoxRow], after: Sequence[BoxRow]) -> BoxChange:
     return BoxChange(text, _one_image([*before, *after]), before=list(before), after=list(after))
 
 
-def accept(rows: Sequence[BoxRow]) -> BoxChange:
-    """Turn proposals into annotations (the ids stay, so the canvas keeps its selection)."""
+def accept(rows: Sequence[BoxRow], *, rejecting: Sequence[BoxRow] = ()) -> BoxChange:
+    """Turn proposals into annotations (the ids stay, so the canvas keeps its selection), and reject the proposals
+    ``rejecting`` in the same step (one label per object: :func:`annotator.core.review_flow.one_label_per_object`)."""
     proposals = [row for row in rows if row.is_proposal]
+    dropped = [row for row in rejecting if row.is_proposal]
     noun = "proposal" if len(proposals) == 1 else f"{len(proposals)} proposals"
-    return replace_boxes(f"Accept {noun}", proposals, [row.accepted() for row in proposals])
+    text = f"Accept {noun}" + (f", reject {len(dropped)} overlapping" if dropped else "")
+    before = [*proposals, *dropped]
+    return BoxChange(text, _one_image(before), before, [row.accepted() for row in proposals], rejected=dropped)
 
 
 def reject(rows: Sequence[BoxRow]) -> BoxChange:

@@ -56,6 +56,7 @@ __all__ = [
     "ImportReport",
     "apply_import",
     "export_coco",
+    "export_records",
     "import_coco",
     "match_import",
     "read_import",
@@ -148,6 +149,36 @@ def export_coco(
     if is_image_name(target.name):
         raise ExchangeError(f"refusing to export over {target}: it is named like an image; export to a .json file")
 
+    categories, records, report = export_records(
+        store, root, target, reviewed_only=reviewed_only, include_unannotated=include_unannotated
+    )
+    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.export")
+    try:
+        try:
+            write_coco(Dataset(categories=categories, images=records), temp, images_dir=root)
+        except CocoError as err:
+            raise ExchangeError(f"cannot export to {target}: {err}") from err
+        _validate(temp, target, records, len(categories))
+        with contextlib.suppress(OSError):
+            shutil.copymode(target, temp)  # a replaced export keeps its permissions
+        os.replace(temp, target)
+    finally:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+    return report
+
+
+def export_records(
+    store: ProjectStore,
+    root: Path,
+    target: Path,
+    *,
+    reviewed_only: bool = False,
+    include_unannotated: bool = True,
+) -> tuple[list[Category], list[ImageRecord], ExportReport]:
+    """What every export writes, whatever the format (COCO here, YOLO and Pascal VOC in :mod:`.formats`): the
+    categories (id = label position + 1), and the images with their annotations clipped to the size re-read from
+    each file; what is left out is in the report (for ``target``), as :func:`export_coco` describes."""
     categories = [Category(id=i, name=label.name) for i, label in enumerate(store.labels(), start=1)]
     known = {category.name for category in categories}
     boxes = store.all_boxes(BoxState.annotation)
@@ -187,21 +218,7 @@ def export_coco(
         )
         report.annotations += len(annotations)
     report.images = len(records)
-
-    temp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.export")
-    try:
-        try:
-            write_coco(Dataset(categories=categories, images=records), temp, images_dir=root)
-        except CocoError as err:
-            raise ExchangeError(f"cannot export to {target}: {err}") from err
-        _validate(temp, target, records, len(categories))
-        with contextlib.suppress(OSError):
-            shutil.copymode(target, temp)  # a replaced export keeps its permissions
-        os.replace(temp, target)
-    finally:
-        with contextlib.suppress(OSError):
-            temp.unlink()
-    return report
+    return categories, records, report
 
 
 def _exported(

@@ -41,6 +41,9 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("zoom_in", ("Ctrl++", "Ctrl+="), "Zoom in (or the mouse wheel)"),
     Shortcut("zoom_out", ("Ctrl+-",), "Zoom out (or the mouse wheel)"),
     Shortcut("help", ("F1",), "Show these shortcuts"),
+    # desktop-review (issue 17): review flow and window basics
+    Shortcut("review_next", ("Ctrl+K",), "Mark the image reviewed and go to the next unreviewed image"),
+    Shortcut("quit", ("Ctrl+Q",), "Quit"),
 )
 
 BY_ACTION = {shortcut.action: shortcut for shortcut in SHORTCUTS}

@@ -134,8 +134,25 @@ def _check_writable(db: sqlite3.Connection, version: int) -> None:
         db.execute("ROLLBACK")
 
 
+def _rejections_v3(db: sqlite3.Connection) -> None:
+    """Schema 3: the proposals a person rejected (issue 17), so that a later run or batch does not propose the same
+    box again. Only what identifies the box is kept: its image, label and corners."""
+    _run_script(
+        db,
+        """
+        CREATE TABLE rejections (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+            label TEXT NOT NULL,
+            x0 REAL NOT NULL, y0 REAL NOT NULL, x1 REAL NOT NULL, y1 REAL NOT NULL
+        );
+        CREATE INDEX rejections_by_image ON rejections(image_id)
+        """,
+    )
+
+
 # MIGRATIONS[i] takes a store from schema version i to i + 1. Append, never edit a shipped step.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_create_v1, _provenance_v2)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_create_v1, _provenance_v2, _rejections_v3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -428,6 +445,34 @@ class ProjectStore:
     def delete_boxes(self, ids: Iterable[int]) -> None:
         with self.batch():
             self._db.executemany("DELETE FROM boxes WHERE id = ?", [(i,) for i in ids])
+
+    # --- rejected proposals ----------------------------------------------------------------------------------------
+    def add_rejections(self, rows: Sequence[BoxRow]) -> list[int]:
+        """Remember ``rows`` (proposals a person rejected); returns the ids to forget them by (undo)."""
+        ids: list[int] = []
+        with self.batch():
+            for row in rows:
+                cursor = self._db.execute(
+                    "INSERT INTO rejections (image_id, label, x0, y0, x1, y1) VALUES (?, ?, ?, ?, ?, ?)",
+                    (row.image_id, row.label, *row.box.xyxy),
+                )
+                ids.append(int(cursor.lastrowid or 0))
+        return ids
+
+    def delete_rejections(self, ids: Iterable[int]) -> None:
+        with self.batch():
+            self._db.executemany("DELETE FROM rejections WHERE id = ?", [(i,) for i in ids])
+
+    def rejections(self, image_id: int) -> list[tuple[str, Box]]:
+        """The (label, box) of every proposal rejected on ``image_id``. A row another program made unreadable is
+        passed over: it only ever holds back a proposal, so losing it costs nothing a person made."""
+        found: list[tuple[str, Box]] = []
+        for label, *corners in self._read(
+            "SELECT label, x0, y0, x1, y1 FROM rejections WHERE image_id = ? ORDER BY id", (image_id,)
+        ):
+            with contextlib.suppress(ValueError, TypeError):
+                found.append((str(label), Box.from_xyxy(corners)))
+        return found
 
     # --- helpers ---------------------------------------------------------------------------------------------------
     def _count(self, table: str) -> int:

@@ -12,6 +12,7 @@ from annotator.core.edits import BatchProposals
 from annotator.core.engines import Engine
 from annotator.core.merging import proposal_rows
 from annotator.core.records import BoxRow
+from annotator.core.review_flow import drop_rejected
 from annotator.core.runs import Prompt
 from annotator.core.sources import ModelSource
 from model.annotations import Task
@@ -202,6 +203,7 @@ class AIController(QObject):
                     self.identified.emit(job.image_id, result.text)
                 continue
             new += proposal_rows(result.proposals, job.image_id, [*existing, *new], label=prompt.label)
+        new, rejected = drop_rejected(new, self.session.rejections(job.image_id))
         if texts:
             self.answer.emit("\n\n".join(texts))
         if self._batch_rows is not None:
@@ -218,7 +220,8 @@ class AIController(QObject):
         boxes = any(p.task.answers_with_boxes for p in job.prompts)
         if boxes:
             found = sum(len(r.proposals) for r in results)
-            self.message.emit(f"{len(new)} new proposal(s) ({found} found, duplicates of existing boxes skipped)")
+            skipped = "duplicates of existing boxes" + (f" and {rejected} rejected before" if rejected else "")
+            self.message.emit(f"{len(new)} new proposal(s) ({found} found, {skipped} skipped)")
 
     def _image_failed(self, job: ImageJob, message: str, unreadable: bool) -> None:
         self._failures += 1

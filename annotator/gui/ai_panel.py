@@ -60,6 +60,9 @@ class AIPanel(QWidget):
         self.model_status = QLabel("No model loaded: choose one in the Model menu")
         self.model_status.setWordWrap(True)
         self.task = QComboBox()
+        # Narrow enough that the canvas keeps most of a 1024-pixel-wide window (the list still shows whole texts).
+        self.task.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.task.setMinimumContentsLength(12)
         for text, task in TASK_CHOICES:
             self.task.addItem(text, task.value)
         self.task.currentIndexChanged.connect(self._task_changed)
@@ -81,7 +84,8 @@ class AIPanel(QWidget):
         self.accept_all.clicked.connect(self.accept_all_requested)
         self.reject_all = QPushButton("Reject all")
         self.reject_all.clicked.connect(self.reject_all_requested)
-        self.batch_button = QPushButton("Detect over folder… (Ctrl+B)")
+        self.batch_button = QPushButton("Detect over folder…")
+        self.batch_button.setToolTip("Run detection over the whole folder (Ctrl+B)")
         self.batch_button.clicked.connect(self.batch_requested)
         self.progress = QProgressBar()
         self.progress.setVisible(False)
@@ -109,7 +113,8 @@ class AIPanel(QWidget):
         review = QHBoxLayout()
         review.addWidget(self.accept_all)
         review.addWidget(self.reject_all)
-        proposals = QGroupBox("Proposals (dashed until accepted)")
+        proposals = QGroupBox("Proposals (dashed)")
+        proposals.setToolTip("Proposals are drawn dashed until accepted")
         proposals.setLayout(review)
 
         layout = QVBoxLayout(self)
@@ -171,6 +176,10 @@ class AIPanel(QWidget):
     def set_progress(self, done: int, total: int) -> None:
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(done)
+
+    def show_progress_text(self, text: str) -> None:
+        """What the progress bar says, e.g. "3 / 17, about 40 s left"."""
+        self.progress.setFormat(text)
 
     def show_answer(self, text: str) -> None:
         self.answer.setPlainText(text)

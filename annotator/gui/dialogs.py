@@ -57,9 +57,11 @@ class BatchOptions:
 class BatchDialog(QDialog):
     """Which labels to detect over the folder, and on which images."""
 
-    def __init__(self, labels: list[LabelRow], parent: QWidget | None = None):
+    def __init__(self, labels: list[LabelRow], parent: QWidget | None = None, *, counts: tuple[int, int] | None = None):
+        """``counts``: how many images the run covers (unreviewed only, all), to say before it starts."""
         super().__init__(parent)
         self.setWindowTitle("Detect over the folder")
+        self._counts = counts
         layout = QVBoxLayout(self)
         layout.addWidget(QLabel("Run [detection] for these labels; results are stored as proposals to review."))
         self.checks = []
@@ -76,10 +78,21 @@ class BatchDialog(QDialog):
         self.everything = QRadioButton("All images")
         layout.addWidget(self.unreviewed)
         layout.addWidget(self.everything)
+        self.count = QLabel()
+        layout.addWidget(self.count)
+        self.unreviewed.toggled.connect(self._count_changed)
+        self._count_changed()
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)
+
+    def _count_changed(self) -> None:
+        if self._counts is None:
+            self.count.setVisible(False)
+            return
+        n = self._counts[0] if self.unreviewed.isChecked() else self._counts[1]
+        self.count.setText(f"Runs on {n} image{'s' if n != 1 else ''} (unreadable images are skipped)")
 
     def options(self) -> BatchOptions:
         chosen = tuple(check.text() for check in self.checks if check.isChecked())

@@ -1,13 +1,15 @@
-"""The file list: every image of the folder with its status, a filter, and a reviewed counter."""
+"""The file list: every image of the folder with its status, filters by status and by file name, and a reviewed
+counter."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import QAbstractListModel, QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
-from PySide6.QtWidgets import QComboBox, QLabel, QListView, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QComboBox, QLabel, QLineEdit, QListView, QVBoxLayout, QWidget
 
 from annotator.core.records import ImageRow, ImageStatus
 from annotator.core.review_order import riskiest_first
+from annotator.core.window_basics import matches_name
 
 STATUS_COLORS = {
     ImageStatus.not_started: "#9e9e9e",
@@ -99,6 +101,9 @@ class FilePanel(QWidget):
         self.filter = QComboBox()
         self.filter.addItems(list(FILTERS))
         self.filter.setToolTip("Show only images with this status")
+        self.name_filter = QLineEdit()
+        self.name_filter.setPlaceholderText("Filter by file name (part of it, or *.png)")
+        self.name_filter.setClearButtonEnabled(True)
         self.order = QComboBox()
         self.order.addItems(list(ORDERS))
         self.order.setToolTip("Riskiest first: images whose weakest proposal scores lowest come first")
@@ -115,12 +120,14 @@ class FilePanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.filter)
+        layout.addWidget(self.name_filter)
         layout.addWidget(self.order)
         layout.addWidget(self.view)
         layout.addWidget(self.counter)
         self._all: list[ImageRow] = []
         self._current: int | None = None
         self.filter.currentTextChanged.connect(lambda _: self._refilter())
+        self.name_filter.textChanged.connect(lambda _: self._refilter())
         self.order.currentTextChanged.connect(lambda _: self._refilter())
 
     def set_images(self, rows: list[ImageRow]) -> None:
@@ -150,7 +157,12 @@ class FilePanel(QWidget):
 
     def _refilter(self) -> None:
         wanted = FILTERS[self.filter.currentText()]
-        rows = [r for r in self._all if wanted is None or r.status in wanted or r.id == self._current]
+        name = self.name_filter.text()
+        rows = [
+            r
+            for r in self._all
+            if ((wanted is None or r.status in wanted) and matches_name(r.path, name)) or r.id == self._current
+        ]
         order = ORDERS[self.order.currentText()]
         self._refiltering = True  # the rows' reset moves the current row; that is no choice of the person's
         try:

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QImage, QKeySequence
 from PySide6.QtWidgets import QDockWidget, QFileDialog, QInputDialog, QLabel, QMainWindow, QWidget
 
@@ -34,13 +34,17 @@ from .file_panel import FilePanel
 from .importer import CocoImporter
 from .label_panel import LabelPanel
 from .qimage import to_qimage
+from .review_flow import ReviewFlow
 from .session import RunSettings, Session
+from .window_basics import WindowBasics
 from .workers import ProbeWorker
 
 log = logging.getLogger(__name__)
 
 
 class MainWindow(QMainWindow):
+    project_opened = Signal(object)  # the Session, once the window shows it
+
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setWindowTitle("minigpt-annotate")
@@ -63,8 +67,11 @@ class MainWindow(QMainWindow):
         self.model_status = QLabel("No model")
         self.statusBar().addPermanentWidget(self.model_status)
 
+        self.review, self.basics = ReviewFlow(self), WindowBasics(self)  # issue 17's review flow, window basics
         self.actions_by_name = self._make_actions()
         self._make_menus()
+        self.review.install()
+        self.basics.install()
         self.canvas.box_drawn.connect(self._box_drawn)
         self.canvas.box_edited.connect(self._box_edited)
         self.canvas.box_activated.connect(self._box_activated)
@@ -124,6 +131,7 @@ class MainWindow(QMainWindow):
             "zoom_out": lambda: self.canvas.zoom(0.8),
             "help": lambda: ShortcutsDialog(self).exec(),
         }
+        handlers |= self.review.handlers() | self.basics.handlers()  # issue 17's actions
         actions = {}
         for shortcut in SHORTCUTS:
             action = QAction(shortcut.text, self)
@@ -172,7 +180,7 @@ class MainWindow(QMainWindow):
 
     def _set_enabled(self, enabled: bool) -> None:
         for name, action in self.actions_by_name.items():
-            if name not in ("open_folder", "help", "load_model", "connect_server"):
+            if name not in ("open_folder", "help", "load_model", "connect_server", "quit"):
                 action.setEnabled(enabled)
 
     # --- project ---------------------------------------------------------------------------------------------------
@@ -212,6 +220,7 @@ class MainWindow(QMainWindow):
         self._refresh_labels()
         self._refresh_files()
         self._set_enabled(True)
+        self.project_opened.emit(session)
         session.restore_current()
         self._probe_sizes()
         try:
@@ -386,7 +395,7 @@ class MainWindow(QMainWindow):
 
     def _box_activated(self, row: BoxRow) -> None:
         if self.session is not None and row.is_proposal:
-            self.session.push(edits.accept([row]))
+            self.session.push(self.review.accept_edit([row]))
 
     def _box_edited(self, row: BoxRow, box: Box) -> None:
         if self.session is not None:
@@ -435,13 +444,13 @@ class MainWindow(QMainWindow):
     def accept_selected(self) -> None:
         rows = [row for row in self.canvas.selected_rows() if row.is_proposal]
         if self.session is not None and rows:
-            self.session.push(edits.accept(rows))
+            self.session.push(self.review.accept_edit(rows))
 
     def accept_all(self) -> None:
         """Accept the proposals the threshold shows on this image; hidden weak ones stay proposals."""
         rows = [row for row in visible(self.current_rows(), self.threshold) if row.is_proposal]
         if self.session is not None and rows:
-            self.session.push(edits.accept(rows))
+            self.session.push(self.review.accept_edit(rows))
 
     def reject_all(self) -> None:
         rows = [row for row in self.current_rows() if row.is_proposal]
@@ -452,6 +461,8 @@ class MainWindow(QMainWindow):
         if self.session is None or self.session.current_id is None:
             return
         row = self.session.image(self.session.current_id)
+        if not row.reviewed and not self.review.confirm_reviewed(row):
+            return
         text = "Mark unreviewed" if row.reviewed else "Mark reviewed"
         self.session.push(edits.ReviewedChange(text, row.id, not row.reviewed, row.reviewed))
 
@@ -501,7 +512,7 @@ class MainWindow(QMainWindow):
     def batch_run(self) -> None:
         if self.session is None or self.ai is None:
             return
-        dialog = BatchDialog(self.session.labels(), self)
+        dialog = BatchDialog(self.session.labels(), self, counts=self.review.batch_counts())
         if dialog.exec() != BatchDialog.DialogCode.Accepted:
             return
         options = dialog.options()
@@ -521,7 +532,7 @@ class MainWindow(QMainWindow):
         if not prompts:
             self.show_error("Choose at least one label to detect")
             return False
-        images = [r for r in self.session.images() if r.error is None and not (unreviewed_only and r.reviewed)]
+        images = self.review.batch_images(unreviewed_only=unreviewed_only)
         return self.ai.run_batch([row.id for row in images], prompts)
 
     def _cancel(self) -> None:
@@ -534,8 +545,9 @@ class MainWindow(QMainWindow):
             self.load_model(ModelSource("local", folder))
 
     def _choose_server(self) -> None:
-        url, ok = QInputDialog.getText(self, "Server", "URL of minigpt-annotate serve:", text="http://localhost:9090")
+        url, ok = QInputDialog.getText(self, "Server", "URL of minigpt-annotate serve:", text=self.basics.last_server())
         if ok and url.strip():
+            self.basics.remember_server(url.strip())
             self.load_model(ModelSource("server", url.strip()))
 
     # --- files -----------------------------------------------------------------------------------------------------

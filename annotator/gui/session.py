@@ -20,11 +20,12 @@ from PySide6.QtGui import QUndoCommand, QUndoStack
 
 from annotator.core.edits import BatchProposals, DeleteLabel, Edit, RenameLabel
 from annotator.core.exchange import Corners, ExportReport, ImportPlan, ImportReport, apply_import, export_coco
+from annotator.core.formats import FORMATS
 from annotator.core.records import BoxRow, ImageRow, LabelRow
 from annotator.core.review_order import next_riskiest
 from annotator.core.sources import ModelSource
 from annotator.core.store import ProjectStore
-from model.annotations import Task
+from model.annotations import Box, Task
 from model.errors import MiniGPTError
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,11 @@ class Session(QObject):
             self.error.emit(str(err))
             return []
 
+    @property
+    def store_path(self) -> Path:
+        """Where the project store is: with the folder, what reopens this project."""
+        return self.store.path
+
     def path_of(self, image: ImageRow) -> Path:
         return self.folder / image.path
 
@@ -149,6 +155,14 @@ class Session(QObject):
     # --- exchange --------------------------------------------------------------------------------------------------
     def export_coco(self, path: Path, *, reviewed_only: bool = False) -> ExportReport:
         report = export_coco(self.store, self.folder, path, reviewed_only=reviewed_only)
+        for item in report.skipped:
+            log.warning("export skipped %s", item)
+        return report
+
+    def export_format(self, kind: str, path: Path, *, reviewed_only: bool = False) -> ExportReport:
+        """Export as ``kind`` (a key of :data:`annotator.core.formats.FORMATS`: YOLO or Pascal VOC) into the folder
+        ``path``."""
+        report = FORMATS[kind](self.store, self.folder, path, reviewed_only=reviewed_only)
         for item in report.skipped:
             log.warning("export skipped %s", item)
         return report
@@ -242,6 +256,18 @@ class Session(QObject):
             self.store.set_setting("threshold", f"{settings.threshold:.2f}")
             self.store.set_setting("task", settings.task.value)
             self.store.set_setting("query", settings.query)
+
+    def rejections(self, image_id: int) -> list[tuple[str, Box]]:
+        """The (label, box) of the proposals a person rejected on ``image_id``: not to be proposed again."""
+        return self._shown(lambda: self.store.rejections(image_id))
+
+    def flag(self, name: str) -> bool:
+        """A project option that is on or off (off unless set), e.g. ``one_label_per_object``."""
+        return self.store.setting(name) == "1"
+
+    def set_flag(self, name: str, on: bool) -> None:
+        with self._saving():
+            self.store.set_setting(name, "1" if on else "0")
 
     def model_source(self) -> ModelSource | None:
         """The model the project used last, to load again on opening.
