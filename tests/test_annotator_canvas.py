@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 from PySide6.QtCore import QEvent, QPointF, Qt
 from PySide6.QtGui import QColor, QImage, QMouseEvent
@@ -16,7 +18,8 @@ from test_annotator_gui import _drag, _go
 from annotator.core import edits
 from annotator.core.folder import open_project
 from annotator.core.merging import proposal_rows
-from annotator.core.records import BoxRow
+from annotator.core.objects import PASTE_OFFSET, matching_labels, pasted
+from annotator.core.records import BoxRow, BoxState
 from annotator.gui.label_chooser import LabelChooser
 from annotator.gui.main_window import MainWindow
 from model.annotations import Box, Origin, Proposal, Task
@@ -444,3 +447,47 @@ def test_digit_keys_search_the_label_chooser_and_colour_overrides(
         assert next(label.color for label in store.labels() if label.name == "circle") == "#123456"
     finally:
         store.close()
+
+
+_coords = st.floats(min_value=-500, max_value=3000, allow_nan=False)
+
+
+@given(
+    corners=st.lists(st.tuples(_coords, _coords, _coords, _coords), min_size=1, max_size=5),
+    size=st.tuples(st.integers(1, 2000), st.integers(1, 2000)),
+    shift=st.booleans(),
+)
+def test_pasted_boxes_are_manual_inside_the_image_and_keep_their_size_when_they_fit(
+    corners: list[tuple[float, float, float, float]], size: tuple[int, int], shift: bool
+) -> None:
+    width, height = size
+    rows = []
+    for x0, y0, x1, y1 in corners:
+        x0, x1 = sorted((x0, x1))
+        y0, y1 = sorted((y0, y1))
+        box = Box(x0=x0, y0=y0, x1=x1 + 1, y1=y1 + 1)
+        rows.append(BoxRow(1, "thing", box, BoxState.proposal, origin=Origin.proposed, score=0.5, id=7))
+    made = pasted(rows, 2, width, height, shift=shift)
+    for row in made:
+        assert row.image_id == 2 and row.id is None and row.state is BoxState.annotation
+        assert row.origin is Origin.manual and row.score is None and row.task is None
+        assert 0 <= row.box.x0 < row.box.x1 <= width and 0 <= row.box.y0 < row.box.y1 <= height
+    for source in rows:  # a box that fits is copied whole, moved by the offset at most
+        box = source.box
+        if box.x0 >= 0 and box.y0 >= 0 and box.x1 <= width and box.y1 <= height:
+            assert any(
+                row.box.width == pytest.approx(box.width)
+                and row.box.height == pytest.approx(box.height)
+                and -1e-6 <= row.box.x0 - box.x0 <= (PASTE_OFFSET if shift else 0) + 1e-6
+                and -1e-6 <= row.box.y0 - box.y0 <= (PASTE_OFFSET if shift else 0) + 1e-6
+                for row in made
+            ), (box, made)
+
+
+@given(names=st.lists(st.text(min_size=1, max_size=8), unique=True, max_size=8), text=st.text(max_size=4))
+def test_label_search_keeps_exactly_the_names_containing_the_text_prefixes_first(names: list[str], text: str) -> None:
+    found = matching_labels(names, text)
+    needle = text.strip().casefold()
+    assert sorted(found) == sorted(name for name in names if needle in name.casefold())
+    starts = [name.casefold().startswith(needle) for name in found]
+    assert starts == sorted(starts, reverse=True)

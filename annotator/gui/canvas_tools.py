@@ -57,6 +57,7 @@ class CanvasTools(QObject):
         self.chooser: LabelChooser | None = None
         self.color_dialog: QColorDialog | None = None
         self._syncing = False
+        self._position_of: tuple[object, int | None] | None = None  # what "image n / N" was computed for
 
         self.canvas.boxes_shown.connect(self._refresh)
         self.canvas.view_changed.connect(lambda: self.zoom_label.setText(zoom_text(self.canvas.zoom_scale())))
@@ -108,8 +109,11 @@ class CanvasTools(QObject):
             self.objects.select_ids({row.id for row in self.canvas.selected_rows() if row.id is not None})
         finally:
             self._syncing = False
-        ids = [row.id for row in session.images()] if session is not None else []
-        self.position.setText(image_position(ids, session.current_id if session is not None else None))
+        current = session.current_id if session is not None else None
+        if (session, current) != self._position_of:  # the image list is read once per image shown, not per edit
+            self._position_of = (session, current)
+            ids = [row.id for row in session.images()] if session is not None else []
+            self.position.setText(image_position(ids, current))
         self.zoom_label.setText(zoom_text(self.canvas.zoom_scale()))
         self._show_selection()
 
