@@ -453,8 +453,15 @@ def test_resize_by_handle_relabel_delete_and_review_navigation(qtbot: QtBot, win
     # Relabel with Ctrl+E, then delete with the Delete key; both undo.
     win.canvas.setFocus()
     win.labels.set_current_label("circle")
-    qtbot.keyClick(win.canvas, Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)
+    qtbot.keyClick(win.canvas, Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)  # opens the label chooser
+    chooser = win.tools.chooser
+    assert chooser is not None and chooser.isVisible()
+    qtbot.waitUntil(chooser.isActiveWindow)
+    qtbot.keyClicks(chooser.text, "circle")
+    qtbot.keyClick(chooser.text, Qt.Key.Key_Return)
     assert session.boxes(image)[0].label == "circle"
+    win.activateWindow()
+    qtbot.waitUntil(win.isActiveWindow)
     win.canvas.select({row.id})
     qtbot.keyClick(win.canvas, Qt.Key.Key_Delete)
     assert session.boxes(image) == []

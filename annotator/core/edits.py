@@ -194,4 +194,31 @@ class DeleteLabel:
         return set()
 
 
-Edit = BoxChange | ReviewedChange | BatchProposals | RenameLabel | DeleteLabel
+@dataclass
+class RecolorLabel:
+    """Give a label another colour (a person's override of the derived one); the store remembers it."""
+
+    text: str
+    name: str
+    color: str  # "#rrggbb"
+    _was: LabelRow | None = None
+    _images: set[int] = field(default_factory=set)
+
+    def redo(self, store: ProjectStore) -> None:
+        with store.batch():
+            self._was = next((label for label in store.labels() if label.name == self.name), None)
+            if self._was is None:
+                self._was = store.ensure_label(self.name)
+            self._images = store.image_ids_with_label(self.name)
+            store.put_label(replace(self._was, color=self.color), store.label_position(self.name) or 0)
+
+    def undo(self, store: ProjectStore) -> None:
+        if self._was is not None:
+            store.put_label(self._was, store.label_position(self.name) or 0)
+
+    @property
+    def image_ids(self) -> set[int]:
+        return set(self._images)
+
+
+Edit = BoxChange | ReviewedChange | BatchProposals | RenameLabel | DeleteLabel | RecolorLabel

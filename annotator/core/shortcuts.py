@@ -27,7 +27,7 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("draw_box", ("R", "Ctrl+R"), "Draw a box (drag on the image)"),
     Shortcut("edit_mode", ("Escape",), "Stop drawing; select and edit boxes"),
     Shortcut("delete", ("Delete", "Backspace"), "Delete the selected boxes (rejects proposals)", canvas_only=True),
-    Shortcut("relabel", ("Ctrl+E",), "Give the selected boxes the current label"),
+    Shortcut("relabel", ("Ctrl+E",), "Choose a label for the selected boxes (type to search, Enter to apply)"),
     Shortcut("undo", ("Ctrl+Z",), "Undo"),
     Shortcut("redo", ("Ctrl+Y", "Ctrl+Shift+Z"), "Redo"),
     Shortcut("run_model", ("I",), "Run the model on this image (task and query of the AI panel)"),
@@ -44,6 +44,16 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     # desktop-review (issue 17): review flow and window basics
     Shortcut("review_next", ("Ctrl+K",), "Mark the image reviewed and go to the next unreviewed image"),
     Shortcut("quit", ("Ctrl+Q",), "Quit"),
+    # desktop-canvas (issue 17): canvas basics and labels
+    *(Shortcut(f"label_{n}", (str(n),), f"Make label {n} of the list the current label") for n in range(1, 10)),
+    Shortcut("zoom_100", ("Ctrl+0",), "Zoom to 100% (one image pixel per screen pixel)"),
+    Shortcut("fit_width", ("Ctrl+Shift+F",), "Fit the image's width in the window"),
+    Shortcut("toggle_boxes", ("Ctrl+H",), "Show or hide all boxes"),
+    Shortcut("toggle_labels", ("Ctrl+Shift+H",), "Show or hide the boxes' labels"),
+    Shortcut("toggle_scores", ("Ctrl+Alt+H",), "Show or hide the proposals' scores"),
+    Shortcut("copy", ("Ctrl+C",), "Copy the selected boxes"),
+    Shortcut("paste", ("Ctrl+V",), "Paste the copied boxes onto this image (as your own boxes)"),
+    Shortcut("duplicate", ("Ctrl+D",), "Duplicate the selected boxes (shifted a little)"),
 )
 
 BY_ACTION = {shortcut.action: shortcut for shortcut in SHORTCUTS}

@@ -110,6 +110,12 @@ class BoxItem(QGraphicsItem):
         self.tag.set_text(text, self.color)
         self._place_tag()
 
+    def set_tag(self, text: str | None) -> None:
+        """The tag's text, or None to hide it: the canvas decides from its show/hide toggles."""
+        self.tag.setVisible(text is not None)
+        if text is not None:
+            self.tag.set_text(text, self.color)
+
     def _place_tag(self) -> None:
         self.tag.setPos(self.box.x0, self.box.y0)  # above the box; the canvas keeps a margin above the image
 

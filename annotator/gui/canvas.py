@@ -3,15 +3,40 @@
 Wheel zooms around the cursor, the middle button (or Space + drag) pans, and Fit shows the whole image. In draw
 mode a left drag draws a box; otherwise boxes are selected, moved and resized through their handles. The canvas
 only reports what the person did (``box_drawn``, ``box_edited``); the window turns that into undoable edits.
+
+While drawing, crosshair guides follow the cursor, and the guides and the draft rectangle are drawn twice (a dark
+wide line under a light dashed one) so they stay visible on any background. Boxes can be hidden one by one, by
+label, or all at once (:class:`annotator.core.objects.Visibility`, :class:`~annotator.core.objects.DisplayOptions`):
+hiding is a view filter and never changes the store.
 """
 
 from __future__ import annotations
 
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QImage, QKeyEvent, QMouseEvent, QPainter, QPen, QPixmap, QResizeEvent, QWheelEvent
-from PySide6.QtWidgets import QGraphicsPixmapItem, QGraphicsRectItem, QGraphicsScene, QGraphicsView, QWidget
+from PySide6.QtGui import (
+    QColor,
+    QImage,
+    QKeyEvent,
+    QMouseEvent,
+    QPainter,
+    QPen,
+    QPixmap,
+    QResizeEvent,
+    QTransform,
+    QWheelEvent,
+)
+from PySide6.QtWidgets import (
+    QGraphicsItem,
+    QGraphicsPixmapItem,
+    QGraphicsRectItem,
+    QGraphicsScene,
+    QGraphicsView,
+    QStyleOptionGraphicsItem,
+    QWidget,
+)
 
 from annotator.core import geometry
+from annotator.core.objects import DisplayOptions, Visibility, tag_text
 from annotator.core.records import BoxRow
 from model.annotations import Box
 
@@ -22,11 +47,33 @@ MAX_ZOOM = 40.0  # screen pixels per image pixel
 MIN_ZOOM_OF_FIT = 0.5  # zoom out stops at half the fitted size: smaller shows nothing, and tags pile up
 
 
+def contrast_pens() -> tuple[QPen, QPen]:
+    """A dark wide pen and a light dashed one drawn over it: one of the two always contrasts with the image."""
+    under = QPen(QColor(0, 0, 0, 200), 3)
+    over = QPen(QColor("#ffffff"), 1, Qt.PenStyle.DashLine)
+    for pen in (under, over):
+        pen.setCosmetic(True)  # constant on-screen width at every zoom
+    return under, over
+
+
+class DraftItem(QGraphicsRectItem):
+    """The rectangle being drawn, visible on white, black and busy images alike."""
+
+    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, False)  # crisp lines: no blend into grey
+        for pen in contrast_pens():
+            painter.setPen(pen)
+            painter.drawRect(self.rect())
+
+
 class Canvas(QGraphicsView):
     box_drawn = Signal(object)  # Box
     box_edited = Signal(object, object)  # BoxRow as stored, Box after the drag
     box_activated = Signal(object)  # BoxRow double-clicked
     nudge_requested = Signal(float, float)  # arrow keys: move the selection by (dx, dy) image pixels
+    cursor_moved = Signal(float, float)  # the cursor in image pixels
+    view_changed = Signal()  # zoomed or scrolled
+    boxes_shown = Signal()  # the image or its boxes changed: lists that mirror the canvas refresh
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -43,11 +90,14 @@ class Canvas(QGraphicsView):
         self._items: dict[int, BoxItem] = {}
         self.image_size: tuple[float, float] = (0.0, 0.0)
         self.drawing = False
-        self._draft: QGraphicsRectItem | None = None
+        self._draft: DraftItem | None = None
         self._draft_start: QPointF | None = None
         self._panning: QPointF | None = None
         self._space_down = False
         self._fitted = True  # keep fitting on resize until the user zooms
+        self._cursor: QPointF | None = None  # in scene coordinates, for the crosshair guides
+        self.display = DisplayOptions()
+        self.visibility = Visibility()
 
     # --- content ---------------------------------------------------------------------------------------------------
     def show_image(self, image: QImage | None, width: int, height: int) -> None:
@@ -61,6 +111,11 @@ class Canvas(QGraphicsView):
             self._pixmap.setScale(width / image.width())
         self.scene().setSceneRect(QRectF(0, 0, max(width, 1), max(height, 1)))
         self.fit()
+        self.boxes_shown.emit()
+
+    @property
+    def pixmap(self) -> QPixmap:
+        return self._pixmap.pixmap()
 
     def set_boxes(self, rows: list[BoxRow], colors: dict[str, str]) -> None:
         """Show exactly ``rows``, updating items in place so the selection survives."""
@@ -77,6 +132,18 @@ class Canvas(QGraphicsView):
                 self.scene().addItem(item)
             elif item.row != row or item.color != QColor(color):
                 item.set_row(row, color)
+        self.apply_view_filters()
+
+    def apply_view_filters(self) -> None:
+        """Show, hide and tag the boxes as the display toggles and the visibility filter say; a box that is hidden
+        is also deselected, so no key acts on a box the person cannot see."""
+        for item in self._items.values():
+            shown = self.display.boxes and self.visibility.shows(item.row)
+            if not shown:
+                item.setSelected(False)
+            item.setVisible(shown)
+            item.set_tag(tag_text(item.row, self.display))
+        self.boxes_shown.emit()
 
     def clear_boxes(self) -> None:
         for item in self._items.values():
@@ -106,10 +173,12 @@ class Canvas(QGraphicsView):
             item.setFlag(item.GraphicsItemFlag.ItemIsSelectable, not drawing)
         if drawing:
             self.scene().clearSelection()
+        self.viewport().update()  # the crosshair guides appear or go
 
     def fit(self) -> None:
         self._fitted = True
         self.fitInView(self._fit_rect(), Qt.AspectRatioMode.KeepAspectRatio)
+        self.view_changed.emit()
 
     def _fit_rect(self) -> QRectF:
         rect = self.sceneRect()
@@ -124,6 +193,46 @@ class Canvas(QGraphicsView):
             return
         self._fitted = False
         self.scale(factor, factor)
+        self.view_changed.emit()
+
+    def zoom_scale(self) -> float:
+        """Screen pixels per image pixel (1.0 is 100%)."""
+        return self.transform().m11()
+
+    def zoom_to(self, scale: float) -> None:
+        """Show the image at ``scale`` screen pixels per image pixel, keeping the centre of the view in place."""
+        centre = self.mapToScene(self.viewport().rect().center())
+        self._fitted = False
+        self.setTransform(QTransform.fromScale(scale, scale))
+        self.centerOn(centre)
+        self.view_changed.emit()
+
+    def fit_width(self) -> None:
+        """The image's full width in the view, its top edge (with room for label tags) at the top."""
+        width = self.image_size[0]
+        if width <= 0:
+            return
+        self.zoom_to(self.viewport().width() / (width * 1.04))
+        self.verticalScrollBar().setValue(self.verticalScrollBar().minimum())
+
+    def visible_area(self) -> QRectF:
+        """The part of the image the view shows, in image pixels."""
+        return self.mapToScene(self.viewport().rect()).boundingRect().intersected(self.sceneRect())
+
+    def scrollContentsBy(self, dx: int, dy: int) -> None:
+        super().scrollContentsBy(dx, dy)
+        self.view_changed.emit()
+
+    def drawForeground(self, painter: QPainter, rect: QRectF) -> None:
+        """Crosshair guides through the cursor, across the whole image, while drawing."""
+        if not self.drawing or self._cursor is None or not self.sceneRect().contains(self._cursor):
+            return
+        area, here = self.sceneRect(), self._cursor
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, False)  # crisp lines: no blend into grey
+        for pen in contrast_pens():
+            painter.setPen(pen)
+            painter.drawLine(QPointF(area.left(), here.y()), QPointF(area.right(), here.y()))
+            painter.drawLine(QPointF(here.x(), area.top()), QPointF(here.x(), area.bottom()))
 
     def _fit_scale(self) -> float:
         """The zoom at which Fit would show the whole image (with its margin) in the viewport as it is now."""
@@ -152,10 +261,8 @@ class Canvas(QGraphicsView):
             return
         if self.drawing and event.button() == Qt.MouseButton.LeftButton:
             self._draft_start = self.mapToScene(event.position().toPoint())
-            self._draft = QGraphicsRectItem()
-            pen = QPen(QColor("#ffffff"), 1, Qt.PenStyle.DashLine)
-            pen.setCosmetic(True)
-            self._draft.setPen(pen)
+            self._draft = DraftItem()
+            self._draft.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIsSelectable, False)
             self._draft.setZValue(10)
             self.scene().addItem(self._draft)
             event.accept()
@@ -163,6 +270,10 @@ class Canvas(QGraphicsView):
         super().mousePressEvent(event)
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:
+        self._cursor = self.mapToScene(event.position().toPoint())
+        self.cursor_moved.emit(self._cursor.x(), self._cursor.y())
+        if self.drawing:
+            self.viewport().update()  # the crosshair guides follow the cursor
         if self._panning is not None:
             delta = event.position() - self._panning
             self._panning = event.position()

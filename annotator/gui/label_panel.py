@@ -1,4 +1,5 @@
-"""The label manager: the project's labels with their fixed colours, the current label, and adding labels."""
+"""The label manager: the project's labels with their colours, the current label, adding labels, and a search
+field that narrows the list (:func:`annotator.core.objects.matching_labels`)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from annotator.core.objects import matching_labels
 from annotator.core.records import LabelRow
 
 
@@ -30,9 +32,15 @@ class LabelPanel(QWidget):
     rename_requested = Signal(str)
     prompt_requested = Signal(str)  # set what the model is asked for this label
     delete_requested = Signal(str)
+    color_requested = Signal(str)  # choose another colour for this label
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
+        self.search = QLineEdit()
+        self.search.setPlaceholderText("Search labels…")
+        self.search.setClearButtonEnabled(True)
+        self.search.textChanged.connect(self._filter)
+        self.search.returnPressed.connect(self._pick_first_match)
         self.list = QListWidget()
         self.list.setToolTip("The current label: new boxes get it. Double-click to give it to the selected boxes.")
         self.list.itemDoubleClicked.connect(lambda item: self.apply_requested.emit(item.text()))
@@ -48,6 +56,7 @@ class LabelPanel(QWidget):
         row.addWidget(add)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.search)
         layout.addWidget(self.list)
         layout.addLayout(row)
 
@@ -61,6 +70,7 @@ class LabelPanel(QWidget):
                 item.setToolTip(f"asks the model for: {label.prompt}")
             self.list.addItem(item)
         self.set_current_label(current or (labels[0].name if labels else None))
+        self._filter(self.search.text())
 
     def current_label(self) -> str | None:
         item = self.list.currentItem()
@@ -81,8 +91,23 @@ class LabelPanel(QWidget):
         menu.addAction("Give to the selected boxes", lambda: self.apply_requested.emit(name))
         menu.addAction("Rename…", lambda: self.rename_requested.emit(name))
         menu.addAction("Set what the model is asked…", lambda: self.prompt_requested.emit(name))
+        menu.addAction("Colour…", lambda: self.color_requested.emit(name))
         menu.addAction("Delete (if unused)", lambda: self.delete_requested.emit(name))
         menu.exec(self.list.viewport().mapToGlobal(pos))
+
+    def names(self) -> list[str]:
+        return [self.list.item(i).text() for i in range(self.list.count())]
+
+    def _filter(self, text: str) -> None:
+        kept = set(matching_labels(self.names(), text))
+        for i in range(self.list.count()):
+            self.list.item(i).setHidden(self.list.item(i).text() not in kept)
+
+    def _pick_first_match(self) -> None:
+        """Enter in the search field makes the best match the current label."""
+        matches = matching_labels(self.names(), self.search.text())
+        if matches:
+            self.set_current_label(matches[0])
 
     def _add(self) -> None:
         name = self.new_label.text().strip()

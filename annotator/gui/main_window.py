@@ -29,6 +29,7 @@ from model.errors import MiniGPTError
 from .ai_controller import AIController
 from .ai_panel import AIPanel
 from .canvas import Canvas
+from .canvas_tools import CanvasTools
 from .dialogs import BatchDialog, ShortcutsDialog
 from .file_panel import FilePanel
 from .importer import CocoImporter
@@ -66,6 +67,7 @@ class MainWindow(QMainWindow):
         self._dock("Labels", self.labels, Qt.DockWidgetArea.RightDockWidgetArea)
         self.model_status = QLabel("No model")
         self.statusBar().addPermanentWidget(self.model_status)
+        self.tools = CanvasTools(self)  # object list, overview, canvas toggles, label tools (issue 17)
 
         self.review, self.basics = ReviewFlow(self), WindowBasics(self)  # issue 17's review flow, window basics
         self.actions_by_name = self._make_actions()
@@ -116,7 +118,6 @@ class MainWindow(QMainWindow):
             "draw_box": lambda: self.set_drawing(True),
             "edit_mode": lambda: self.set_drawing(False),
             "delete": self.delete_selected,
-            "relabel": lambda: self._relabel_selected(self.labels.current_label()),
             "undo": lambda: self.session and self.session.undo_stack.undo(),
             "redo": lambda: self.session and self.session.undo_stack.redo(),
             "run_model": self.run_model,
@@ -130,6 +131,7 @@ class MainWindow(QMainWindow):
             "zoom_in": lambda: self.canvas.zoom(1.25),
             "zoom_out": lambda: self.canvas.zoom(0.8),
             "help": lambda: ShortcutsDialog(self).exec(),
+            **self.tools.handlers(),
         }
         handlers |= self.review.handlers() | self.basics.handlers()  # issue 17's actions
         actions = {}
@@ -159,7 +161,7 @@ class MainWindow(QMainWindow):
         a = self.actions_by_name
         menus = {
             "&File": ["open_folder", "save", "import_coco", "export_coco", "export_reviewed"],
-            "&Edit": ["undo", "redo", "draw_box", "edit_mode", "delete", "relabel"],
+            "&Edit": ["undo", "redo", "draw_box", "edit_mode", "delete", "relabel", "copy", "paste", "duplicate"],
             "&Image": [
                 "next_image",
                 "previous_image",
@@ -168,7 +170,16 @@ class MainWindow(QMainWindow):
                 "next_riskiest",
                 "toggle_reviewed",
             ],
-            "&View": ["fit", "zoom_in", "zoom_out"],
+            "&View": [
+                "fit",
+                "fit_width",
+                "zoom_100",
+                "zoom_in",
+                "zoom_out",
+                "toggle_boxes",
+                "toggle_labels",
+                "toggle_scores",
+            ],
             "&Model": ["load_model", "connect_server", "run_model", "focus_query", "batch_run", "cancel_run"],
             "&Review": ["accept_selected", "accept_all", "reject_all"],
             "&Help": ["help"],
