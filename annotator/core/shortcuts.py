@@ -57,3 +57,31 @@ SHORTCUTS: tuple[Shortcut, ...] = (
 )
 
 BY_ACTION = {shortcut.action: shortcut for shortcut in SHORTCUTS}
+
+# The window's menus, by title: the actions each lists, in order (names of SHORTCUTS' actions, or of the window's
+# actions without a key, such as load_model).
+MENUS: dict[str, list[str]] = {
+    "&File": ["open_folder", "save", "import_coco", "export_coco", "export_reviewed"],
+    "&Edit": ["undo", "redo", "draw_box", "edit_mode", "delete", "relabel", "copy", "paste", "duplicate"],
+    "&Image": [
+        "next_image",
+        "previous_image",
+        "next_unreviewed",
+        "previous_unreviewed",
+        "next_riskiest",
+        "toggle_reviewed",
+    ],
+    "&View": [
+        "fit",
+        "fit_width",
+        "zoom_100",
+        "zoom_in",
+        "zoom_out",
+        "toggle_boxes",
+        "toggle_labels",
+        "toggle_scores",
+    ],
+    "&Model": ["load_model", "connect_server", "run_model", "focus_query", "batch_run", "cancel_run"],
+    "&Review": ["accept_selected", "accept_all", "reject_all"],
+    "&Help": ["help"],
+}

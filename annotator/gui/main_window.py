@@ -21,7 +21,7 @@ from annotator.core.folder import open_project, project_folder, reopen_project
 from annotator.core.merging import visible
 from annotator.core.records import BoxRow, BoxState
 from annotator.core.runs import Prompt, RunError, detection_prompts, label_from_answer, plan_run
-from annotator.core.shortcuts import SHORTCUTS
+from annotator.core.shortcuts import MENUS, SHORTCUTS
 from annotator.core.sources import ModelSource
 from model.annotations import Box, Origin, Task
 from model.errors import MiniGPTError
@@ -159,32 +159,7 @@ class MainWindow(QMainWindow):
 
     def _make_menus(self) -> None:
         a = self.actions_by_name
-        menus = {
-            "&File": ["open_folder", "save", "import_coco", "export_coco", "export_reviewed"],
-            "&Edit": ["undo", "redo", "draw_box", "edit_mode", "delete", "relabel", "copy", "paste", "duplicate"],
-            "&Image": [
-                "next_image",
-                "previous_image",
-                "next_unreviewed",
-                "previous_unreviewed",
-                "next_riskiest",
-                "toggle_reviewed",
-            ],
-            "&View": [
-                "fit",
-                "fit_width",
-                "zoom_100",
-                "zoom_in",
-                "zoom_out",
-                "toggle_boxes",
-                "toggle_labels",
-                "toggle_scores",
-            ],
-            "&Model": ["load_model", "connect_server", "run_model", "focus_query", "batch_run", "cancel_run"],
-            "&Review": ["accept_selected", "accept_all", "reject_all"],
-            "&Help": ["help"],
-        }
-        for title, names in menus.items():
+        for title, names in MENUS.items():
             menu = self.menuBar().addMenu(title)
             for name in names:
                 menu.addAction(a[name])
