@@ -207,3 +207,17 @@ def test_an_identify_answer_suggests_a_label() -> None:
     assert label_from_answer(" kite ", LABELS) == "kite"  # a short answer can become a new label
     assert label_from_answer("a large object that could be many things", LABELS) is None
     assert label_from_answer("  ", LABELS) is None
+
+
+def test_the_readmes_shortcut_table_lists_every_shortcut_as_f1_does() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("### Keyboard shortcuts") :]
+    table = section[: section.index("\n\n", section.index("| keys |"))]
+    rows = {line for line in table.splitlines() if line.startswith("| `")}
+    for shortcut in SHORTCUTS:
+        if shortcut.action.startswith("label_"):  # nine digit keys, one row
+            assert "| `1` … `9` | Make the n-th label of the list the current label |" in rows
+            continue
+        keys = " / ".join(f"`{key}`" for key in shortcut.keys)
+        assert f"| {keys} | {shortcut.text} |" in rows, shortcut
+    assert len(rows) == len([s for s in SHORTCUTS if not s.action.startswith("label_")]) + 1  # and nothing else
