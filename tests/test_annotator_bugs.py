@@ -302,8 +302,14 @@ def test_a_person_s_change_drops_the_model_s_score_and_phrase_from_the_export(
     # Relabel the first with Ctrl+E, nudge the second with an arrow key.
     win.canvas.setFocus()
     win.canvas.select({first.id})
-    win.labels.set_current_label("mug")
-    qtbot.keyClick(win.canvas, Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)
+    qtbot.keyClick(win.canvas, Qt.Key.Key_E, Qt.KeyboardModifier.ControlModifier)  # the label chooser
+    chooser = win.tools.chooser
+    qtbot.waitUntil(lambda: chooser is not None and chooser.isActiveWindow(), timeout=HANG_MS)
+    qtbot.keyClicks(chooser.text, "mug")
+    qtbot.keyClick(chooser.text, Qt.Key.Key_Return)
+    win.activateWindow()
+    qtbot.waitUntil(win.isActiveWindow, timeout=HANG_MS)
+    win.canvas.setFocus()
     win.canvas.select({second.id})
     qtbot.keyClick(win.canvas, Qt.Key.Key_Right)
     relabelled, moved = sorted(session.boxes(target), key=lambda row: row.box.x0)
