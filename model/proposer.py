@@ -2,9 +2,10 @@
 
 The batched form encodes each distinct image once, sorts prompts by length to limit padding, left-pads, and runs
 one `generate` per batch on embeddings (the official inference path: the prompt goes in as embeddings, so logits
-processors such as the repetition penalty only see generated tokens). Each box gets a score from what the model
-said while writing it (`model.scoring`; by default how tightly it placed the box's coordinates times how sure it
-was of what followed the box), then the model's calibration when it has one.
+processors such as the repetition penalty only see generated tokens); the prefix every prompt on an image shares
+(`<s>[INST] <Img>` + image + `</Img>`) is prefilled once per image (`model.prefix_cache`). Each box gets a score
+from what the model said while writing it (`model.scoring`; by default how tightly it placed the box's coordinates
+times how sure it was of what followed the box), then the model's calibration when it has one.
 """
 
 from __future__ import annotations
@@ -346,7 +347,7 @@ class Proposer:
             features = self._encode_images([images[k].image for k in range(len(images))], image_batch_size)
             order = sorted(range(len(requests)), key=lambda i: len(prepared[i].ids))  # less padding per batch
         else:  # each image's prompts in consecutive batches (its prefix serves them all), shortest first
-            order = sorted(range(len(requests)), key=lambda i: (image_of[i], len(prepared[i].ids)))
+            features, order = None, sorted(range(len(requests)), key=lambda i: (image_of[i], len(prepared[i].ids)))
 
         results: list[ProposalResult | None] = [None] * len(requests)
         done = 0
@@ -362,7 +363,7 @@ class Proposer:
             sequences = [prepared[i].ids for i in filled]
             length = self._cache_length(max(map(len, sequences)) + max_new)
             prefix = shared.batch([image_of[i] for i in filled], cache, length) if shared is not None else None
-            inputs = features[[image_of[i] for i in filled]] if shared is None else None
+            inputs = features[[image_of[i] for i in filled]] if features is not None else None
             generated = self._generate(sequences, inputs, max_new, options, cache, stop, prefix)[: len(rows)]
             if stop is not None and stop.stopped:
                 raise GenerationStopped(f"stopped after {done} of {len(requests)} prompts, on request")
