@@ -304,6 +304,8 @@ def desktop(proposer: Proposer, image: Image.Image, options: GenerationOptions, 
     for name, seconds in medians.items():
         figures[f"seconds_{name}"] = [round(t, 4) for t in seconds]
     figures["ratio_questions_2_to_5"] = round(sum(medians["no_prefix"][1:]) / sum(medians["prefix_cache"][1:]), 2)
+    lru = engines["prefix_cache"].prefix.lru  # type: ignore[union-attr]
+    figures["prefix_mb_per_image"] = round(lru.bytes / len(lru) / 1e6, 2)  # what each cached image holds
     return figures
 
 

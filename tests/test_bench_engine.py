@@ -55,7 +55,7 @@ def test_engine_benchmark_runs_tiny_and_reports_every_figure() -> None:
     assert len(desktop["questions"]) == 5
     assert len(desktop["seconds_prefix_cache"]) == len(desktop["seconds_no_prefix"]) == 5
     assert all(s > 0 for s in desktop["seconds_prefix_cache"] + desktop["seconds_no_prefix"])
-    assert desktop["ratio_questions_2_to_5"] > 0
+    assert desktop["ratio_questions_2_to_5"] > 0 and desktop["prefix_mb_per_image"] > 0
 
 
 def test_engine_benchmark_refuses_full_size_without_a_gpu() -> None:
