@@ -174,6 +174,14 @@ class MiniGPTv2Processor:
             ids += self.encode_text(f"[INST] {question} [/INST]")
         return ids
 
+    def image_prefix_ids(self) -> list[int]:
+        """The ids every prompt about an image starts with, ``<s>[INST] <Img>`` + placeholders + ``</Img>``: the
+        part whose KV cache `model.prefix_cache` computes once per image. SentencePiece never merges a piece across
+        the space after ``</Img>``, so :meth:`prompt_ids` starts with these ids (the proposer checks it anyway)."""
+        bos = [self.tokenizer.bos_token_id] * (2 if self.config.official_double_bos else 1)
+        image = [self.config.image_token_id] * self.config.image_seq_length
+        return bos + self.encode_text("[INST] <Img>") + image + self.encode_text("</Img>")
+
     def pad_left(self, sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-pad to the longest sequence: (input_ids, attention_mask), both [B, T] int64."""
         longest = max(len(s) for s in sequences)

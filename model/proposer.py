@@ -2,9 +2,10 @@
 
 The batched form encodes each distinct image once, sorts prompts by length to limit padding, left-pads, and runs
 one `generate` per batch on embeddings (the official inference path: the prompt goes in as embeddings, so logits
-processors such as the repetition penalty only see generated tokens). Each box gets a score from what the model
-said while writing it (`model.scoring`; by default how tightly it placed the box's coordinates times how sure it
-was of what followed the box), then the model's calibration when it has one.
+processors such as the repetition penalty only see generated tokens); the prefix every prompt on an image shares
+(`<s>[INST] <Img>` + image + `</Img>`) is prefilled once per image (`model.prefix_cache`). Each box gets a score
+from what the model said while writing it (`model.scoring`; by default how tightly it placed the box's coordinates
+times how sure it was of what followed the box), then the model's calibration when it has one.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 from transformers import CompileConfig, StoppingCriteria, StoppingCriteriaList
+from transformers.cache_utils import Cache
 
 from .annotations import Box, Proposal, Task
 from .calibration import Calibration, load_calibration
@@ -31,6 +33,7 @@ from .errors import CheckpointError, GenerationStopped, PromptError
 from .grammar import ParseResult, parse_boxes, pixels_to_grid
 from .images import MODEL_FIT_PIXELS, LoadedImage, load_image
 from .network import MiniGPTv2ForConditionalGeneration
+from .prefix_cache import DEFAULT_PREFIX_CACHE_BYTES, SharedPrefix
 from .processing import MiniGPTv2Processor, Turn
 from .prompts import build_instruction, split_identifier
 from .request import Prompt
@@ -227,8 +230,13 @@ class Proposer:
         box_offset: float = 0.0,
         calibration: Calibration | None = None,
         score: str = DEFAULT_SCORE,
+        prefix_cache_bytes: int | None = DEFAULT_PREFIX_CACHE_BYTES,
     ):
-        """``score``: which of :data:`model.scoring.CANDIDATES` is the raw score (before calibration)."""
+        """``score``: which of :data:`model.scoring.CANDIDATES` is the raw score (before calibration).
+
+        ``prefix_cache_bytes``: the image prefix (``<s>[INST] <Img>`` + image + ``</Img>``) is prefilled once per
+        image and shared by its prompts (`model.prefix_cache`); this many bytes of prefixes are kept across calls
+        (0: shared within a call only; None: every prompt prefills its whole prompt, the reference path)."""
         self.model = model.eval()
         self.score = check_score_name(score)
         self._numbers: NumberTokens | None = None  # the vocabulary's number tokens, found on first use
@@ -237,6 +245,8 @@ class Proposer:
         self.calibration = calibration  # raw score -> probability kept, per task (model.calibration)
         self.box_offset = box_offset  # 0: the official mapping c/100·W; 0.5: centre of the quantisation cell
         self._compile_config: CompileConfig | None = None  # one per process: compiled graphs are reused
+        use_prefix = prefix_cache_bytes is not None
+        self.prefix = SharedPrefix(model, processor, model_version, prefix_cache_bytes) if use_prefix else None
 
     @classmethod
     def from_pretrained(
@@ -251,6 +261,7 @@ class Proposer:
         box_offset: float = 0.0,
         quantization: str | None = None,
         score: str = DEFAULT_SCORE,
+        prefix_cache_bytes: int | None = DEFAULT_PREFIX_CACHE_BYTES,
     ) -> Proposer:
         """``quantization``: "8bit" or "4bit" loads the language model's weights with bitsandbytes (the vision
         tower, projector and output layer stay in ``dtype``), for 12-16 GB GPUs; needs CUDA and the ``lowmem``
@@ -275,7 +286,15 @@ class Proposer:
         version = model_version_for(path_or_hub_id, model_version)
         folder = Path(path_or_hub_id)
         calibration = load_calibration(folder, score=score) if folder.is_dir() else None
-        return cls(model, processor, model_version=version, box_offset=box_offset, calibration=calibration, score=score)
+        return cls(
+            model,
+            processor,
+            model_version=version,
+            box_offset=box_offset,
+            calibration=calibration,
+            score=score,
+            prefix_cache_bytes=prefix_cache_bytes,
+        )
 
     @property
     def device(self) -> torch.device:
@@ -322,10 +341,15 @@ class Proposer:
         stop = _StopWhen(should_stop) if should_stop is not None else None
         images, image_of = self._load_images(requests)
         prepared = [self._prepare(request, images[image_of[i]]) for i, request in enumerate(requests)]
-        features = self._encode_images([images[k].image for k in range(len(images))], image_batch_size)
+        covered = self.prefix is not None and self.prefix.covers([p.ids for p in prepared])
+        shared = self.prefix.call([image.image for image in images], image_batch_size) if covered else None
+        if shared is None:
+            features = self._encode_images([images[k].image for k in range(len(images))], image_batch_size)
+            order = sorted(range(len(requests)), key=lambda i: len(prepared[i].ids))  # less padding per batch
+        else:  # each image's prompts in consecutive batches (its prefix serves them all), shortest first
+            features, order = None, sorted(range(len(requests)), key=lambda i: (image_of[i], len(prepared[i].ids)))
 
         results: list[ProposalResult | None] = [None] * len(requests)
-        order = sorted(range(len(requests)), key=lambda i: len(prepared[i].ids))  # less padding per batch
         done = 0
         cache = self.cache_mode(options)
         for start in range(0, len(order), batch_size):
@@ -336,14 +360,11 @@ class Proposer:
             # (an interactive click) keeps batch 1.
             target = 1 if len(rows) == 1 else batch_size
             filled = rows + rows[-1:] * (target - len(rows)) if cache == "compiled" else rows
-            generated = self._generate(
-                [prepared[i].ids for i in filled],
-                features[[image_of[i] for i in filled]],
-                max_new,
-                options,
-                cache,
-                stop,
-            )[: len(rows)]
+            sequences = [prepared[i].ids for i in filled]
+            length = self._cache_length(max(map(len, sequences)) + max_new)
+            prefix = shared.batch([image_of[i] for i in filled], cache, length) if shared is not None else None
+            inputs = features[[image_of[i] for i in filled]] if features is not None else None
+            generated = self._generate(sequences, inputs, max_new, options, cache, stop, prefix)[: len(rows)]
             if stop is not None and stop.stopped:
                 raise GenerationStopped(f"stopped after {done} of {len(requests)} prompts, on request")
             for row, (tokens, stats) in zip(rows, generated, strict=True):
@@ -411,19 +432,27 @@ class Proposer:
             return options.cache
         return "compiled" if self.device.type == "cuda" else "dynamic"
 
-    def _cache_kwargs(self, mode: str, needed: int, context: int) -> dict[str, object]:
-        if mode == "dynamic":
-            return {}
+    def _cache_length(self, needed: int) -> int:
         # One cache length per bucket of 256 positions: later calls reuse the cache (and the compiled graphs)
         # instead of reallocating for every prompt length.
-        length = min(context, -(-needed // CACHE_BUCKET) * CACHE_BUCKET)
+        return min(self.model.config.text_config.max_position_embeddings, -(-needed // CACHE_BUCKET) * CACHE_BUCKET)
+
+    def _cache_kwargs(self, mode: str, needed: int, prefix: Cache | None) -> dict[str, object]:
+        """generate's cache arguments: a static cache of `needed` positions, or the shared prefix's cache."""
+        if mode == "dynamic":
+            return {} if prefix is None else {"cache": prefix}
+        cache = (
+            {"cache_implementation": "static", "max_cache_len": self._cache_length(needed)}
+            if prefix is None
+            else {"cache": prefix}
+        )
         if mode == "static":
-            return {"cache_implementation": "static", "max_cache_len": length, "disable_compile": True}
+            return cache | {"disable_compile": True}
         if self._compile_config is None:
             compile_config = CompileConfig()  # transformers defaults: reduce-overhead (CUDA graphs on a GPU)
             compile_config._compile_all_devices = True  # transformers compiles on CUDA only unless told otherwise
             self._compile_config = compile_config
-        return {"cache_implementation": "static", "max_cache_len": length, "compile_config": self._compile_config}
+        return cache | {"compile_config": self._compile_config}
 
     def _max_new_tokens(self, task: Task, options: GenerationOptions) -> int:
         return options.max_new_tokens or DEFAULT_MAX_NEW_TOKENS[task]
@@ -431,13 +460,17 @@ class Proposer:
     def _generate(
         self,
         sequences: Sequence[list[int]],
-        features: torch.Tensor,
+        features: torch.Tensor | None,
         max_new_tokens: int,
         options: GenerationOptions,
         cache_mode: str,
         stop: _StopWhen | None = None,
+        prefix: Cache | None = None,
     ) -> list[tuple[list[int], TokenStats]]:
-        input_ids, attention_mask = self.processor.pad_left(sequences)
+        """``prefix``: a cache already holding each row's image prefix (`model.prefix_cache`); ``features`` then
+        is None, and generate prefills only each prompt's own tokens, left-padded after the prefix."""
+        padded = self.prefix.padded if prefix is not None and self.prefix else self.processor.pad_left
+        input_ids, attention_mask = padded(sequences)
         context = self.model.config.text_config.max_position_embeddings
         if input_ids.shape[1] + max_new_tokens > context:
             raise PromptError(
@@ -450,7 +483,7 @@ class Proposer:
             torch.manual_seed(options.seed)
         eos = self.processor.tokenizer.eos_token_id
         sampling = {"temperature": options.temperature, "top_p": options.top_p} if options.do_sample else {}
-        cache = self._cache_kwargs(cache_mode, input_ids.shape[1] + max_new_tokens, context)
+        cache = self._cache_kwargs(cache_mode, input_ids.shape[1] + max_new_tokens, prefix)
         with warnings.catch_warnings():
             # transformers notes that the repetition penalty then only covers generated tokens: that is the
             # official behaviour (the official demo also generates from embeddings), so the note is noise here.

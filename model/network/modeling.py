@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, LlamaForCausalLM, PreTrainedModel
+from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .configuration import MiniGPTv2Config
@@ -121,6 +122,7 @@ class MiniGPTv2ForConditionalGeneration(MiniGPTv2PreTrainedModel, GenerationMixi
         image_features: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        cache: Cache | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         """Either `input_ids` (with placeholders, plus `pixel_values` or precomputed `image_features` on the
@@ -140,6 +142,7 @@ class MiniGPTv2ForConditionalGeneration(MiniGPTv2PreTrainedModel, GenerationMixi
             position_ids=position_ids,
             labels=labels,
             logits_to_keep=logits_to_keep,
+            cache=cache,
             **kwargs,
         )
 
@@ -149,12 +152,14 @@ class MiniGPTv2ForConditionalGeneration(MiniGPTv2PreTrainedModel, GenerationMixi
         inputs_embeds: torch.Tensor | None = None,
         image_features: torch.Tensor | None = None,
         is_first_iteration: bool | None = False,
+        cache: Cache | None = None,
         **kwargs,
     ) -> dict:
         # Precomputed image features belong to the prefill step only, like pixel_values (which transformers drops
-        # after prefill itself).
+        # after prefill itself). `cache` is named so that generate accepts a cache passed in (a shared image prefix,
+        # model.prefix_cache): it checks the names this signature lists.
         inputs = super().prepare_inputs_for_generation(
-            input_ids, inputs_embeds=inputs_embeds, is_first_iteration=is_first_iteration, **kwargs
+            input_ids, inputs_embeds=inputs_embeds, is_first_iteration=is_first_iteration, cache=cache, **kwargs
         )
         if image_features is not None and (is_first_iteration or not kwargs.get("use_cache", True)):
             inputs["image_features"] = image_features
