@@ -250,7 +250,10 @@ class _ProposerActor:
 
         if threads:  # Ray gives the actor this many CPUs; torch would otherwise use every core of the node
             torch.set_num_threads(threads)
-        self.proposer = Proposer.from_pretrained(model, device=device, dtype=dtype, model_version=model_version)
+        # each image once, all its labels in one call: share the prefix within the call, keep none across calls
+        self.proposer = Proposer.from_pretrained(
+            model, device=device, dtype=dtype, model_version=model_version, prefix_cache_bytes=0
+        )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import numpy as np

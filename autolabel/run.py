@@ -157,8 +157,10 @@ def _engine(options: RunOptions, version: str) -> Engine:
 
     from .engine import LocalEngine
 
+    # Each image is seen once, in one call with all its labels: the prefix is shared within the call, and a cache
+    # across calls would only churn (up to 1 GiB of KV at full size).
     proposer = Proposer.from_pretrained(
-        options.model, device=options.device, dtype=options.dtype, model_version=version
+        options.model, device=options.device, dtype=options.dtype, model_version=version, prefix_cache_bytes=0
     )
     media = options.project.media if options.project is not None else None
     return LocalEngine(proposer, batch_images=options.batch_images, media=media)

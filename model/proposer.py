@@ -286,15 +286,8 @@ class Proposer:
         version = model_version_for(path_or_hub_id, model_version)
         folder = Path(path_or_hub_id)
         calibration = load_calibration(folder, score=score) if folder.is_dir() else None
-        return cls(
-            model,
-            processor,
-            model_version=version,
-            box_offset=box_offset,
-            calibration=calibration,
-            score=score,
-            prefix_cache_bytes=prefix_cache_bytes,
-        )
+        return cls(model, processor, model_version=version, box_offset=box_offset, calibration=calibration,
+                   score=score, prefix_cache_bytes=prefix_cache_bytes)  # fmt: skip
 
     @property
     def device(self) -> torch.device:
