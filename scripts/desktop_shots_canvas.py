@@ -12,16 +12,7 @@ moves another (edited) and draws one box (manual), then saves:
 
 from __future__ import annotations
 
-import os
-import sys
-import tempfile
-import time
-from pathlib import Path
-
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from shot_window import ROOT, shapes_window
 
 
 def main() -> None:
@@ -31,43 +22,11 @@ def main() -> None:
 
     from annotator.core import edits
     from annotator.core.records import BoxRow, BoxState
-    from annotator.core.sources import ModelSource
-    from annotator.gui.main_window import MainWindow
     from model.annotations import Box, Origin
-    from model.synthetic.shapes import make_shapes
-    from model.synthetic.shapes_model import SHIPPED_DIR
 
-    work = Path(tempfile.mkdtemp(prefix="annotator-shot-"))
-    make_shapes(work, images=17, seed=5, min_shapes=3, max_shapes=4)
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    window = MainWindow()
-    window.resize(1500, 900)
-    window.open_folder(work / "images", work / "shot.minigpt.sqlite")
-    window.show()
-    session = window.session
-    assert session is not None and window.ai is not None
-    for label in ("square", "circle", "triangle"):
-        session.add_label(label)
-    window.load_model(ModelSource("local", str(SHIPPED_DIR), device="cpu"))
-
-    def settle() -> None:
-        while window.ai is not None and window.ai.busy:
-            app.processEvents()
-            time.sleep(0.01)
-        app.processEvents()
-
-    settle()
-    best = None
-    for image in session.images()[:8]:  # the image where the tiny model proposes the most boxes
-        window.go_to(image.id)
-        window.ai_panel.query.setText("")
-        window.run_model()
-        settle()
-        count = len(session.boxes(image.id))
-        if best is None or count > best[1]:
-            best = (image.id, count)
-    assert best is not None
-    image_id = best[0]
+    shot = shapes_window(images=17)
+    window, session, settle = shot.window, shot.session, shot.settle
+    image_id = shot.busiest_image()  # the image where the tiny model proposes the most boxes
     window.go_to(image_id)
     proposals = sorted((r for r in session.boxes(image_id) if r.is_proposal), key=lambda r: -(r.score or 0))
     if proposals:

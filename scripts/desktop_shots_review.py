@@ -12,17 +12,10 @@ The settings file goes to a temporary folder, so taking the shots leaves the use
 
 from __future__ import annotations
 
-import os
-import sys
-import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ["MINIGPT_ANNOTATE_CONFIG"] = tempfile.mkdtemp(prefix="annotator-shot-config-")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from shot_window import ROOT, shapes_window
 
 
 def main() -> None:
@@ -31,26 +24,13 @@ def main() -> None:
     from PySide6.QtWidgets import QApplication
 
     from annotator.core.runs import detection_prompts
-    from annotator.core.sources import ModelSource
-    from annotator.gui.main_window import MainWindow
     from annotator.gui.window_basics import menu_named
-    from model.synthetic.shapes import make_shapes
-    from model.synthetic.shapes_model import SHIPPED_DIR
 
-    work = Path(tempfile.mkdtemp(prefix="annotator-shot-"))
-    make_shapes(work, images=12, seed=5, min_shapes=3, max_shapes=4)
-    folder = work / "images"
-    (folder / "zz-damaged.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut off by an interrupted copy")
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    window = MainWindow()
-    window.open_folder(folder, work / "shot.minigpt.sqlite")
-    window.resize(1024, 680)
-    window.show()
-    session = window.session
-    assert session is not None and window.ai is not None
-    for label in ("square", "circle", "triangle"):
-        session.add_label(label)
-    window.load_model(ModelSource("local", str(SHIPPED_DIR), device="cpu"))
+    def damage(folder: Path) -> None:
+        (folder / "zz-damaged.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut off by an interrupted copy")
+
+    window_shot = shapes_window(images=12, size=(1024, 680), before_open=damage)
+    app, window, session = window_shot.app, window_shot.window, window_shot.session
 
     def settle(until=lambda: False, seconds: float = 600) -> None:
         end = time.monotonic() + seconds
