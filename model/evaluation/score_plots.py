@@ -13,6 +13,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..files import write_atomic
 from .runner import EvaluationReport, ScoreReport
 from .score_quality import ScoreQuality
 
@@ -61,9 +62,7 @@ def write_score_plot(scores: ScoreReport, path: str | os.PathLike, *, title: str
             figure.suptitle(title)
         figure.tight_layout()
         path = Path(path)
-        temporary = path.with_name(f".{path.name}.tmp")
-        figure.savefig(temporary, format="png")
-        os.replace(temporary, path)
+        write_atomic(path, lambda fp: figure.savefig(fp, format="png"), binary=True)
     finally:
         plt.close(figure)
     return path
