@@ -10,10 +10,12 @@ imports what it needs when it runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -194,6 +196,25 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default="auto", choices=DTYPES)
 
 
+@contextlib.contextmanager
+def request_progress(desc: str) -> Iterator[Callable[[int, int], None]]:
+    """A tqdm bar over model requests, given as the ``on_progress(done, total)`` callback the evaluation takes."""
+    from tqdm.auto import tqdm
+
+    with tqdm(desc=desc, unit="request") as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        yield progress
+
+
+def fitted_tasks(calibration) -> str:
+    """`refer (40 proposals), detection (90 proposals)`: what a saved calibration.json was fitted on."""
+    return ", ".join(f"{task.value} ({c.n} proposals)" for task, c in calibration.tasks.items()) or "no task"
+
+
 def task_list(text: str) -> list[Task]:
     try:
         return [Task(t.strip()) for t in text.split(",") if t.strip()]
@@ -325,8 +346,6 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
-
     from .coco import read_coco
     from .evaluation.calibrate import save_calibration
     from .evaluation.runner import collect_predictions, evaluated_tasks, score_predictions
@@ -342,12 +361,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         dataset = dataset.model_copy(update={"images": dataset.images[: args.max_images]})
     proposer = Proposer.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     started = time.perf_counter()
-    with tqdm(desc="evaluating", unit="request") as bar:
-
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
+    with request_progress("evaluating") as progress:
         predictions = collect_predictions(
             proposer, dataset, tasks=tasks, batch_size=args.batch_size, categories=args.categories,
             on_progress=progress,
@@ -362,8 +376,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(report.to_json() if args.json else report.format_table())
     if args.calibrate:
         calibration, path = save_calibration(args.model, proposer, dataset, predictions, tasks, source=str(args.coco))
-        fitted = ", ".join(f"{task.value} ({c.n} proposals)" for task, c in calibration.tasks.items()) or "no task"
-        print(f"calibration for {fitted} saved to {path}", file=sys.stderr)
+        print(f"calibration for {fitted_tasks(calibration)} saved to {path}", file=sys.stderr)
     return 0
 
 

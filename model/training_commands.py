@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .commands import positive_int, seed_arg, task_list
+from .commands import fitted_tasks, positive_int, request_progress, seed_arg, task_list
 from .errors import MiniGPTError
 
 
@@ -149,25 +149,18 @@ def _calibrate_trained(args: argparse.Namespace, heldout) -> None:
     """Evaluate the model just trained in --out on --heldout and save its calibration there."""
     if heldout is None:
         return
-    from tqdm.auto import tqdm
-
     from .evaluation.calibrate import HELDOUT_REPORT, calibrate_on_heldout
     from .evaluation.score_plots import plot_beside
 
-    with tqdm(desc="held-out evaluation", unit="request") as bar:
-
-        def progress(done: int, total: int) -> None:
-            bar.total = total
-            bar.update(done - bar.n)
-
+    with request_progress("held-out evaluation") as progress:
         report, calibration, path = calibrate_on_heldout(
             args.out, heldout, source=str(args.heldout), device=args.device, on_progress=progress
         )
     plot_beside(report, args.out / HELDOUT_REPORT, f"{report.model_version} on {args.heldout.name}")
-    fitted = ", ".join(f"{task.value} ({c.n} proposals)" for task, c in calibration.tasks.items()) or "no task"
     rate = report.overall.acceptance_rate
-    print(f"held-out acceptance {'-' if rate is None else f'{rate:.3f}'}; calibration for {fitted} saved to {path}",
-          file=sys.stderr)  # fmt: skip
+    rate_text = "-" if rate is None else f"{rate:.3f}"
+    fitted = fitted_tasks(calibration)
+    print(f"held-out acceptance {rate_text}; calibration for {fitted} saved to {path}", file=sys.stderr)
 
 
 def _one_line_errors(model: type, **fields: object):
