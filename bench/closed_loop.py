@@ -137,6 +137,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="evaluation batch")
     parser.add_argument("--bootstrap", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=Path("/tmp/closed-loop"))
+    parser.add_argument(
+        "--base", type=Path, default=SHIPPED_DIR, help="the model the corrections tune (default: shipped)"
+    )
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                         help="change the recipe as `train --set` does (before the variant's own changes)")  # fmt: skip
     args = parser.parse_args()
@@ -147,7 +150,7 @@ def main() -> None:
 
     held_out = crowded(args.out / "heldout", args.heldout_images, HELDOUT_SEED)
     started = time.perf_counter()
-    base, base_counts = per_image(held_out, SHIPPED_DIR, args.batch_size)
+    base, base_counts = per_image(held_out, args.base, args.batch_size)
     result: dict = {
         "setup": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
         | {"shapes_per_scene": "5-8", "renames": RENAMES, "recipe": str(RECIPE)},
@@ -166,7 +169,7 @@ def main() -> None:
         for name in variants:
             recipe = variant_recipe(name, root, args.steps, seed, args.replay_ratio, args.min_score, args.overrides)
             started = time.perf_counter()
-            trained = train_recipe(recipe, root / name, base=SHIPPED_DIR, device="cpu", progress=False)
+            trained = train_recipe(recipe, root / name, base=args.base, device="cpu", progress=False)
             seconds = time.perf_counter() - started
             started = time.perf_counter()
             metrics, counts = per_image(held_out, root / name, args.batch_size)
