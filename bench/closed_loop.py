@@ -15,7 +15,7 @@ comes with a 95% interval from a bootstrap over held-out images (``--bootstrap``
 base model with the paired bootstrap interval of the difference (the same resampled images before and after), so
 "fell by more than its interval" means the interval of the change lies wholly below 0.
 
-    python bench/closed_loop.py [--train-images 200] [--heldout-images 300] [--seeds 0,1,2] [--steps 300]
+    python bench/closed_loop.py [--train-images 300] [--heldout-images 300] [--seeds 0,1,2] [--steps N] [--base M]
 """
 
 from __future__ import annotations
@@ -106,7 +106,13 @@ def intervals(before: np.ndarray, after: np.ndarray | None, resamples: int, seed
 
 
 def variant_recipe(
-    name: str, data_root: Path, steps: int, seed: int, replay_ratio: float, min_score: float, overrides: list[str]
+    name: str,
+    data_root: Path,
+    steps: int | None,
+    seed: int,
+    replay_ratio: float,
+    min_score: float,
+    overrides: list[str],
 ):
     recipe = load_recipe(RECIPE, data_root=data_root, overrides=overrides)
     stage = recipe.stages[0]
@@ -120,17 +126,17 @@ def variant_recipe(
             corrected.model_copy(update={"ratio": 1.0 - replay_ratio}),
             replay.model_copy(update={"ratio": replay_ratio, "min_score": min_score, "categories": categories}),
         ]
-    schedule = stage.schedule.model_copy(update={"steps": steps})
+    schedule = stage.schedule if steps is None else stage.schedule.model_copy(update={"steps": steps})
     stage = stage.model_copy(update={"datasets": datasets, "schedule": schedule})
     return recipe.model_copy(update={"stages": [stage], "seed": seed, "save_every": 10**9})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train-images", type=int, default=200, help="corrected images per seed")
+    parser.add_argument("--train-images", type=int, default=300, help="corrected images per seed")
     parser.add_argument("--heldout-images", type=int, default=300)
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=None, help="default: the recipe's own")
     parser.add_argument("--variants", default="no-replay,replay")
     parser.add_argument("--replay-ratio", type=float, default=0.3)
     parser.add_argument("--min-score", type=float, default=0.5)

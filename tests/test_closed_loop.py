@@ -52,6 +52,7 @@ def test_replay_of_the_base_models_own_answers_beats_tuning_on_the_corrections_a
     short.write_text(yaml.safe_dump(recipe))
     s = stage["schedule"]
     lora = stage["trains"]["lora"]
+    corrected = next(d for d in stage["datasets"] if d["kind"] == "corrections")
 
     proc = run("train", str(short), "--base", str(SHIPPED_DIR), "--data-root", str(tmp_path / "store"),
                "--out", str(tmp_path / "replay"))  # fmt: skip
@@ -59,7 +60,10 @@ def test_replay_of_the_base_models_own_answers_beats_tuning_on_the_corrections_a
     drawn = json.loads(proc.stdout)["stages"]["corrections"]["drawn"]
     assert set(drawn) == {"corrected", "replay"} and all(drawn.values()), drawn
     proc = run("finetune", str(tmp_path / "store" / "corrections" / "annotations.json"), "--base", str(SHIPPED_DIR),
-               "--out", str(tmp_path / "no-replay"), "--lora-r", str(lora["r"]), "--learning-rate", str(s["lr"]),
+               "--out", str(tmp_path / "no-replay"), "--lora-r", str(lora["r"]), "--lora-alpha", str(lora["alpha"]),
+               "--lora-targets", ",".join(lora["targets"]), *([] if stage["trains"]["projection"] else
+               ["--freeze-projection"]), *(["--detection-negatives"] if corrected.get("detection_negatives") else []),
+               "--learning-rate", str(s["lr"]),
                "--min-lr", str(s["min_lr"]), "--warmup-steps", str(s["warmup_steps"]), "--batch-size",
                str(s["batch_size"]), "--max-steps", str(STEPS), "--seed", str(recipe["seed"]))  # fmt: skip
     assert proc.returncode == 0, proc.stderr

@@ -52,7 +52,7 @@ class ShapesRecipe(BaseModel):
     (model/recipes/tiny-shapes.yaml, run by the same `train` machinery as any recipe)."""
 
     seed: int = 0
-    vision_steps: int = 1500
+    vision_steps: int = 2500
     vision_batch: int = 64
     training: Recipe = Field(default_factory=lambda: load_recipe(recipe_path(SHAPES)))
 
